@@ -1,0 +1,90 @@
+"""Model presets and loading of checkpoints from the Hugging Face Hub, its cache or a local folder."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from agnews.data import LABELS
+from agnews.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    checkpoint: str
+    learning_rate: float  # small models need larger steps to move in 3 short epochs
+
+
+PRESETS = {
+    "tinybert": Preset("huawei-noah/TinyBERT_General_4L_312D", 1e-4),
+    "bert-mini": Preset("prajjwal1/bert-mini", 2e-4),
+    "distilbert": Preset("distilbert-base-uncased", 5e-5),
+}
+DEFAULT_LEARNING_RATE = 5e-5  # any other hub id or folder: the usual BERT fine-tuning rate
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # file-safe short name used in plots, run names and tags
+    preset: str  # preset name, or "" for a free hub id / folder
+    checkpoint: str  # hub id or absolute folder path
+
+    @property
+    def default_learning_rate(self) -> float:
+        return PRESETS[self.preset].learning_rate if self.preset else DEFAULT_LEARNING_RATE
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
+
+
+def short_name(model: str) -> str:
+    """Preset name, or the last part of a hub id or folder, file-safe: names plots and runs."""
+    model = model.strip().rstrip("/")
+    return model if model in PRESETS else safe_name(Path(model).name or model)
+
+
+def resolve_model(model: str) -> ModelSpec:
+    """A preset name, an existing local folder, or a hub id (owner/name)."""
+    model = model.strip()
+    if model in PRESETS:
+        return ModelSpec(model, model, PRESETS[model].checkpoint)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return ModelSpec(short_name(str(path.resolve())), "", str(path.resolve()))
+    # Hub ids need an owner; bare names are presets or typos (legacy bare ids now redirect to owner/name).
+    if "/" in model and _HUB_ID.match(model):
+        return ModelSpec(short_name(model), "", model)
+    raise PipelineError(f"unknown model {model!r}: use a preset ({', '.join(PRESETS)}), "
+                        "a Hugging Face id like owner/name, or an existing local model folder")
+
+
+def label_maps() -> tuple[dict[int, str], dict[str, int]]:
+    return dict(enumerate(LABELS)), {name: i for i, name in enumerate(LABELS)}
+
+
+def load_tokenizer_and_model(spec: ModelSpec):
+    """Load with a fresh 4-way classification head; never runs remote code."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    id2label, label2id = label_maps()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.checkpoint)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.checkpoint, num_labels=len(LABELS), id2label=id2label, label2id=label2id,
+            ignore_mismatched_sizes=True, trust_remote_code=False,
+        )
+    except OSError as exc:  # transformers raises OSError for "not on the hub / not cached / no network"
+        where = "the local folder" if Path(spec.checkpoint).is_dir() else "the Hugging Face Hub or its cache"
+        raise PipelineError(f"cannot load model {spec.checkpoint!r} from {where} ({str(exc).splitlines()[0][:160]}); "
+                            "offline, pass -P model=<local model folder> or populate HF_HOME and set "
+                            "HF_HUB_OFFLINE=1") from exc
+    return tokenizer, model
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,70 @@
+"""evaluate: score a train run's registered model on the test split (reported only, never used to choose)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+
+from steps import whole
+from agnews import metrics, plots, tracking, training
+from agnews.data import LABELS
+
+log = logging.getLogger("steps.evaluate")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train_run_id", required=True)
+    parser.add_argument("--data_run_id", default="", help="default: the data the train run used")
+    parser.add_argument("--batch_size", type=whole, default=32)
+    parser.add_argument("--precision", default="auto", choices=training.PRECISIONS)
+    return parser.parse_args(argv)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, float]:
+    train_run = tracking.get_run(args.train_run_id, "train")
+    data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
+    data_run = tracking.get_run(data_run_id, "prepare_data", "train")
+    test = tracking.load_splits(data_run_id, ("test",))["test"]
+    model_name = train_run.data.tags[tracking.MODEL_TAG]
+    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name, "agnews.train_run_id": args.train_run_id,
+                     "agnews.data_run_id": data_run_id})
+    tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size})
+    tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
+
+    components = mlflow.transformers.load_model(train_run.data.tags["agnews.model_uri"], return_type="components")
+    config = training.TrainConfig(batch_size=args.batch_size, precision=args.precision,
+                                  max_length=int(train_run.data.params.get("max_length", 128)))
+    logits = training.predict_logits(components["model"], components["tokenizer"], test["text"].tolist(), config)
+    predicted, labels = logits.argmax(axis=-1), test["label"].to_numpy()
+
+    scores = {**metrics.summary(labels, predicted, "test"), **metrics.per_class(labels, predicted, "test")}
+    mlflow.log_metrics(scores)
+    counts = metrics.confusion(labels, predicted)
+    with tempfile.TemporaryDirectory() as tmp:
+        counts.to_csv(Path(tmp) / "confusion_matrix.csv")
+        metrics.confusion(labels, predicted, normalize=True).round(4).to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
+        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        test.assign(true_label=[LABELS[i] for i in labels], predicted_label=[LABELS[i] for i in predicted],
+                    score=probabilities.max(axis=1).round(4)).to_csv(Path(tmp) / "predictions.csv", index=False)
+        mlflow.log_artifacts(tmp, "evaluation")
+    tracking.log_plot(plots.confusion_matrix(model_name, counts))
+    log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tracking.setup()
+    with tracking.step_run("evaluate", "evaluate"):
+        training.configure_threads()
+        evaluate(args)
+
+
+if __name__ == "__main__":
+    main()

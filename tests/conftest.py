@@ -1,0 +1,102 @@
+"""Shared fixtures: a tiny BERT built here, a small AG-News-format CSV, an isolated MLflow store."""
+from __future__ import annotations
+
+import csv
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_TEST_CSV = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
+WORDS = {  # class-specific words so a tiny model can learn the task in a few epochs
+    1: "election minister government war president parliament troops treaty".split(),
+    2: "game team season coach score league match championship".split(),
+    3: "stocks market profit shares company earnings investors bank".split(),
+    4: "software internet computer space research chip google microsoft".split(),
+}
+FILLER = "the a of in on new says after report week".split()
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def write_agnews_csv(path: Path, rows_per_class: int = 40, seed: int = 0) -> Path:
+    """Headerless class,title,description rows with the corpus' escapes (" #39;", "\\")."""
+    rng = random.Random(seed)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, quoting=csv.QUOTE_ALL)
+        for cls, words in WORDS.items():
+            for _ in range(rows_per_class):
+                title = " ".join(rng.sample(words, 3))
+                body = " ".join(rng.sample(words, 4) + rng.sample(FILLER, 3))
+                writer.writerow([cls, title.title(), f"it #39;s {body}\\{rng.choice(FILLER)}"])
+    return path
+
+
+def build_tiny_bert(folder: Path, model_type: str = "bert") -> Path:
+    """A 2-layer, 32-wide BERT with a vocabulary of the fixture's words, saved as safetensors."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "'", "s", "it", *sorted(
+        {w for words in WORDS.values() for w in words} | set(FILLER))]
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, num_labels=4)
+    BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def fixture_csv(tmp_path_factory) -> Path:
+    return write_agnews_csv(tmp_path_factory.mktemp("data") / "agnews_fixture.csv")
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store + artifact folder for one test; plots go to tmp too."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("AGNEWS_PLOTS_DIR", str(tmp_path / "graficas"))
+    monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.end_run()
+
+
+def project_copy(dest: Path) -> Path:
+    """The repository's tracked files in a fresh folder: `mlflow run` writes graficas/ and mlflow.db there."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The real `mlflow` CLI of this environment, with a clean tracking environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.pop("AGNEWS_PLOTS_DIR", None)
+    full_env.update(env or {})
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    return subprocess.run([mlflow_bin, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
