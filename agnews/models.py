@@ -55,7 +55,7 @@ def resolve_model(model: str) -> ModelSpec:
         return ModelSpec(model, model, PRESETS[model].checkpoint)
     path = Path(model).expanduser()
     if path.is_dir():
-        return ModelSpec(short_name(str(path.resolve())), "", str(path.resolve()))
+        return ModelSpec(short_name(model), "", str(path.resolve()))  # name as given: a symlink names it
     # Hub ids need an owner; bare names are presets or typos (legacy bare ids now redirect to owner/name).
     if "/" in model and _HUB_ID.match(model):
         return ModelSpec(short_name(model), "", model)

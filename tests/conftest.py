@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +21,26 @@ WORDS = {  # class-specific words so a tiny model can learn the task in a few ep
     4: "software internet computer space research chip google microsoft".split(),
 }
 FILLER = "the a of in on new says after report week".split()
+
+EPOCHS = 3
+SMALL = ["-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40"]
+TINY = ["-P", f"epochs={EPOCHS}", "-P", "learning_rate=0.003", "-P", "batch_size=8"]
+SMALL_AND_TINY = SMALL + TINY
+
+
+def client_for(project: Path) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def runs_of(client: mlflow.MlflowClient, experiment: str = "agnews-classification"):
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment} missing"
+    return client.search_runs([exp.experiment_id])
+
+
+def by_step(runs, step):
+    return [r for r in runs if r.data.tags.get("agnews.step") == step]
+
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,8 +60,8 @@ def write_agnews_csv(path: Path, rows_per_class: int = 40, seed: int = 0) -> Pat
     return path
 
 
-def build_tiny_bert(folder: Path, model_type: str = "bert") -> Path:
-    """A 2-layer, 32-wide BERT with a vocabulary of the fixture's words, saved as safetensors."""
+def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
+    """A 2-layer BERT (32 wide by default) with a vocabulary of the fixture's words, saved as safetensors."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
@@ -48,9 +69,9 @@ def build_tiny_bert(folder: Path, model_type: str = "bert") -> Path:
         {w for words in WORDS.values() for w in words} | set(FILLER))]
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=4)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128, num_labels=4)
     BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
@@ -96,7 +117,9 @@ def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 90
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.pop("AGNEWS_PLOTS_DIR", None)
+    bin_dir = str(Path(sys.executable).parent)  # entry points run `python -m steps...`: this environment's python
+    full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")
     full_env.update(env or {})
-    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    mlflow_bin = str(Path(bin_dir) / "mlflow")
     return subprocess.run([mlflow_bin, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)

@@ -1,0 +1,68 @@
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agnews.errors import PipelineError
+from agnews.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
+from conftest import REPO, build_tiny_bert
+
+TINYBERT_ID = PRESETS["tinybert"].checkpoint
+
+
+def populate_hf_cache(hf_home: Path, repo_id: str, model_folder: Path) -> Path:
+    """The layout huggingface_hub reads offline: models--owner--name/{refs/main, snapshots/<sha>/...}."""
+    repo = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(model_folder, repo / "snapshots" / sha)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+    return repo
+
+
+def test_resolve_presets_folders_and_hub_ids(tiny_model):
+    assert resolve_model("tinybert").checkpoint == "huawei-noah/TinyBERT_General_4L_312D"
+    assert resolve_model("bert-mini").default_learning_rate == PRESETS["bert-mini"].learning_rate
+    folder = resolve_model(str(tiny_model))
+    assert (folder.name, folder.preset, folder.checkpoint) == ("tiny-bert", "", str(tiny_model.resolve()))
+    assert resolve_model("sentence-transformers/all-MiniLM-L6-v2").name == "all-MiniLM-L6-v2"
+    assert short_name("org/weird name!") == "weird_name"
+
+
+@pytest.mark.parametrize("name", ["tinybertt", "/no/such/folder", "a b/c"])
+def test_unknown_model_fails_in_one_line(name):
+    with pytest.raises(PipelineError, match=r"unknown model .*use a preset \(tinybert, bert-mini, distilbert\)"):
+        resolve_model(name)
+
+
+def _load_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
+    """huggingface_hub reads HF_HOME and HF_HUB_OFFLINE at import: load in a process that starts with them."""
+    code = ("from agnews.models import load_tokenizer_and_model, resolve_model\n"
+            f"tok, model = load_tokenizer_and_model(resolve_model({model!r}))\n"
+            "print(model.config.id2label, tok('game team')['input_ids'])")
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_hub_id_loads_from_offline_cache(tmp_path, tiny_model):
+    populate_hf_cache(tmp_path / "hf", TINYBERT_ID, tiny_model)
+    result = _load_in_fresh_process("tinybert", tmp_path / "hf")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "{0: 'World', 1: 'Sports', 2: 'Business', 3: 'Sci/Tech'}" in result.stdout
+
+
+def test_uncached_hub_id_offline_says_what_to_pass(tmp_path):
+    result = _load_in_fresh_process("bert-mini", tmp_path / "empty")
+    assert result.returncode != 0
+    assert re.search(r"PipelineError: cannot load model 'prajjwal1/bert-mini' from the Hugging Face Hub or its "
+                     r"cache \(.*\); offline, pass -P model=<local model folder>", result.stderr)
+
+
+def test_local_folder_loads_with_fresh_four_way_head(tmp_path):
+    folder = build_tiny_bert(tmp_path / "m")
+    _, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    assert model.classifier.out_features == 4

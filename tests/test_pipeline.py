@@ -1,0 +1,148 @@
+"""The MLproject through the real `mlflow run` CLI against a fresh SQLite store in a copy of the project."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from agnews.data import LABELS
+from conftest import (EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy,
+                      runs_of)
+
+PER_EPOCH = ["train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, fixture_csv):
+    """`mlflow run . --env-manager local` (entry point main) with two tiny local models of different sizes."""
+    root = tmp_path_factory.mktemp("main")
+    project = project_copy(root / "project")
+    models = [build_tiny_bert(root / "tiny-wide", hidden=32, seed=1), build_tiny_bert(root / "tiny-narrow", hidden=16, seed=2)]
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models[0]},{models[1]}",
+                        "-P", f"data={fixture_csv}", *SMALL, *TINY, cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return project, client_for(project)
+
+
+def test_main_builds_one_parent_with_child_runs(main_run):
+    project, client = main_run
+    runs = runs_of(client)  # default experiment: agnews-classification, without --experiment-name
+    parents = by_step(runs, "main")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0].info.run_id
+    children = [r for r in runs if r.info.run_id != parent]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parent}
+    assert sorted(r.info.run_name for r in children) == sorted([
+        "prepare_data", "train tiny-wide", "train tiny-narrow", "evaluate tiny-wide", "evaluate tiny-narrow",
+        "compare"])
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.tags["mlflow.project.entryPoint"] == r.data.tags["agnews.step"] for r in runs)
+
+
+def test_prepare_data_logs_splits_inputs_and_class_counts(main_run):
+    _, client = main_run
+    prep = by_step(runs_of(client), "prepare_data")[0]
+    assert {f.path for f in client.list_artifacts(prep.info.run_id, "data")} == {
+        "data/train.parquet", "data/validation.parquet", "data/test.parquet"}
+    assert prep.data.params["train_count_Sci_Tech"] == "20" and prep.data.params["test_count_World"] == "10"
+    contexts = {i.tags[0].value for i in prep.inputs.dataset_inputs}
+    assert contexts == {"train", "validation", "test"}
+
+
+def test_train_runs_log_per_epoch_metrics_and_register(main_run):
+    _, client = main_run
+    for run in by_step(runs_of(client), "train"):
+        for key in PER_EPOCH:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert [m.step for m in sorted(history, key=lambda m: m.step)] == [1, 2, 3], key
+        metrics = run.data.metrics
+        assert 1 <= metrics["best_epoch"] <= EPOCHS and metrics["num_parameters"] > 0 and metrics["train_seconds"] > 0
+        assert 0.0 <= metrics["best_val_f1_macro"] <= 1.0
+        assert run.data.params["learning_rate"] == "0.003" and "effective_learning_rate" not in run.data.params
+        assert {"train", "validation"} <= {i.tags[0].value for i in run.inputs.dataset_inputs}
+        plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
+        name = run.data.tags["agnews.model"]
+        assert plots == {f"plots/{name}_{kind}.png" for kind in ("accuracy_evolution", "f1_evolution", "loss_function")}
+        version = client.get_model_version("agnews-classifier", run.data.tags["agnews.registered_version"])
+        assert version.run_id == run.info.run_id and version.tags["base_model"].endswith(name)
+        assert version.tags["preset"] == "none"
+
+
+def test_evaluate_runs_score_the_test_split(main_run):
+    _, client = main_run
+    for run in by_step(runs_of(client), "evaluate"):
+        m = run.data.metrics
+        for key in ("test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro", "test_f1_Sci_Tech"):
+            assert 0.0 <= m[key] <= 1.0
+        files = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert files == {"evaluation/confusion_matrix.csv", "evaluation/confusion_matrix_normalized.csv",
+                         "evaluation/predictions.csv"}
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluation",
+                                                    tracking_uri=client._tracking_client.tracking_uri)
+        counts = pd.read_csv(Path(local) / "confusion_matrix.csv", index_col=0)
+        assert list(counts.columns) == list(LABELS) and counts.to_numpy().sum() == 40
+        predictions = pd.read_csv(Path(local) / "predictions.csv")
+        assert len(predictions) == 40
+        assert (predictions["true_label"] == predictions["predicted_label"]).mean() == pytest.approx(m["test_accuracy"])
+
+
+def test_compare_promotes_best_validation_f1_as_champion(main_run):
+    project, client = main_run
+    runs = runs_of(client)
+    trains = by_step(runs, "train")
+    best = sorted(trains, key=lambda r: (-r.data.metrics["best_val_f1_macro"], r.data.metrics["num_parameters"],
+                                         int(r.data.tags["agnews.registered_version"])))[0]
+    champion = client.get_model_version_by_alias("agnews-classifier", "champion")
+    assert champion.version == best.data.tags["agnews.registered_version"]
+    assert "best validation macro F1" in champion.tags["champion_reason"]
+    assert champion.tags["selection_metric"] == "val_f1_macro"
+    assert champion.current_stage == "None"  # aliases, not deprecated stages
+    compare = by_step(runs, "compare")[0]
+    assert {f.path for f in client.list_artifacts(compare.info.run_id, "comparison")} == {
+        "comparison/comparison.csv", "comparison/comparison.md"}
+
+
+def test_every_plot_is_written_to_graficas_and_logged(main_run):
+    project, client = main_run
+    expected = {f"{m}_{kind}.png" for m in ("tiny-wide", "tiny-narrow")
+                for kind in ("accuracy_evolution", "f1_evolution", "loss_function", "confusion_matrix")}
+    expected |= {f"comparison_{kind}.png" for kind in ("accuracy", "f1", "all_metrics", "accuracy_evolution", "radar")}
+    written = {p.name for p in (project / "graficas").glob("*.png")}
+    assert written == expected
+    assert all((project / "graficas" / name).stat().st_size > 10_000 for name in written)
+    logged = set()
+    for run in runs_of(client):
+        logged |= {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "plots")}
+    assert logged == expected
+
+
+def test_champion_loads_with_pyfunc(main_run):
+    project, _ = main_run
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/agnews-classifier@champion")
+    out = model.predict(["game team season coach", "stocks market profit shares"])
+    assert list(out.columns) == ["label", "score"] and set(out["label"]) <= set(LABELS)
+
+
+def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tiny_model):
+    project = project_copy(tmp_path / "project")
+    train = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", f"model={tiny_model}",
+                       "-P", f"data={fixture_csv}", *SMALL, *TINY, "--experiment-name", "alone", cwd=project)
+    assert train.returncode == 0, train.stderr[-3000:]
+    client = client_for(project)
+    [run] = runs_of(client, "alone")
+    assert run.info.run_name == "train tiny-bert" and "mlflow.parentRunId" not in run.data.tags
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "data")} >= {"data/test.parquet"}  # prepared here
+    assert client.get_registered_model("agnews-classifier").latest_versions[0].run_id == run.info.run_id
+    evaluate = mlflow_cli("run", ".", "-e", "evaluate", "--env-manager", "local", "-P",
+                          f"train_run_id={run.info.run_id}", "--experiment-name", "alone", cwd=project)
+    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
+    compare = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={run.info.run_id}",
+                         "--experiment-name", "alone", cwd=project)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    champion = client.get_model_version_by_alias("agnews-classifier", "champion")
+    assert champion.run_id == run.info.run_id
+    ev = by_step(runs_of(client, "alone"), "evaluate")[0]
+    assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1

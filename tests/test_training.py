@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from agnews import metrics, training
+from agnews.data import SampleSizes, sample_splits
+from agnews.errors import PipelineError
+from agnews.models import load_tokenizer_and_model, resolve_model
+
+
+@pytest.fixture(scope="module")
+def splits(fixture_csv):
+    return sample_splits(str(fixture_csv), SampleSizes(80, 40, 40), seed=0)
+
+
+def _fresh(tiny_model):
+    return load_tokenizer_and_model(resolve_model(str(tiny_model)))
+
+
+def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tokenizer, model = _fresh(tiny_model)
+    logged = []
+    config = training.TrainConfig(epochs=4, learning_rate=3e-3, batch_size=8, precision="fp32",
+                                  early_stopping_patience=0)
+    result = training.train(model, tokenizer, splits["train"], splits["validation"], config,
+                            on_epoch=lambda epoch, row: logged.append((epoch, row)))
+    assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
+    assert [epoch for epoch, _ in logged] == [1, 2, 3, 4]
+    assert set(logged[0][1]) == {"train_loss", "val_loss", "val_accuracy", "val_f1_macro",
+                                 "val_precision_macro", "val_recall_macro"}
+    best = max(result.history, key=lambda row: row["val_f1_macro"])
+    assert result.best_epoch == best["epoch"] and result.best == best
+    assert best["val_accuracy"] > 0.6  # 4 classes with class-specific words: far above chance
+    # The returned model is the best epoch's, not the last one's: scoring it again reproduces the best row.
+    logits = training.predict_logits(model, tokenizer, splits["validation"]["text"].tolist(), config)
+    again = metrics.summary(splits["validation"]["label"], logits.argmax(-1), "val")
+    assert again["val_f1_macro"] == pytest.approx(best["val_f1_macro"])
+    assert list(tmp_path.iterdir()) == []  # no checkpoints or Trainer output folders left behind
+
+
+def test_early_stopping_stops_after_patience(tiny_model, splits):
+    tokenizer, model = _fresh(tiny_model)
+    config = training.TrainConfig(epochs=6, learning_rate=1e-9, batch_size=16, precision="fp32",
+                                  early_stopping_patience=1)  # a learning rate that cannot improve anything
+    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    assert len(result.history) == 2 and result.best_epoch == 1
+
+
+def test_predict_logits_keeps_input_order(tiny_model):
+    tokenizer, model = _fresh(tiny_model)
+    texts = ["game", "stocks market profit shares company earnings investors bank the a of", "space chip"]
+    config = training.TrainConfig(batch_size=2, precision="fp32")
+    logits = training.predict_logits(model, tokenizer, texts, config)
+    model.eval()
+    with torch.no_grad():
+        expected = np.stack([model(**tokenizer(t, return_tensors="pt")).logits[0].numpy() for t in texts])
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+
+def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
+    tokenizer, model = _fresh(tiny_model)
+    config = training.TrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, precision="bf16")
+    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    assert result.precision == "bf16" and np.isfinite(result.history[0]["val_loss"])
+    assert training.resolve_precision("auto") == ("bf16" if training.cpu_has_native_bf16() else "fp32")
+    with pytest.raises(PipelineError, match="unknown precision 'fp8'"):
+        training.resolve_precision("fp8")
+
+
+def test_tokenize_once_unpadded(tiny_model, splits):
+    tokenizer, _ = _fresh(tiny_model)
+    dataset = training.tokenize(tokenizer, splits["train"], max_length=8)
+    assert len(dataset) == 80 and max(dataset["length"]) == 8
+    assert len(set(dataset["length"])) > 1  # not padded to a fixed length
