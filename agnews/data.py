@@ -51,7 +51,7 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path} is not a readable CSV ({exc}); expected 'text,label' columns "
                             "or the AG News format (class,title,description without header)") from exc
     first_row = [str(v).strip().lower() for v in head.iloc[0]]
-    if {"text", "label"} <= set(first_row):
+    if {"text", "label"} & set(first_row):  # a header: validate names the missing column
         return _validate(pd.read_csv(path, dtype={"text": str}, keep_default_na=False), path)
     if len(first_row) != 3:
         raise PipelineError(f"{path} has {len(first_row)} columns and no 'text,label' header; expected "
@@ -59,17 +59,20 @@ def _read_table(path: Path) -> pd.DataFrame:
     raw = pd.read_csv(path, header=None, names=["cls", "title", "description"], dtype=str, keep_default_na=False)
     cls = pd.to_numeric(raw["cls"], errors="coerce")
     frame = pd.DataFrame({"text": raw["title"] + " " + raw["description"], "label": cls - 1})
-    return _validate(frame, path, label_hint="class must be 1-4 in the AG News format")
+    return _validate(frame, path, label_hint="class must be 1-4 in the AG News format", shown_labels=raw["cls"])
 
 
-def _validate(frame: pd.DataFrame, source: object, label_hint: str = "label must be 0-3") -> pd.DataFrame:
+def _validate(frame: pd.DataFrame, source: object, label_hint: str = "label must be 0-3",
+              shown_labels: pd.Series | None = None) -> pd.DataFrame:
+    """Columns, labels and texts checked; errors name the first bad data row (1-based) as the file has it."""
     missing = {"text", "label"} - set(frame.columns)
     if missing:
         raise PipelineError(f"{source} lacks column(s) {sorted(missing)}; expected 'text' and 'label' (0-3)")
     labels = pd.to_numeric(frame["label"], errors="coerce")
     bad = frame.index[~labels.isin(range(len(LABELS)))]
     if len(bad):
-        raise PipelineError(f"{source} row {bad[0] + 1} has unknown label {frame['label'].iloc[bad[0]]!r}; "
+        shown = (frame["label"] if shown_labels is None else shown_labels).iloc[bad[0]]
+        raise PipelineError(f"{source} row {bad[0] + 1} has unknown label '{shown}'; "
                             f"{label_hint} ({', '.join(LABELS)})")
     text = frame["text"].fillna("").astype(str).map(clean_text)
     empty = text.index[text.str.len() == 0]

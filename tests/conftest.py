@@ -24,7 +24,7 @@ FILLER = "the a of in on new says after report week".split()
 
 EPOCHS = 3
 SMALL = ["-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40"]
-TINY = ["-P", f"epochs={EPOCHS}", "-P", "learning_rate=0.003", "-P", "batch_size=8"]
+TINY = ["-P", f"epochs={EPOCHS}", "-P", "learning_rate=0.01", "-P", "batch_size=8"]
 SMALL_AND_TINY = SMALL + TINY
 
 

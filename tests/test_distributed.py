@@ -22,7 +22,7 @@ def test_torchrun_two_processes_log_one_run(tmp_path, fixture_csv, tiny_model):
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     result = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "-m", "steps.train", "--", "--model", str(tiny_model),
-         "--data_run_id", data_run.info.run_id, "--epochs", str(EPOCHS), "--learning_rate", "0.003",
+         "--data_run_id", data_run.info.run_id, "--epochs", str(EPOCHS), "--learning_rate", "0.01",
          "--batch_size", "8", "--registered_model", "agnews-ddp"],
         cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -60,7 +60,7 @@ def test_train_runs_log_per_epoch_metrics_and_register(main_run):
         metrics = run.data.metrics
         assert 1 <= metrics["best_epoch"] <= EPOCHS and metrics["num_parameters"] > 0 and metrics["train_seconds"] > 0
         assert 0.0 <= metrics["best_val_f1_macro"] <= 1.0
-        assert run.data.params["learning_rate"] == "0.003" and "effective_learning_rate" not in run.data.params
+        assert run.data.params["learning_rate"] == "0.01" and "effective_learning_rate" not in run.data.params
         assert {"train", "validation"} <= {i.tags[0].value for i in run.inputs.dataset_inputs}
         plots = {f.path for f in client.list_artifacts(run.info.run_id, "plots")}
         name = run.data.tags["agnews.model"]

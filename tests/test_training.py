@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,7 +22,7 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, 
     monkeypatch.chdir(tmp_path)
     tokenizer, model = _fresh(tiny_model)
     logged = []
-    config = training.TrainConfig(epochs=4, learning_rate=3e-3, batch_size=8, precision="fp32",
+    config = training.TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, precision="fp32",
                                   early_stopping_patience=0)
     result = training.train(model, tokenizer, splits["train"], splits["validation"], config,
                             on_epoch=lambda epoch, row: logged.append((epoch, row)))
@@ -60,7 +61,7 @@ def test_predict_logits_keeps_input_order(tiny_model):
 
 def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
     tokenizer, model = _fresh(tiny_model)
-    config = training.TrainConfig(epochs=1, learning_rate=3e-3, batch_size=16, precision="bf16")
+    config = training.TrainConfig(epochs=1, learning_rate=1e-2, batch_size=16, precision="bf16")
     result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
     assert result.precision == "bf16" and np.isfinite(result.history[0]["val_loss"])
     assert training.resolve_precision("auto") == ("bf16" if training.cpu_has_native_bf16() else "fp32")
@@ -68,8 +69,9 @@ def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
         training.resolve_precision("fp8")
 
 
-def test_tokenize_once_unpadded(tiny_model, splits):
+def test_tokenize_unpadded_and_truncated(tiny_model):
     tokenizer, _ = _fresh(tiny_model)
-    dataset = training.tokenize(tokenizer, splits["train"], max_length=8)
-    assert len(dataset) == 80 and max(dataset["length"]) == 8
-    assert len(set(dataset["length"])) > 1  # not padded to a fixed length
+    frame = pd.DataFrame({"text": ["game", "game team season", " ".join(["stocks"] * 50)], "label": [1, 1, 2]})
+    dataset = training.tokenize(tokenizer, frame, max_length=8)
+    assert dataset["length"] == [3, 5, 8]  # [CLS] ... [SEP], no padding; truncated at max_length
+    assert dataset["labels"] == [1, 1, 2]
