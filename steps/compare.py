@@ -31,11 +31,9 @@ def _runs(run_ids: str) -> tuple[list, list]:
             if r.data.tags[tracking.STEP_TAG] == "evaluate":
                 trains.setdefault(r.data.tags["agnews.train_run_id"],
                                   tracking.get_run(r.data.tags["agnews.train_run_id"], "train"))
-        experiments = {r.info.experiment_id for r in trains.values()}
-        ids = "', '".join(trains)
-        evals = client.search_runs(list(experiments), f"tags.`agnews.train_run_id` IN ('{ids}') "
-                                                      f"and tags.`{tracking.STEP_TAG}` = 'evaluate' "
-                                                      "and attributes.status = 'FINISHED'")
+        evals = [run for train_id, train in trains.items() for run in client.search_runs(
+            [train.info.experiment_id], f"tags.`agnews.train_run_id` = '{train_id}' and "
+            f"tags.`{tracking.STEP_TAG}` = 'evaluate' and attributes.status = 'FINISHED'")]
         return list(trains.values()), evals
     own = mlflow.active_run()
     parent = own.data.tags.get("mlflow.parentRunId")

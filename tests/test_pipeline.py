@@ -95,7 +95,7 @@ def test_compare_promotes_best_validation_f1_as_champion(main_run):
     best = sorted(trains, key=lambda r: (-r.data.metrics["best_val_f1_macro"], r.data.metrics["num_parameters"],
                                          int(r.data.tags["agnews.registered_version"])))[0]
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
-    assert champion.version == best.data.tags["agnews.registered_version"]
+    assert str(champion.version) == best.data.tags["agnews.registered_version"]
     assert "best validation macro F1" in champion.tags["champion_reason"]
     assert champion.tags["selection_metric"] == "val_f1_macro"
     assert champion.current_stage == "None"  # aliases, not deprecated stages
