@@ -141,7 +141,7 @@ def training_arguments(config: TrainConfig, output_dir: str, precision: str, **o
 
 
 def train(model, tokenizer, train_frame: pd.DataFrame, val_frame: pd.DataFrame, config: TrainConfig,
-          on_epoch: EpochHook | None = None) -> TrainResult:
+          on_epoch: EpochHook | None = None, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
     """Fine-tune in place; on return `model` holds the weights of the epoch with the best val macro F1."""
     precision = resolve_precision(config.precision)
     train_ds, val_ds = (tokenize(tokenizer, frame, config.max_length) for frame in (train_frame, val_frame))
@@ -150,7 +150,7 @@ def train(model, tokenizer, train_frame: pd.DataFrame, val_frame: pd.DataFrame, 
         trainer = Trainer(model=model, args=training_arguments(config, scratch, precision),
                           train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
                           data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_compute_metrics,
-                          callbacks=[keeper])
+                          callbacks=[keeper, *(callbacks or [])])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

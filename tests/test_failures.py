@@ -39,8 +39,10 @@ CASES = {
 def test_bad_input_fails_cleanly(case, project, tmp_path, fixture_csv, tiny_model):
     data = _bad_files(tmp_path)
     param, message = CASES[case]
-    params = ["-P", f"model={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, *TINY]
-    params += ["-P", param.format(data=data)]  # later -P wins
+    values = dict(p.split("=", 1) for p in [f"model={tiny_model}", f"data={fixture_csv}", *SMALL, *TINY] if p != "-P")
+    key, value = param.format(data=data).split("=", 1)
+    values[key] = value  # the one bad value of this case
+    params = [arg for k, v in values.items() for arg in ("-P", f"{k}={v}")]
     experiment = f"bad-{case}"
     result = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", *params,
                         "--experiment-name", experiment, cwd=project)
