@@ -9,9 +9,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from steps import whole
 from agnews import metrics, plots, tracking, training
 from agnews.data import LABELS
+from steps import whole
 
 log = logging.getLogger("steps.evaluate")
 
@@ -31,7 +31,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     data_run = tracking.get_run(data_run_id, "prepare_data", "train")
     test = tracking.load_splits(data_run_id, ("test",))["test"]
     model_name = train_run.data.tags[tracking.MODEL_TAG]
-    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name, "agnews.train_run_id": args.train_run_id,
+    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
+                     "agnews.train_run_id": args.train_run_id,
                      "agnews.data_run_id": data_run_id})
     tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size})
     tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
@@ -47,7 +48,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     counts = metrics.confusion(labels, predicted)
     with tempfile.TemporaryDirectory() as tmp:
         counts.to_csv(Path(tmp) / "confusion_matrix.csv")
-        metrics.confusion(labels, predicted, normalize=True).round(4).to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
+        normalized = metrics.confusion(labels, predicted, normalize=True).round(4)
+        normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
         probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         test.assign(true_label=[LABELS[i] for i in labels], predicted_label=[LABELS[i] for i in predicted],

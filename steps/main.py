@@ -8,10 +8,10 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import ExecutionException
 
-from steps import whole
 from agnews import models, tracking
 from agnews.errors import PipelineError
 from steps.prepare_data import add_data_arguments
+from steps.train import add_training_arguments
 
 log = logging.getLogger("steps.main")
 PROJECT_DIR = str(Path(__file__).resolve().parents[1])  # in a git-URL run: MLflow's checkout of the commit
@@ -21,13 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="tinybert,bert-mini,distilbert", help="comma list of models")
     add_data_arguments(parser)
-    parser.add_argument("--epochs", type=whole, default=3)
-    parser.add_argument("--learning_rate", type=float, default=0.0, help="0: each preset's default")
-    parser.add_argument("--batch_size", type=whole, default=16)
-    parser.add_argument("--max_length", type=whole, default=128)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--early_stopping_patience", type=whole, default=2)
-    parser.add_argument("--registered_model", default="agnews-classifier")
+    add_training_arguments(parser)
     return parser.parse_args(argv)
 
 

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-import mlflow
-
-from steps import whole
 from agnews import tracking
 from agnews.data import DEFAULT_DATA, SampleSizes, class_counts, sample_splits
+from steps import whole
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,19 +13,15 @@ import sys
 import mlflow
 import pandas as pd
 
-from steps import whole
 from agnews import models, plots, tracking, training
-from agnews.data import SPLITS
+from steps import whole
 from steps.prepare_data import add_data_arguments, prepare
 
 log = logging.getLogger("steps.train")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tinybert", help=f"preset ({', '.join(models.PRESETS)}), hub id or folder")
-    parser.add_argument("--data_run_id", default="", help="prepare_data run to read splits from; empty: prepare here")
-    add_data_arguments(parser)
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
     parser.add_argument("--epochs", type=whole, default=3)
     parser.add_argument("--learning_rate", type=float, default=0.0, help="0: the preset's default")
     parser.add_argument("--batch_size", type=whole, default=16)
@@ -33,6 +29,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=training.PRECISIONS)
     parser.add_argument("--early_stopping_patience", type=whole, default=2)
     parser.add_argument("--registered_model", default="agnews-classifier")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tinybert", help=f"preset ({', '.join(models.PRESETS)}), hub id or folder")
+    parser.add_argument("--data_run_id", default="", help="prepare_data run to read splits from; empty: prepare here")
+    add_data_arguments(parser)
+    add_training_arguments(parser)
     parser.add_argument("--run_name", default="", help="default: 'train <model>'")
     argv = sys.argv[1:] if argv is None else argv
     return parser.parse_args([a for a in argv if a != "--"])  # torchrun ... -m steps.train -- <args>

@@ -112,6 +112,15 @@ def project_copy(dest: Path) -> Path:
     return dest
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for a server the test starts."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """The real `mlflow` CLI of this environment, with a clean tracking environment."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}

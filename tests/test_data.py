@@ -2,10 +2,10 @@ import re
 
 import pandas as pd
 import pytest
+from conftest import REAL_TEST_CSV
 
 from agnews.data import LABELS, SampleSizes, class_counts, clean_text, sample_splits
 from agnews.errors import PipelineError
-from conftest import REAL_TEST_CSV
 
 
 def test_clean_text_undoes_corpus_escapes():

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import re
 
-import mlflow
 import pytest
-
 from conftest import SMALL, TINY, client_for, mlflow_cli, project_copy, runs_of
 from test_models import TINYBERT_ID, populate_hf_cache
 
@@ -84,3 +82,17 @@ def test_hub_id_from_offline_cache_through_cli(tmp_path, fixture_csv, tiny_model
     version = client.get_model_version("agnews-classifier", run.data.tags["agnews.registered_version"])
     assert (version.tags["preset"], version.tags["base_model"]) == ("tinybert", TINYBERT_ID)
     assert (project / "graficas" / "tinybert_loss_function.png").is_file()
+
+
+def test_main_stops_at_a_failed_child_and_names_it(project, tmp_path, tiny_model):
+    data = _bad_files(tmp_path)
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}",
+                        "-P", f"data={data}/unknown_label.csv", *SMALL, "--experiment-name", "bad-main", cwd=project)
+    assert result.returncode != 0
+    assert re.search(r"error: child run 'prepare_data' failed", result.stderr)
+    client = client_for(project)
+    runs = runs_of(client, "bad-main")
+    parent = next(r for r in runs if r.data.tags.get("agnews.step") == "main")
+    assert parent.info.status == "FAILED" and parent.data.tags["agnews.failed_child"] == "prepare_data"
+    assert [r.data.tags["agnews.step"] for r in runs if r is not parent] == ["prepare_data"]  # nothing after it
+    assert not client.search_registered_models()

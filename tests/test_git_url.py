@@ -6,14 +6,7 @@ import subprocess
 import time
 
 import pytest
-
-from conftest import REPO, SMALL_AND_TINY, client_for, mlflow_cli, runs_of
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import REPO, SMALL_AND_TINY, client_for, free_port, mlflow_cli, runs_of
 
 
 @pytest.fixture()
@@ -21,7 +14,7 @@ def git_server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     subprocess.run(["git", "clone", "--quiet", "--bare", str(REPO), str(served / "agnews.git")], check=True)
-    port = _free_port()
+    port = free_port()
     daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={served}",
                                "--listen=127.0.0.1", f"--port={port}", str(served)])
     for _ in range(50):

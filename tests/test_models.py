@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, build_tiny_bert
 
 from agnews.errors import PipelineError
 from agnews.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
-from conftest import REPO, build_tiny_bert
 
 TINYBERT_ID = PRESETS["tinybert"].checkpoint
 

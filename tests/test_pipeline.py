@@ -6,10 +6,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from conftest import EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of
 
 from agnews.data import LABELS
-from conftest import (EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy,
-                      runs_of)
 
 PER_EPOCH = ["train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
 
@@ -19,7 +18,8 @@ def main_run(tmp_path_factory, fixture_csv):
     """`mlflow run . --env-manager local` (entry point main) with two tiny local models of different sizes."""
     root = tmp_path_factory.mktemp("main")
     project = project_copy(root / "project")
-    models = [build_tiny_bert(root / "tiny-wide", hidden=32, seed=1), build_tiny_bert(root / "tiny-narrow", hidden=16, seed=2)]
+    models = [build_tiny_bert(root / "tiny-wide", hidden=32, seed=1),
+              build_tiny_bert(root / "tiny-narrow", hidden=16, seed=2)]
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models[0]},{models[1]}",
                         "-P", f"data={fixture_csv}", *SMALL, *TINY, cwd=project)
     assert result.returncode == 0, result.stderr[-4000:]

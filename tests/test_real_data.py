@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,8 +12,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
-from conftest import REAL_TEST_CSV, by_step, client_for, mlflow_cli, project_copy, runs_of
+from conftest import REAL_TEST_CSV, by_step, client_for, free_port, mlflow_cli, project_copy, runs_of
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +57,9 @@ def test_champion_labels_unambiguous_headlines(real_run):
     assert correct >= 4, list(zip(predicted, HEADLINES))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_mlflow_models_serve_answers_http(real_run):
     project, _ = real_run
-    port = _free_port()
+    port = free_port()
     env_cli = str(Path(sys.executable).with_name("mlflow"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

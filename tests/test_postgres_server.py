@@ -1,0 +1,89 @@
+"""The team setup: `main` logging to a real `mlflow server` whose store is PostgreSQL, all on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import SMALL_AND_TINY, by_step, free_port, mlflow_cli, project_copy
+
+pytestmark = pytest.mark.slow
+
+
+def _as_postgres(*command: str) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+
+
+@pytest.fixture(scope="module")
+def postgres_uri():
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    assert initdb, "PostgreSQL server binaries are missing: apt-get install -y postgresql (.ci/run does)"
+    bin_dir = Path(initdb).parent
+    folder = Path(tempfile.mkdtemp(prefix="agnews-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(_as_postgres(str(bin_dir / "initdb"), "-D", str(folder / "data"), "-U", "postgres",
+                                "--auth=trust"), check=True, capture_output=True)
+    subprocess.run(_as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
+                                "-o", f"-h 127.0.0.1 -p {port} -k {folder}", "-w", "start"), check=True,
+                   capture_output=True)
+    try:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE mlflow"],
+                       check=True, capture_output=True)
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(_as_postgres(str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "fast", "stop"),
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(postgres_uri, tmp_path_factory):
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", postgres_uri,
+         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, "mlflow server did not answer /health in 120 s"
+            time.sleep(1)
+    yield url, artifacts
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_main_against_postgres_backed_server(tracking_server, tmp_path, fixture_csv, tiny_model):
+    url, artifacts = tracking_server
+    project = project_copy(tmp_path / "project")
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}",
+                        "-P", f"data={fixture_csv}", *SMALL_AND_TINY, cwd=project,
+                        env={"MLFLOW_TRACKING_URI": url})
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert not (project / "mlflow.db").exists()  # nothing went to the embedded default store
+    client = mlflow.MlflowClient(tracking_uri=url)
+    runs = client.search_runs([client.get_experiment_by_name("agnews-classification").experiment_id])
+    [parent] = by_step(runs, "main")
+    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not parent} == {parent.info.run_id}
+    [train] = by_step(runs, "train")
+    assert len(client.get_metric_history(train.info.run_id, "val_f1_macro")) == 3
+    champion = client.get_model_version_by_alias("agnews-classifier", "champion")
+    assert champion.run_id == train.info.run_id
+    assert any(artifacts.rglob("comparison_radar.png"))  # artifacts proxied into the server's destination
