@@ -61,12 +61,13 @@ def experiment_id(name: str = EXPERIMENT) -> str:
 
 
 @contextlib.contextmanager
-def step_run(step: str, run_name: str | None = None, **start_kwargs) -> Iterator[mlflow.ActiveRun]:
+def step_run(step: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
     """The step's run (the one `mlflow run` created, or a new one); a PipelineError ends it FAILED in one line."""
-    if "MLFLOW_RUN_ID" not in os.environ and "experiment_id" not in start_kwargs:
-        start_kwargs["experiment_id"] = os.environ.get("MLFLOW_EXPERIMENT_ID") or experiment_id(
+    experiment = None
+    if "MLFLOW_RUN_ID" not in os.environ:  # python -m steps.x / torchrun: no run was created for us
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or experiment_id(
             os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
-    run = mlflow.start_run(run_name=run_name, **start_kwargs)
+    run = mlflow.start_run(run_name=run_name, experiment_id=experiment)
     mlflow.set_tag(STEP_TAG, step)
     if run_name:
         mlflow.set_tag("mlflow.runName", run_name)

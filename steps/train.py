@@ -49,8 +49,7 @@ def _load_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFr
         splits = tracking.load_splits(args.data_run_id, ("train", "validation"))
         if rank == 0:
             tracking.log_lineage(splits, tracking.data_uri(run))
-        return splits, args.data_run_id if run.data.tags.get(tracking.STEP_TAG) == "prepare_data" else \
-            run.data.tags["agnews.data_run_id"]
+        return splits, args.data_run_id
     if rank == 0:
         splits = prepare(args)
         return splits, mlflow.active_run().info.run_id
