@@ -12,52 +12,59 @@ from typing import Iterator
 
 import mlflow
 import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
-from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
 from agnews.data import SPLITS
 from agnews.errors import PipelineError
+from agnews.experiment import EXPERIMENT, experiment_id
 
 log = logging.getLogger(__name__)
 
-EXPERIMENT = "agnews-classification"
 STEP_TAG, MODEL_TAG = "agnews.step", "agnews.model"
 CHAMPION = "champion"
-PROJECT_NAME = "agnews-mlops"
 
 
 def setup(level: int = logging.INFO) -> str:
     """Logging, quiet telemetry, and one absolute tracking URI that every child process inherits."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    # Expected here: labels are ints (no missing values) and splits live in local artifact folders.
+    # Expected here: labels are ints, with no missing values to encode.
     warnings.filterwarnings("ignore", message=".*Inferred schema contains integer column.*")
-    warnings.filterwarnings("ignore", message=".*dataset source can be interpreted in multiple ways.*")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()  # default: <cwd>/mlflow.db, absolute
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     return uri
 
 
-class ProjectExperimentProvider(DefaultExperimentProvider):
-    """`mlflow run` in this project's folder without --experiment-name lands in `agnews-classification`.
+class RunArtifactSource(DatasetSource):
+    """Where a split lives: a run's artifact URI (file:, mlflow-artifacts:, s3: ...). MLflow's own sources do
+    not resolve `mlflow-artifacts:` (what a tracking server hands out), so lineage records the URI as is."""
 
-    MLflow asks registered providers (entry point group `mlflow.default_experiment_provider`) for the
-    default experiment before it creates a run; explicit names, ids and MLFLOW_EXPERIMENT_* win.
-    """
+    def __init__(self, uri: str):
+        self.uri = uri
 
-    def in_context(self) -> bool:
-        mlproject = Path.cwd() / "MLproject"
-        return mlproject.is_file() and mlproject.read_text().startswith(f"name: {PROJECT_NAME}")
+    @staticmethod
+    def _get_source_type() -> str:
+        return "mlflow_run_artifact"
 
-    def get_experiment_id(self) -> str:
-        return experiment_id()
+    def load(self, **kwargs) -> str:
+        return mlflow.artifacts.download_artifacts(artifact_uri=self.uri, **kwargs)
 
+    @staticmethod
+    def _can_resolve(raw_source) -> bool:
+        return False
 
-def experiment_id(name: str = EXPERIMENT) -> str:
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    @classmethod
+    def _resolve(cls, raw_source):
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict) -> "RunArtifactSource":
+        return cls(source_dict["uri"])
 
 
 @contextlib.contextmanager
@@ -134,8 +141,8 @@ def log_splits(splits: dict[str, pd.DataFrame]) -> None:
 def log_lineage(splits: dict[str, pd.DataFrame], data_uri: str) -> None:
     """Record the splits a run used; the source is the Parquet file the prepare run logged."""
     for name, frame in splits.items():
-        dataset = mlflow.data.from_pandas(frame, source=f"{data_uri}/{name}.parquet", targets="label",
-                                          name=f"ag_news-{name}")
+        source = RunArtifactSource(f"{data_uri}/{name}.parquet")
+        dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"ag_news-{name}")
         mlflow.log_input(dataset, context=name)
 
 
