@@ -236,6 +236,30 @@ def main() -> None:
     write_results(Path(args.out), rows, peaks, precision, threads, args, real, profile, profile_arch)
 
 
+def targets(by, archs, peaks, precision: str, speedup: float) -> list[str]:
+    """The issue's targets against this run, and what limits them on this hardware."""
+    lines = ["## Targets", "", f"- End-to-end speed-up >= 3.5x: **{speedup:.2f}x** "
+             + ("(met)." if speedup >= 3.5 else "(not met).")]
+    if "DistilBERT" in archs:
+        gflops = by["DistilBERT", "project"]["train_gflops"]
+        if precision == "bf16":
+            lines.append(f"- DistilBERT training at >= 60% of the bf16 matmul peak: {gflops / peaks['bf16']:.0%}.")
+        else:
+            lines.append(f"- DistilBERT training at >= 60% of the bf16 peak applies only where bf16 is the default; "
+                         f"here it is fp32, and DistilBERT trains at **{gflops / peaks['fp32']:.0%} of the fp32 "
+                         "matmul peak** (counting real tokens only).")
+    if speedup < 3.5 and precision != "bf16":
+        lines.append(
+            "- What limits it: the 3.5x target assumes bf16 autocast (1.4-1.75x on top of padding removal). This CPU "
+            f"has no AVX512-BF16/AMX, so bf16 is emulated: {peaks['bf16']:.0f} GFLOP/s in a bf16 matmul and "
+            f"{peaks['bf16_autocast_linear']:.0f} GFLOP/s in an autocast linear layer against "
+            f"{peaks['fp32_linear']:.0f} in fp32; `precision=auto` therefore stays in fp32. In fp32 the project path "
+            "is compute-bound: the profile above spends most of its time in aten::mm/addmm (the model's matmuls), "
+            "and the remaining padding is small (length-grouped batches), so the rest of the gap is arithmetic "
+            "this CPU cannot do faster.")
+    return lines + [""]
+
+
 def write_results(out: Path, rows, peaks, precision, threads, args, real, profile, profile_arch) -> None:
     by = {(r["arch"], r["path"]): r for r in rows}
     archs = list(dict.fromkeys(r["arch"] for r in rows))
@@ -279,8 +303,9 @@ def write_results(out: Path, rows, peaks, precision, threads, args, real, profil
               f"{project_total:.0f} s: **{naive_total / project_total:.2f}x** faster.", "",
               "Choices behind the project path:", "",
               "- Threads: one torch thread per core, divided among torchrun processes (`configure_threads`); "
-              "an explicit OMP_NUM_THREADS wins. On 2 cores, 2 threads ran 1.6-1.8x faster than 1 and 1.2x "
-              "faster than 4 (oversubscription). Tokenizers run single-threaded (TOKENIZERS_PARALLELISM=false): "
+              "an explicit OMP_NUM_THREADS wins (measured on this machine type before this benchmark, issue 3: "
+              "on 2 cores 2 threads ran 1.6-1.8x faster than 1 and 1.2x faster than 4). Tokenizers run "
+              "single-threaded (TOKENIZERS_PARALLELISM=false): "
               "tokenizing 1000 rows takes ~0.2 s, and forked DataLoader workers would compete for the same 2 cores.",
               "- Precision: `auto` picks bf16 autocast only where the CPU has AVX512-BF16 or AMX (or a bf16 GPU). "
               "Without them bf16 is emulated: see the matmul and linear-layer figures above.",
@@ -289,7 +314,7 @@ def write_results(out: Path, rows, peaks, precision, threads, args, real, profil
               "- Optimizer: the Trainer's fused AdamW (the non-fused one costs 6-18% of a step on small models).",
               "",
               f"Profile: top operators of 6 project-path training steps of {profile_arch} ({precision}):", "",
-              "```", profile.strip(), "```", ""]
+              "```", profile.strip(), "```", "", *targets(by, archs, peaks, precision, naive_total / project_total)]
     marker = "\n# Accuracy benchmark"  # bench_accuracy.py's section survives a rerun of this one
     previous = out.read_text() if out.exists() else ""
     kept = marker + previous.split(marker, 1)[1] if marker in previous else ""
