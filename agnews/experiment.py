@@ -4,6 +4,7 @@ Kept apart from agnews.tracking: MLflow loads entry points while `import mlflow`
 must not import anything that imports mlflow at module level."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
@@ -13,11 +14,13 @@ PROJECT_NAME = "agnews-mlops"
 
 
 def experiment_id(name: str = EXPERIMENT) -> str:
-    from mlflow import MlflowClient
+    """The store checked (seconds, one line on failure), then `name` got or created without a race."""
+    import mlflow
 
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    from agnews import store  # imports mlflow: only once `import mlflow` has finished
+
+    store.check(mlflow.get_tracking_uri())
+    return store.experiment_id(name)
 
 
 class ProjectExperimentProvider(DefaultExperimentProvider):
@@ -32,4 +35,12 @@ class ProjectExperimentProvider(DefaultExperimentProvider):
         return mlproject.is_file() and mlproject.read_text().startswith(f"name: {PROJECT_NAME}")
 
     def get_experiment_id(self) -> str:
-        return experiment_id()
+        """Runs inside `mlflow run` before it creates the run (where an unreachable server means minutes of
+        retries). MLflow swallows exceptions from providers, so a bad store ends the process here."""
+        from agnews.errors import PipelineError
+
+        try:
+            return experiment_id()
+        except PipelineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None

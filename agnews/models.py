@@ -68,22 +68,44 @@ def label_maps() -> tuple[dict[int, str], dict[str, int]]:
 
 
 def load_tokenizer_and_model(spec: ModelSpec):
-    """Load with a fresh 4-way classification head; never runs remote code."""
+    """Load with a fresh 4-way classification head; never runs remote code, never unpickles beyond tensors."""
+    import pickle
+
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     id2label, label2id = label_maps()
+    local = Path(spec.checkpoint).is_dir()
+    where = "the local folder" if local else "the Hugging Face Hub or its cache"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(spec.checkpoint)
+        tokenizer = AutoTokenizer.from_pretrained(spec.checkpoint, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(
             spec.checkpoint, num_labels=len(LABELS), id2label=id2label, label2id=label2id,
-            ignore_mismatched_sizes=True, trust_remote_code=False,
+            ignore_mismatched_sizes=True, trust_remote_code=False,  # torch.load stays weights_only (the default)
         )
-    except OSError as exc:  # transformers raises OSError for "not on the hub / not cached / no network"
-        where = "the local folder" if Path(spec.checkpoint).is_dir() else "the Hugging Face Hub or its cache"
-        raise PipelineError(f"cannot load model {spec.checkpoint!r} from {where} ({str(exc).splitlines()[0][:160]}); "
-                            "offline, pass -P model=<local model folder> or populate HF_HOME and set "
-                            "HF_HUB_OFFLINE=1") from exc
+    except pickle.UnpicklingError as exc:
+        raise PipelineError(f"refused to load the weights of {spec.checkpoint!r}: its pickle holds more than tensors "
+                            f"({_first_line(exc)}); use a safetensors checkpoint (model.safetensors)") from exc
+    except (OSError, ValueError, KeyError) as exc:  # "not on the hub / not cached / no network", broken folders
+        raise PipelineError(f"cannot load model {spec.checkpoint!r} from {where} ({_first_line(exc)}); "
+                            + ("pass a folder saved with save_pretrained (config, weights and tokenizer)" if local else
+                               "offline, pass -P model=<local model folder> or populate HF_HOME and set "
+                               "HF_HUB_OFFLINE=1")) from exc
+    if len(tokenizer) <= len(set(tokenizer.all_special_tokens)):  # transformers builds an empty vocab silently
+        raise PipelineError(f"model {spec.checkpoint!r} has no tokenizer vocabulary ({len(tokenizer)} tokens, all "
+                            "special); save its tokenizer beside the weights (tokenizer.save_pretrained(folder))")
     return tokenizer, model
+
+
+def check_max_length(spec: ModelSpec, model, max_length: int) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and max_length > limit:
+        raise PipelineError(f"-P max_length={max_length} exceeds the {limit} positions of {spec.checkpoint!r}; "
+                            f"pass max_length={min(limit, 128)} or any value up to {limit}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def count_parameters(model) -> int:

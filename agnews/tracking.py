@@ -1,4 +1,4 @@
-"""MLflow plumbing: the store, step runs that fail cleanly, data hand-off between runs, model registry."""
+"""MLflow plumbing: step runs that end FINISHED, FAILED or KILLED with nothing half-written, data hand-off, plots."""
 from __future__ import annotations
 
 import contextlib
@@ -8,25 +8,25 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import mlflow
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
+from agnews import signals, staging, store
 from agnews.data import SPLITS
 from agnews.errors import PipelineError
-from agnews.experiment import EXPERIMENT, experiment_id
+from agnews.experiment import EXPERIMENT
 
 log = logging.getLogger(__name__)
 
 STEP_TAG, MODEL_TAG = "agnews.step", "agnews.model"
-CHAMPION = "champion"
 
 
 def setup(level: int = logging.INFO) -> str:
-    """Logging, quiet telemetry, and one absolute tracking URI that every child process inherits."""
+    """Logging, quiet telemetry, a checked store, and one absolute tracking URI that every child inherits."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     # Expected here: labels are ints, with no missing values to encode.
@@ -34,6 +34,7 @@ def setup(level: int = logging.INFO) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()  # default: <cwd>/mlflow.db, absolute
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
+    store.check(uri)
     return uri
 
 
@@ -68,27 +69,74 @@ class RunArtifactSource(DatasetSource):
 
 
 @contextlib.contextmanager
-def step_run(step: str, run_name: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """The step's run (the one `mlflow run` created, or a new one); a PipelineError ends it FAILED in one line."""
+def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Iterator[mlflow.ActiveRun]:
+    """The step's run (the one `mlflow run` created, or a new one), ended FINISHED only if the body returns.
+
+    PipelineError (bad input, also raised by argument parsing inside the body): FAILED, one `error:` line.
+    SIGINT/SIGTERM: KILLED. Any failure first undoes what the step registered (see `on_failure`), so no
+    registry entry outlives a run that did not finish. `plots`: the step writes figures; check the folder first.
+    """
+    signals.install(parent_death="MLFLOW_RUN_ID" in os.environ)  # launched by `mlflow run`: die with it
+    try:
+        setup()
+        if plots:
+            plots_folder()
+    except PipelineError as exc:  # no run yet: the store or the plots folder is unusable
+        raise SystemExit(f"error: {exc}") from None
     experiment = None
     if "MLFLOW_RUN_ID" not in os.environ:  # python -m steps.x / torchrun: no run was created for us
-        experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or experiment_id(
+        experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or store.experiment_id(
             os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
     run = mlflow.start_run(run_name=run_name, experiment_id=experiment)
     mlflow.set_tag(STEP_TAG, step)
     if run_name:
-        mlflow.set_tag("mlflow.runName", run_name)
+        set_run_name(run_name)
     try:
         yield run
     except PipelineError as exc:
-        log.error("%s failed: %s", step, exc)
-        mlflow.set_tag("agnews.error", str(exc)[:5000])
-        mlflow.end_run("FAILED")
+        _abort(step, "FAILED", str(exc))
         raise SystemExit(f"error: {exc}") from None
-    except BaseException:
-        mlflow.end_run("FAILED")
+    except KeyboardInterrupt as exc:
+        reason = f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}"
+        _abort(step, "KILLED", reason)
+        raise SystemExit(f"error: {step} {reason}; run {run.info.run_id} ended KILLED, nothing registered; "
+                         "re-run the step to start clean") from None
+    except BaseException as exc:
+        _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        staging.cleanup()
+    _rollbacks.clear()
     mlflow.end_run()
+
+
+def set_run_name(name: str) -> None:
+    mlflow.set_tag("mlflow.runName", name)
+
+
+_rollbacks: list[tuple[str, Callable[[], None]]] = []
+
+
+def on_failure(what: str, undo: Callable[[], None]) -> None:
+    """Register how to undo something the step created (a model version, a logged model) if it then fails."""
+    _rollbacks.append((what, undo))
+
+
+def _abort(step: str, status: str, reason: str) -> None:
+    """Undo, tag and end the run; signals are held off so a second Ctrl-C cannot leave it half-done."""
+    with signals.deferred():
+        log.error("%s %s: %s", step, status, reason)
+        while _rollbacks:
+            what, undo = _rollbacks.pop()
+            try:
+                undo()
+                log.info("undid %s", what)
+            except Exception as exc:  # keep undoing the rest; say what could not be undone
+                log.error("could not undo %s: %s", what, exc)
+        try:
+            mlflow.set_tag("agnews.error", reason[:5000])
+        finally:
+            mlflow.end_run(status)
 
 
 def get_run(run_id: str, *steps: str) -> mlflow.entities.Run:
@@ -161,40 +209,24 @@ def load_splits(data_run_id: str, names=SPLITS) -> dict[str, pd.DataFrame]:
                                 "of a finished prepare_data run") from exc
 
 
+def plots_folder() -> Path:
+    """Where finished figures are copied for people to look at: $AGNEWS_PLOTS_DIR or graficas/ (checked writable)."""
+    folder = Path(os.environ.get("AGNEWS_PLOTS_DIR", "graficas")).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".agnews-write-test-"):
+            pass
+    except OSError as exc:
+        raise PipelineError(f"plots folder {folder} is not writable ({type(exc).__name__}: {exc.strerror or exc}); "
+                            "make it writable or set AGNEWS_PLOTS_DIR to a writable folder") from exc
+    return folder
+
+
 def log_plot(path: Path) -> None:
+    """Log a figure this run drew (in its own staging folder), then publish it atomically into the plots folder,
+    so two runs at once never log each other's file and nobody sees half a PNG."""
     mlflow.log_artifact(str(path), "plots")
-
-
-# --- registry ------------------------------------------------------------------------------------
-
-def set_champion(registered_model: str, version: str, reason: dict[str, str]) -> None:
-    """Point the `champion` alias at `version` (stages are deprecated) and record why on the version."""
-    client = mlflow.MlflowClient()
-    client.set_registered_model_alias(registered_model, CHAMPION, version)
-    for key, value in reason.items():
-        client.set_model_version_tag(registered_model, version, key, value)
-
-
-def log_and_register(pipeline, registered_model: str, tags: dict[str, str], max_length: int):
-    """Log a text-classification pipeline servable by `mlflow models serve`; register it as a new version."""
-    import importlib.metadata as md
-
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    signature = ModelSignature(inputs=Schema([ColSpec("string")]),
-                               outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
-    # Explicit requirements: MLflow's inferred ones pull torchvision, which does not import beside this torch.
-    requirements = [f"{pkg}=={md.version(pkg).split('+')[0]}"
-                    for pkg in ("mlflow", "torch", "transformers", "tokenizers", "safetensors")]
-    info = mlflow.transformers.log_model(
-        transformers_model=pipeline, name="model", task="text-classification", signature=signature,
-        input_example=["Stocks rallied after the central bank held interest rates steady."],
-        pip_requirements=requirements, registered_model_name=registered_model,
-        model_config={"truncation": True, "max_length": max_length},
-    )
-    client = mlflow.MlflowClient()
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_model, version, key, value)
-    return info.model_uri, version
+    target = plots_folder() / path.name
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{path.stem}-", suffix=".png", delete=False) as tmp:
+        tmp.write(path.read_bytes())
+    os.replace(tmp.name, target)

@@ -16,11 +16,11 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-from agnews import metrics
+from agnews import cli, metrics
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = cli.PRECISIONS
 EpochHook = Callable[[int, dict[str, float]], None]
 
 
@@ -45,6 +45,7 @@ class TrainResult:
     train_seconds: float
     precision: str
     best: dict[str, float] = field(default_factory=dict)
+    best_val_logits: np.ndarray | None = None  # validation logits of the best epoch, rows in val_frame order
 
 
 def world() -> tuple[int, int]:
@@ -100,6 +101,12 @@ class BestEpochKeeper(TrainerCallback):
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_epoch, self.best_f1, self._train_loss = 0, -1.0, float("nan")
+        self.last_logits: np.ndarray | None = None  # set by compute_metrics, which runs just before on_evaluate
+        self.best_logits: np.ndarray | None = None
+
+    def compute_metrics(self, prediction) -> dict[str, float]:
+        self.last_logits = np.asarray(prediction.predictions)
+        return metrics.summary(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:  # logging_strategy="epoch": the mean training loss of the epoch
@@ -114,15 +121,12 @@ class BestEpochKeeper(TrainerCallback):
         if row["val_f1_macro"] > self.best_f1:
             self.best_f1, self.best_epoch = row["val_f1_macro"], epoch
             self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self.best_logits = self.last_logits
         elif self.patience and epoch - self.best_epoch >= self.patience:
             log.info("early stopping at epoch %d: no better val macro F1 since epoch %d", epoch, self.best_epoch)
             control.should_training_stop = True
         if self.on_epoch and state.is_world_process_zero:
             self.on_epoch(epoch, {k: v for k, v in row.items() if k != "epoch"})
-
-
-def _compute_metrics(prediction) -> dict[str, float]:
-    return metrics.summary(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
 
 
 def training_arguments(config: TrainConfig, output_dir: str, precision: str, **overrides) -> TrainingArguments:
@@ -149,14 +153,26 @@ def train(model, tokenizer, train_frame: pd.DataFrame, val_frame: pd.DataFrame, 
     with tempfile.TemporaryDirectory(prefix="agnews-trainer-") as scratch:  # save_strategy="no": stays empty
         trainer = Trainer(model=model, args=training_arguments(config, scratch, precision),
                           train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_compute_metrics,
+                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=keeper.compute_metrics,
                           callbacks=[keeper, *(callbacks or [])])
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
     model.load_state_dict(keeper.best_state)
     best = next(row for row in keeper.history if row["epoch"] == keeper.best_epoch)
-    return TrainResult(keeper.history, keeper.best_epoch, seconds, precision, best)
+    logits = keeper.best_logits
+    labels = val_frame["label"].to_numpy()
+    if logits is None or len(logits) != len(labels) or not np.isclose(
+            (logits.argmax(axis=-1) == labels).mean(), best["val_accuracy"]):
+        # Gathered out of order (some DDP layouts): score the kept weights again, in order.
+        logits = predict_logits(model, tokenizer, val_frame["text"].tolist(), config)
+    return TrainResult(keeper.history, keeper.best_epoch, seconds, precision, best, logits)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over classes, numerically stable."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def predict_logits(model, tokenizer, texts: list[str], config: TrainConfig) -> np.ndarray:

@@ -77,7 +77,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     transformers.logging.set_verbosity_error()
     threads = training.configure_threads()
-    splits = sample_splits(str(DATA), SampleSizes(1000, 500, 500), seed=42)
+    splits = sample_splits(str(DATA), SampleSizes(1000, 500, 500, gate=0), seed=42).splits
     runs = []
     for precision in args.precisions.split(","):
         for seed in range(args.seeds):

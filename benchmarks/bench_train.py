@@ -208,7 +208,7 @@ def main() -> None:
     transformers.logging.set_verbosity_error()
     threads = training.configure_threads()
     precision = training.resolve_precision("auto")
-    splits = sample_splits(str(DATA), SampleSizes(args.rows, args.rows // 2, args.rows // 2), seed=42)
+    splits = sample_splits(str(DATA), SampleSizes(args.rows, args.rows // 2, args.rows // 2, gate=0), seed=42).splits
     tokenizer = uncased_tokenizer()
     real = {k: [len(ids) for ids in tokenizer(v["text"].tolist(), truncation=True, max_length=128)["input_ids"]]
             for k, v in splits.items()}

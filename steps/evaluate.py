@@ -1,4 +1,4 @@
-"""evaluate: score a train run's registered model on the test split (reported only, never used to choose)."""
+"""evaluate: score a train run's logged model on the test split (reported only, never used to choose)."""
 from __future__ import annotations
 
 import argparse
@@ -7,39 +7,49 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
+import pandas as pd
 
-from agnews import metrics, plots, tracking, training
-from agnews.data import LABELS
-from steps import whole
+from agnews import cli, metrics, plots, tracking, training
+from agnews.data import LABELS, with_row_ids
 
 log = logging.getLogger("steps.evaluate")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.StepParser(description=__doc__)
     parser.add_argument("--train_run_id", required=True)
     parser.add_argument("--data_run_id", default="", help="default: the data the train run used")
-    parser.add_argument("--batch_size", type=whole, default=32)
-    parser.add_argument("--precision", default="auto", choices=training.PRECISIONS)
+    parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
+    parser.add_argument("--precision", type=cli.precision, default="auto")
     return parser.parse_args(argv)
+
+
+def predictions_table(frame: pd.DataFrame, logits) -> pd.DataFrame:
+    """Row id, text, true and predicted class (ids and names), and the class probabilities."""
+    probabilities = training.probabilities(logits)
+    predicted = logits.argmax(axis=1)
+    table = frame.assign(predicted=predicted, true_label=[LABELS[i] for i in frame["label"]],
+                         predicted_label=[LABELS[i] for i in predicted], score=probabilities.max(axis=1).round(4))
+    for i, name in enumerate(LABELS):
+        table[f"prob_{name.replace('/', '_')}"] = probabilities[:, i].round(5)
+    return table
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     train_run = tracking.get_run(args.train_run_id, "train")
     data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
     data_run = tracking.get_run(data_run_id, "prepare_data", "train")
-    test = tracking.load_splits(data_run_id, ("test",))["test"]
+    test = with_row_ids(tracking.load_splits(data_run_id, ("test",))["test"])
     model_name = train_run.data.tags[tracking.MODEL_TAG]
     mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
-                     "agnews.train_run_id": args.train_run_id,
-                     "agnews.data_run_id": data_run_id})
+                     "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id})
     tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size})
     tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
 
     components = mlflow.transformers.load_model(train_run.data.tags["agnews.model_uri"], return_type="components")
-    config = training.TrainConfig(batch_size=args.batch_size, precision=args.precision,
-                                  max_length=int(train_run.data.params.get("max_length", 128)))
+    # Params are logged as the user typed them (`-P max_length=64.0`): read back with the CLI's own parsing.
+    max_length = cli.whole(train_run.data.params.get("max_length", 128), "max_length", 3)
+    config = training.TrainConfig(batch_size=args.batch_size, precision=args.precision, max_length=max_length)
     logits = training.predict_logits(components["model"], components["tokenizer"], test["text"].tolist(), config)
     predicted, labels = logits.argmax(axis=-1), test["label"].to_numpy()
 
@@ -50,10 +60,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         counts.to_csv(Path(tmp) / "confusion_matrix.csv")
         normalized = metrics.confusion(labels, predicted, normalize=True).round(4)
         normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
-        probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        test.assign(true_label=[LABELS[i] for i in labels], predicted_label=[LABELS[i] for i in predicted],
-                    score=probabilities.max(axis=1).round(4)).to_csv(Path(tmp) / "predictions.csv", index=False)
+        predictions_table(test, logits).to_csv(Path(tmp) / "predictions.csv", index=False)
         mlflow.log_artifacts(tmp, "evaluation")
     tracking.log_plot(plots.confusion_matrix(model_name, counts))
     log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])
@@ -61,9 +68,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    tracking.setup()
-    with tracking.step_run("evaluate", "evaluate"):
+    with tracking.step_run("evaluate", "evaluate", plots=True):
+        args = parse_args(argv)
         training.configure_threads()
         evaluate(args)
 

@@ -1,4 +1,4 @@
-"""main: one parent run; prepare_data, then train + evaluate per model, then compare, each a child run."""
+"""main: one parent run; prepare_data, then train + evaluate per model and seed, then compare, each a child run."""
 from __future__ import annotations
 
 import argparse
@@ -8,20 +8,22 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import ExecutionException
 
-from agnews import models, tracking
+from agnews import cli, models, tracking
 from agnews.errors import PipelineError
-from steps.prepare_data import add_data_arguments
-from steps.train import add_training_arguments
 
 log = logging.getLogger("steps.main")
 PROJECT_DIR = str(Path(__file__).resolve().parents[1])  # in a git-URL run: MLflow's checkout of the commit
+TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "max_length", "precision", "early_stopping_patience",
+                 "registered_model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.StepParser(description=__doc__)
     parser.add_argument("--models", default="tinybert,bert-mini,distilbert", help="comma list of models")
-    add_data_arguments(parser)
-    add_training_arguments(parser)
+    parser.add_argument("--seeds", default="", help="comma list of training seeds; empty: the one --seed")
+    cli.add_data_arguments(parser)
+    cli.add_training_arguments(parser)
+    cli.add_gate_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -39,29 +41,26 @@ def _child(entry_point: str, run_name: str, parameters: dict) -> str:
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
-    names = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not names:
-        raise PipelineError("no models given; pass -P models=tinybert,bert-mini,distilbert or any hub id/folder")
+    names = cli.model_list(args.models)
+    seeds = cli.seed_list(args.seeds, args.seed)
     specs = [models.resolve_model(name) for name in names]  # unknown names fail before any child starts
-    tracking.log_params({k: v for k, v in vars(args).items()})
-    data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "seed")}
+    tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds))})
+    data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
     data_run_id = _child("prepare_data", "prepare_data", data)
+    training = {k: getattr(args, k) for k in TRAINING_KEYS}
     for name, spec in zip(names, specs):
-        train_run_id = _child("train", f"train {spec.name}", {
-            "model": name, "data_run_id": data_run_id, **data, "epochs": args.epochs,
-            "learning_rate": args.learning_rate, "batch_size": args.batch_size, "max_length": args.max_length,
-            "precision": args.precision, "early_stopping_patience": args.early_stopping_patience,
-            "registered_model": args.registered_model})
-        _child("evaluate", f"evaluate {spec.name}", {"train_run_id": train_run_id, "data_run_id": data_run_id,
-                                                    "precision": args.precision})
-    _child("compare", "compare", {"registered_model": args.registered_model})
+        for seed in seeds:
+            suffix = f" seed {seed}" if len(seeds) > 1 else ""
+            train_run_id = _child("train", f"train {spec.name}{suffix}", {
+                "model": name, "data_run_id": data_run_id, **data, "seed": seed, **training})
+            _child("evaluate", f"evaluate {spec.name}{suffix}", {
+                "train_run_id": train_run_id, "data_run_id": data_run_id, "precision": args.precision})
+    _child("compare", "compare", {"registered_model": args.registered_model, "min_improvement": args.min_improvement})
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    tracking.setup()
     with tracking.step_run("main", "main"):
-        run_pipeline(args)
+        run_pipeline(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,39 +1,40 @@
-"""prepare_data: draw the disjoint, stratified, seeded train/validation/test samples and log them."""
+"""prepare_data: draw the disjoint, stratified, seeded train/validation/test/gate samples and log them."""
 from __future__ import annotations
 
 import argparse
 
-from agnews import tracking
-from agnews.data import DEFAULT_DATA, SampleSizes, class_counts, sample_splits
-from steps import whole
+import mlflow
+
+from agnews import cli, tracking
+from agnews.data import SampleSizes, class_counts, sample_splits
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=DEFAULT_DATA, help="hf:<dataset id>, or a local CSV/Parquet path")
-    parser.add_argument("--train_size", type=whole, default=1000)
-    parser.add_argument("--val_size", type=whole, default=500)
-    parser.add_argument("--test_size", type=whole, default=500)
-    parser.add_argument("--seed", type=whole, default=42)
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.StepParser(description=__doc__)
+    cli.add_data_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def sizes(args: argparse.Namespace) -> SampleSizes:
+    return SampleSizes(args.train_size, args.val_size, args.test_size, args.gate_size)
 
 
 def prepare(args: argparse.Namespace) -> dict:
-    """Sample the splits and log them (artifacts, dataset inputs, params) into the active run."""
-    splits = sample_splits(args.data, SampleSizes(args.train_size, args.val_size, args.test_size), args.seed)
+    """Sample the splits and log them (artifacts, dataset inputs, params, duplicate counts) into the active run."""
+    sample = sample_splits(args.data, sizes(args), args.seed)
     tracking.log_params({"data": args.data, "train_size": args.train_size, "val_size": args.val_size,
-                       "test_size": args.test_size, "seed": args.seed})
+                         "test_size": args.test_size, "gate_size": args.gate_size, "seed": args.seed})
     tracking.log_params({f"{split}_count_{name.replace('/', '_')}": n
-                       for split, frame in splits.items() for name, n in class_counts(frame).items()})
-    tracking.log_splits(splits)
-    return splits
+                         for split, frame in sample.splits.items() for name, n in class_counts(frame).items()})
+    mlflow.log_metrics({"rows_read": sample.rows_read, "duplicates_removed": sample.duplicates_removed,
+                        "conflicting_label_rows_removed": sample.conflicts_removed})
+    tracking.log_splits(sample.splits)
+    return sample.splits
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    add_data_arguments(parser)
-    args = parser.parse_args(argv)
-    tracking.setup()
     with tracking.step_run("prepare_data", "prepare_data"):
-        prepare(args)
+        prepare(parse_args(argv))
 
 
 if __name__ == "__main__":

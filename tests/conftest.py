@@ -23,7 +23,8 @@ WORDS = {  # class-specific words so a tiny model can learn the task in a few ep
 FILLER = "the a of in on new says after report week".split()
 
 EPOCHS = 3
-SMALL = ["-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40"]
+SMALL = ["-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40", "-P", "gate_size=40"]
+FIXTURE_ROWS = 240  # write_agnews_csv's default: 60 rows per class
 TINY = ["-P", f"epochs={EPOCHS}", "-P", "learning_rate=0.01", "-P", "batch_size=8"]
 SMALL_AND_TINY = SMALL + TINY
 
@@ -47,7 +48,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def write_agnews_csv(path: Path, rows_per_class: int = 40, seed: int = 0) -> Path:
+def write_agnews_csv(path: Path, rows_per_class: int = 60, seed: int = 0) -> Path:
     """Headerless class,title,description rows with the corpus' escapes (" #39;", "\\")."""
     rng = random.Random(seed)
     with path.open("w", newline="") as handle:
@@ -132,3 +133,17 @@ def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 90
     mlflow_bin = str(Path(bin_dir) / "mlflow")
     return subprocess.run([mlflow_bin, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_step(step: str, *args: str) -> str | None:
+    """Run a step's main() in this process against the store of the `store` fixture; the `error:` line or None."""
+    import importlib
+
+    module = importlib.import_module(f"steps.{step}")
+    try:
+        module.main(list(args))
+    except SystemExit as exc:
+        return str(exc.code)
+    finally:
+        mlflow.end_run()
+    return None

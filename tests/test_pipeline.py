@@ -7,6 +7,7 @@ import mlflow
 import pandas as pd
 import pytest
 from conftest import EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of
+from test_models import TINYBERT_ID, populate_hf_cache
 
 from agnews.data import LABELS
 
@@ -45,10 +46,11 @@ def test_prepare_data_logs_splits_inputs_and_class_counts(main_run):
     _, client = main_run
     prep = by_step(runs_of(client), "prepare_data")[0]
     assert {f.path for f in client.list_artifacts(prep.info.run_id, "data")} == {
-        "data/train.parquet", "data/validation.parquet", "data/test.parquet"}
+        "data/train.parquet", "data/validation.parquet", "data/test.parquet", "data/gate.parquet"}
     assert prep.data.params["train_count_Sci_Tech"] == "20" and prep.data.params["test_count_World"] == "10"
+    assert prep.data.params["gate_count_Business"] == "10" and prep.data.metrics["duplicates_removed"] == 0
     contexts = {i.tags[0].value for i in prep.inputs.dataset_inputs}
-    assert contexts == {"train", "validation", "test"}
+    assert contexts == {"train", "validation", "test", "gate"}
 
 
 def test_train_runs_log_per_epoch_metrics_and_register(main_run):
@@ -96,12 +98,13 @@ def test_compare_promotes_best_validation_f1_as_champion(main_run):
                                          int(r.data.tags["agnews.registered_version"])))[0]
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
     assert str(champion.version) == best.data.tags["agnews.registered_version"]
-    assert "best validation macro F1" in champion.tags["champion_reason"]
-    assert champion.tags["selection_metric"] == "val_f1_macro"
+    assert champion.tags["promotion_decision"] == "first_champion"  # a new store: nobody to beat
     assert champion.current_stage == "None"  # aliases, not deprecated stages
     compare = by_step(runs, "compare")[0]
     assert {f.path for f in client.list_artifacts(compare.info.run_id, "comparison")} == {
-        "comparison/comparison.csv", "comparison/comparison.md"}
+        "comparison/comparison.csv", "comparison/comparison_runs.csv", "comparison/comparison.md",
+        "comparison/report.md"}
+    assert (project / "graficas" / "report.md").read_text().startswith("# ")
 
 
 def test_every_plot_is_written_to_graficas_and_logged(main_run):
@@ -135,7 +138,8 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     [run] = runs_of(client, "alone")
     assert run.info.run_name == "train tiny-bert" and "mlflow.parentRunId" not in run.data.tags
     assert {f.path for f in client.list_artifacts(run.info.run_id, "data")} >= {"data/test.parquet"}  # prepared here
-    assert client.get_registered_model("agnews-classifier").latest_versions[0].run_id == run.info.run_id
+    [version] = client.search_model_versions("name = 'agnews-classifier'")
+    assert version.run_id == run.info.run_id and version.tags["model"] == "tiny-bert"
     evaluate = mlflow_cli("run", ".", "-e", "evaluate", "--env-manager", "local", "-P",
                           f"train_run_id={run.info.run_id}", "--experiment-name", "alone", cwd=project)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
@@ -146,3 +150,38 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     assert champion.run_id == run.info.run_id
     ev = by_step(runs_of(client, "alone"), "evaluate")[0]
     assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
+
+
+def test_hub_id_from_offline_cache_through_cli(tmp_path, fixture_csv, tiny_model):
+    """-P model=tinybert resolves huawei-noah/TinyBERT_General_4L_312D from a populated HF cache, offline."""
+    project = project_copy(tmp_path / "project")
+    populate_hf_cache(tmp_path / "hf", TINYBERT_ID, tiny_model)
+    result = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", "model=tinybert",
+                        "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=1",
+                        cwd=project, env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = client_for(project)
+    [run] = runs_of(client)
+    assert run.info.run_name == "train tinybert" and run.data.params["base_model"] == TINYBERT_ID
+    assert run.data.params["effective_learning_rate"] == "0.0001"  # the preset's documented default
+    version = client.get_model_version("agnews-classifier", run.data.tags["agnews.registered_version"])
+    assert (version.tags["preset"], version.tags["base_model"]) == ("tinybert", TINYBERT_ID)
+    assert (project / "graficas" / "tinybert_loss_function.png").is_file()
+
+
+def test_a_weaker_model_on_other_rows_does_not_take_champion(main_run, tmp_path, fixture_csv):
+    """Issue 6's acceptance: after the first main, a second main with a weak model and another seed (so other
+    rows) leaves `champion` where it was, and the weak version gets `challenger` and a reasoned kept_incumbent."""
+    project, client = main_run
+    champion = client.get_model_version_by_alias("agnews-classifier", "champion")
+    weak = build_tiny_bert(tmp_path / "tiny-weak", hidden=16, seed=3)
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={weak}", "-P",
+                        f"data={fixture_csv}", *SMALL,
+                        "-P", "seed=7", "-P", "epochs=1", "-P", "learning_rate=1e-6", cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert client.get_model_version_by_alias("agnews-classifier", "champion").version == champion.version
+    challenger = client.get_model_version_by_alias("agnews-classifier", "challenger")
+    assert challenger.tags["model"] == "tiny-weak" and challenger.tags["promotion_decision"] == "kept_incumbent"
+    assert challenger.tags["incumbent_version"] == str(champion.version)
+    assert int(challenger.tags["gate_excluded"]) > 0  # the incumbent's own training/validation rows were left out
+    assert float(challenger.tags["gate_delta_f1_macro"]) < 0 and "not above" in challenger.tags["promotion_reason"]

@@ -11,7 +11,7 @@ from agnews.models import load_tokenizer_and_model, resolve_model
 
 @pytest.fixture(scope="module")
 def splits(fixture_csv):
-    return sample_splits(str(fixture_csv), SampleSizes(80, 40, 40), seed=0)
+    return sample_splits(str(fixture_csv), SampleSizes(80, 40, 40, gate=0), seed=0).splits
 
 
 def _fresh(tiny_model):

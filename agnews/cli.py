@@ -1,0 +1,126 @@
+"""Step arguments: the groups `main`, `train` and `prepare_data` share, parsed so that every bad `-P` value
+becomes one `error:` line naming the parameter as the user spelled it (MLproject has no int type)."""
+from __future__ import annotations
+
+import argparse
+import re
+
+from agnews.errors import PipelineError
+
+PRECISIONS = ("auto", "fp32", "bf16")  # training.PRECISIONS mirrors this; kept here so parsing imports no torch
+_REGISTERED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def whole(value: str | float | int, name: str = "value", minimum: int | None = None) -> int:
+    """A whole number from a `-P` value or a logged param: "3", "3.0" and 3.0 read as 3; "2.5" is refused."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise PipelineError(f"-P {name}={value} is not a number; pass a whole number") from None
+    if not number.is_integer():
+        raise PipelineError(f"-P {name}={value} is not a whole number; pass e.g. {name}={max(int(number), 1)}")
+    if minimum is not None and number < minimum:
+        raise PipelineError(f"-P {name}={value} must be at least {minimum}")
+    return int(number)
+
+
+def _whole_type(name: str, minimum: int | None):
+    return lambda value: whole(value, name, minimum)
+
+
+def registered_model_name(value: str) -> str:
+    if not _REGISTERED_NAME.match(value):
+        raise PipelineError(f"-P registered_model={value!r} is not a valid registered model name; use letters, "
+                            "digits, '.', '_' or '-' (no '/', ':' or spaces), e.g. agnews-classifier")
+    return value
+
+
+def precision(value: str) -> str:
+    if value not in PRECISIONS:
+        raise PipelineError(f"-P precision={value!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    return value
+
+
+def learning_rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise PipelineError(f"-P learning_rate={value} is not a number; pass e.g. 5e-5 (0 = the preset's)") from None
+    if not 0 <= rate < 1:
+        raise PipelineError(f"-P learning_rate={value} is out of range; pass a rate in [0, 1), e.g. 5e-5")
+    return rate
+
+
+def probability(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not -1 <= number <= 1:
+            raise PipelineError(f"-P {name}={value} is not a macro-F1 difference in [-1, 1]; pass e.g. 0.0")
+        return number
+    return parse
+
+
+class StepParser(argparse.ArgumentParser):
+    """argparse whose errors are PipelineErrors: the step turns them into one line and a FAILED run."""
+
+    def error(self, message: str):
+        message = re.sub(r"argument --(\w+)", r"-P \1", message)
+        raise PipelineError(f"{message}; see `mlflow run . -e <step> --help` or the README's parameter table")
+
+    def _get_value(self, action, arg_string):  # keep our PipelineError instead of argparse's generic text
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as exc:
+            if isinstance(exc.__context__, PipelineError):
+                raise exc.__context__ from None
+            raise
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="hf:fancyzhx/ag_news", help="hf:<dataset id>, or a local CSV/Parquet path")
+    parser.add_argument("--train_size", type=_whole_type("train_size", 4), default=1000)
+    parser.add_argument("--val_size", type=_whole_type("val_size", 4), default=500)
+    parser.add_argument("--test_size", type=_whole_type("test_size", 4), default=500)
+    parser.add_argument("--gate_size", type=_whole_type("gate_size", 0), default=500,
+                        help="rows only the promotion gate scores; 0: no gate split")
+    parser.add_argument("--seed", type=_whole_type("seed", 0), default=42)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
+    parser.add_argument("--epochs", type=_whole_type("epochs", 1), default=3)
+    parser.add_argument("--learning_rate", type=learning_rate, default=0.0, help="0: the preset's default")
+    parser.add_argument("--batch_size", type=_whole_type("batch_size", 1), default=16)
+    parser.add_argument("--max_length", type=_whole_type("max_length", 3), default=128)  # [CLS] word [SEP]
+    parser.add_argument("--precision", type=precision, default="auto")
+    parser.add_argument("--early_stopping_patience", type=_whole_type("early_stopping_patience", 0), default=2)
+    parser.add_argument("--registered_model", type=registered_model_name, default="agnews-classifier")
+
+
+def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--min_improvement", type=probability("min_improvement"), default=0.0,
+                        help="the gate promotes when the lower end of the paired 95%% interval of the macro-F1 "
+                             "difference on gate rows is above this")
+
+
+def model_list(value: str) -> list[str]:
+    """`-P models=a,b`: at least one, each once."""
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if not names:
+        raise PipelineError("-P models is empty; pass e.g. models=tinybert,bert-mini,distilbert or any hub id/folder")
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise PipelineError(f"-P models lists {', '.join(twice)} more than once; list each model once "
+                            "(use -P seeds=1,2,3 to train a model several times)")
+    return names
+
+
+def seed_list(value: str, default: int) -> list[int]:
+    """`-P seeds=1,2,3`; empty: the one `seed`."""
+    seeds = [whole(s, "seeds", 0) for s in value.split(",") if s.strip()] or [default]
+    if len(set(seeds)) != len(seeds):
+        raise PipelineError(f"-P seeds={value} repeats a seed; list each seed once")
+    return seeds

@@ -1,0 +1,194 @@
+"""The model comparison: which runs, their scores with bootstrap intervals, seeds pooled per model, the ranking
+(validation decides, test only reports), paired tests against the leader, and the gate rows for promotion."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from agnews import cli, metrics, stats, tracking, training
+from agnews.data import with_row_ids
+from agnews.errors import PipelineError
+
+log = logging.getLogger(__name__)
+VAL_COLUMNS = ["val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
+TEST_COLUMNS = ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]
+CI_COLUMNS = ["val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
+
+
+def find_runs(run_ids: str) -> tuple[list, list]:
+    """Train and evaluate runs: the named ones (plus the evaluate runs of named train runs), or the siblings."""
+    client = mlflow.MlflowClient()
+    if run_ids:
+        named = [tracking.get_run(i.strip(), "train", "evaluate") for i in run_ids.split(",") if i.strip()]
+        trains = {r.info.run_id: r for r in named if r.data.tags[tracking.STEP_TAG] == "train"}
+        for r in named:
+            if r.data.tags[tracking.STEP_TAG] == "evaluate":
+                train_id = r.data.tags["agnews.train_run_id"]
+                trains.setdefault(train_id, tracking.get_run(train_id, "train"))
+        evals = [run for train_id, train in trains.items() for run in client.search_runs(
+            [train.info.experiment_id], f"tags.`agnews.train_run_id` = '{train_id}' and "
+            f"tags.`{tracking.STEP_TAG}` = 'evaluate' and attributes.status = 'FINISHED'")]
+        return list(trains.values()), evals
+    own = mlflow.active_run()
+    parent = own.data.tags.get("mlflow.parentRunId")
+    if not parent:
+        raise PipelineError("compare has no parent run to read siblings from; pass -P run_ids=<train run ids>")
+    siblings = client.search_runs([own.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' "
+                                                            "and attributes.status = 'FINISHED'")
+    by_step = lambda step: [r for r in siblings if r.data.tags.get(tracking.STEP_TAG) == step]  # noqa: E731
+    return by_step("train"), by_step("evaluate")
+
+
+def _artifact_csv(run_id: str, path: str) -> pd.DataFrame | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp)
+        except Exception:  # absent (older run) or unreadable: the caller decides whether that is fatal
+            return None
+        return pd.read_csv(Path(local))
+
+
+def validation_predictions(run) -> pd.DataFrame:
+    frame = _artifact_csv(run.info.run_id, "predictions/validation.csv")
+    if frame is None:
+        raise PipelineError(f"train run {run.info.run_id} ({run.data.tags.get(tracking.MODEL_TAG)}) has no "
+                            "predictions/validation.csv (trained by an older version); re-train it")
+    return frame.sort_values("row_id").reset_index(drop=True)
+
+
+def test_predictions(run) -> pd.DataFrame | None:
+    frame = _artifact_csv(run.info.run_id, "evaluation/predictions.csv")
+    if frame is None or "predicted" not in frame:
+        return None  # an evaluate run from before row ids: its metrics still report, without intervals
+    return frame.sort_values("row_id").reset_index(drop=True)
+
+
+def check_same_rows(trains: list, predictions: dict[str, pd.DataFrame]) -> None:
+    """Runs ranked together must have been validated on the same rows."""
+    groups: dict[frozenset, list[str]] = {}
+    for run in trains:
+        key = frozenset(predictions[run.info.run_id]["row_id"])
+        groups.setdefault(key, []).append(f"{run.info.run_id} ({run.data.tags.get(tracking.MODEL_TAG)}, data "
+                                          f"{run.data.tags.get('agnews.data_run_id', '?')})")
+    if len(groups) > 1:
+        listed = " vs ".join(", ".join(names) for names in groups.values())
+        raise PipelineError(f"runs were validated on different rows: {listed}; compare only runs trained on one "
+                            "prepare_data run (-P run_ids=...), their scores are not comparable")
+
+
+def _interval_columns(prefix: str, frame: pd.DataFrame | None, seed: int) -> dict[str, float]:
+    out = {}
+    for metric in stats.METRICS:
+        low = high = float("nan")
+        if frame is not None and len(frame):
+            low, high = stats.bootstrap_ci(frame["label"], frame["predicted"], metric, seed=seed)
+        out[f"{prefix}_{metric}_ci_low"], out[f"{prefix}_{metric}_ci_high"] = low, high
+    return out
+
+
+def run_table(trains: list, evals: list, predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """One row per train run: best-epoch validation scores, test scores of its evaluate run, intervals."""
+    tests = {run.data.tags.get("agnews.train_run_id"): run for run in evals}
+    rows = []
+    for run in trains:
+        m, tags, run_id = run.data.metrics, run.data.tags, run.info.run_id
+        test_run = tests.get(run_id)
+        if test_run is None:
+            log.warning("train run %s has no evaluate run: its test columns stay empty", run_id)
+        test_m = test_run.data.metrics if test_run else {}
+        rows.append({
+            "model": tags[tracking.MODEL_TAG], "base_model": tags.get("agnews.base_model", ""),
+            "registered_model": tags.get("agnews.registered_model", ""),
+            "registered_version": tags.get("agnews.registered_version", ""), "train_run_id": run_id,
+            "data_run_id": tags.get("agnews.data_run_id", ""), "seed": cli.whole(run.data.params.get("seed", 0)),
+            "best_epoch": int(m["best_epoch"]), "num_parameters": int(m["num_parameters"]),
+            "train_seconds": round(m["train_seconds"], 1),
+            **{col: m[f"best_{col}"] for col in VAL_COLUMNS},
+            **{col: test_m.get(col, float("nan")) for col in TEST_COLUMNS},
+            **_interval_columns("val", predictions[run_id], seed),
+            **_interval_columns("test", test_predictions(test_run) if test_run else None, seed)})
+    return pd.DataFrame(rows)
+
+
+def model_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: its best seed's run (by validation macro F1) plus mean/std across seeds; ranked by the
+    mean validation macro F1, ties to the smaller model, then the older version."""
+    runs = runs.assign(_version=pd.to_numeric(runs["registered_version"], errors="coerce"))
+    rows = []
+    for _, group in runs.groupby("base_model", sort=False):
+        best = group.sort_values(["val_f1_macro", "_version"], ascending=[False, True]).iloc[0].to_dict()
+        best["n_seeds"] = len(group)
+        for col in CI_COLUMNS:
+            best[f"{col}_mean"] = group[col].mean()
+            best[f"{col}_std"] = group[col].std(ddof=1) if len(group) > 1 else float("nan")
+        rows.append(best)
+    ranked = pd.DataFrame(rows).sort_values(["val_f1_macro_mean", "num_parameters", "_version"],
+                                            ascending=[False, True, True])
+    return ranked.drop(columns="_version").reset_index(drop=True)
+
+
+def add_paired_columns(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """Leader vs each other model on the same validation rows: Δ macro F1 with its paired-bootstrap interval,
+    exact McNemar p on accuracy, Holm-adjusted across the comparisons. Empty on the leader's row."""
+    ranked = ranked.copy()
+    leader = predictions[ranked.loc[0, "train_run_id"]]
+    results = [None] + [stats.paired(leader["label"], leader["predicted"],
+                                     _aligned(leader, predictions[run_id])["predicted"], "f1_macro", seed=seed)
+                        for run_id in ranked["train_run_id"].iloc[1:]]
+    nan = float("nan")
+    ranked["delta_f1_macro"] = [r.delta if r else nan for r in results]
+    ranked["delta_ci_low"] = [r.ci_low if r else nan for r in results]
+    ranked["delta_ci_high"] = [r.ci_high if r else nan for r in results]
+    ranked["mcnemar_p"] = [r.mcnemar_p if r else nan for r in results]
+    ranked["mcnemar_p_holm"] = stats.holm(ranked["mcnemar_p"].tolist())
+    return ranked
+
+
+def _aligned(reference: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    return other.set_index("row_id").loc[reference["row_id"]].reset_index()
+
+
+def confusion(predictions: pd.DataFrame) -> pd.DataFrame:
+    return metrics.confusion(predictions["label"], predictions["predicted"])
+
+
+def histories(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per model: every seed's validation accuracy by epoch (columns seed, epoch, val_accuracy)."""
+    client = mlflow.MlflowClient()
+    out: dict[str, list] = {}
+    for row in runs.itertuples():
+        points = client.get_metric_history(row.train_run_id, "val_accuracy")
+        out.setdefault(row.model, []).append(pd.DataFrame(
+            {"seed": row.seed, "epoch": [p.step for p in points], "val_accuracy": [p.value for p in points]}))
+    return {model: pd.concat(parts).sort_values(["seed", "epoch"]).reset_index(drop=True)
+            for model, parts in out.items()}
+
+
+# --- the gate's rows and scores ----------------------------------------------------------------------------
+
+def gate_rows(candidate_data_run: str, incumbent_data_run: str | None) -> tuple[pd.DataFrame, int]:
+    """The candidate's gate split minus the rows either model trained or validated on; (rows, excluded)."""
+    splits = tracking.load_splits(candidate_data_run, ("train", "validation", "gate"))
+    gate = with_row_ids(splits["gate"])
+    seen = set(with_row_ids(splits["train"])["row_id"]) | set(with_row_ids(splits["validation"])["row_id"])
+    if incumbent_data_run and incumbent_data_run != candidate_data_run:
+        theirs = tracking.load_splits(incumbent_data_run, ("train", "validation"))
+        seen |= {r for frame in theirs.values() for r in with_row_ids(frame)["row_id"]}
+    keep = ~gate["row_id"].isin(seen)
+    return gate[keep].reset_index(drop=True), int((~keep).sum())
+
+
+def predict_version(registered_model: str, version: str, texts: list[str]) -> np.ndarray:
+    """Class ids predicted by one registered version, at the max_length its train run used."""
+    client = mlflow.MlflowClient()
+    model_version = client.get_model_version(registered_model, version)
+    params = client.get_run(model_version.run_id).data.params if model_version.run_id else {}
+    components = mlflow.transformers.load_model(f"models:/{registered_model}/{version}", return_type="components")
+    config = training.TrainConfig(max_length=cli.whole(params.get("max_length", 128), "max_length", 3),
+                                  batch_size=32, precision="auto")
+    return training.predict_logits(components["model"], components["tokenizer"], texts, config).argmax(axis=1)

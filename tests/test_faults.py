@@ -1,0 +1,396 @@
+"""The fault suite: every bad input or fault a user hits ends in one `error:` line naming the problem and the fix,
+a FAILED or KILLED run, no registry entry or alias created or changed, and no stray files; the cases that must
+succeed (duplicates, `-P max_length=64.0` read back, two runs at once) assert their outcome.
+
+Input validation runs in-process against a temporary SQLite store; signals, concurrency and a server that is
+down go through the real `mlflow run` CLI."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from conftest import (
+    FIXTURE_ROWS,
+    SMALL,
+    TINY,
+    by_step,
+    client_for,
+    free_port,
+    mlflow_cli,
+    project_copy,
+    run_step,
+    runs_of,
+)
+
+pytestmark = pytest.mark.faults
+
+GOOD = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
+FAST = {"epochs": "1", "learning_rate": "0.01", "batch_size": "8"}
+
+
+def _params(**overrides: str) -> list[str]:
+    return [arg for k, v in overrides.items() for arg in (f"--{k}", v)]
+
+
+def _assert_refused(message: str | None, pattern: str, store: str, status: str = "FAILED") -> None:
+    """One line naming the problem, the run ended `status` with the error tag, nothing logged or registered."""
+    assert message is not None, "the step succeeded"
+    assert message.startswith("error: ") and "\n" not in message, message
+    assert re.search(pattern, message), message
+    client = mlflow.MlflowClient(store)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert len(runs) == 1, [r.info.status for r in runs]
+    [run] = runs
+    assert run.info.status == status and run.data.tags["agnews.error"]
+    assert client.list_artifacts(run.info.run_id) == []
+    assert not client.search_logged_models([run.info.experiment_id])
+    assert not client.search_registered_models()
+    plots = Path(os.environ["AGNEWS_PLOTS_DIR"])
+    assert not plots.exists() or not any(plots.iterdir())
+
+
+# --- data files -----------------------------------------------------------------------------------------------
+
+def _rows(n: int = 12, fmt: str = "ag") -> str:
+    if fmt == "ag":
+        return "".join(f'"{i % 4 + 1}","title {i}","body of row {i}"\n' for i in range(n))
+    return "text,label\n" + "".join(f"text of row {i},{i % 4}\n" for i in range(n))
+
+
+DATA_CASES = {
+    "missing_column": ("text,category\nhello world,1\n", r"lacks column\(s\) \['label'\]"),
+    "label_0_in_1_4_format": (_rows() + '"0","t","d"\n', r"row 13 has unknown label '0'.*1-4"),
+    "label_5_in_1_4_format": (_rows() + '"5","t","d"\n', r"row 13 has unknown label '5'.*1-4"),
+    "label_4_in_0_3_format": (_rows(fmt="tl") + "bad row,4\n", r"row 13 has unknown label '4'.*0-3"),
+    "empty_text": (_rows() + '"2","",""\n', r"row 13 has empty text; fill it or drop the row"),
+    "whitespace_text": (_rows() + '"2","  ","\t"\n', r"row 13 has empty text"),
+    "nan_text": (_rows(fmt="tl") + ",1\n", r"row 13 has empty text"),
+    "semicolon_separated": ("text;label\n" + "".join(f"row {i};{i % 4}\n" for i in range(12)), r"semicolon"),
+    "empty_file": ("", r"empty"),
+    "non_utf8": (_rows().encode() + b'"1","caf\xe9","au lait"\n', r"UTF-8"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data_file_is_refused(case, store, tmp_path):
+    content, pattern = DATA_CASES[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    message = run_step("prepare_data", *_params(data=str(path), train_size="4", val_size="4", test_size="4",
+                                                gate_size="0"))
+    _assert_refused(message, pattern, store)
+
+
+def test_missing_data_file_is_refused(store, tmp_path):
+    _assert_refused(run_step("prepare_data", "--data", str(tmp_path / "nope.csv")), r"data file not found", store)
+
+
+def test_class_too_small_to_stratify_is_refused(store, tmp_path):
+    path = tmp_path / "lopsided.csv"  # Sci/Tech has one row: no stratified split can hold it everywhere
+    path.write_text("".join(f'"{1 + i % 3}","title {i}","body {i}"\n' for i in range(60)) + '"4","only","one"\n')
+    message = run_step("prepare_data", *_params(data=str(path), train_size="20", val_size="20", test_size="20",
+                                                gate_size="0"))
+    _assert_refused(message, r"Sci/Tech|class", store)
+
+
+@pytest.mark.parametrize("size, value, pattern", [
+    ("train_size", "100000", r"exceeds the .* rows"),
+    ("val_size", "-5", r"-P val_size=-5 must be at least 4"),
+    ("test_size", "0", r"-P test_size=0 must be at least 4"),
+    ("gate_size", "2.5", r"-P gate_size=2.5 is not a whole number"),
+])
+def test_bad_sizes_are_refused(size, value, pattern, store, fixture_csv):
+    message = run_step("prepare_data", *_params(data=str(fixture_csv), **{**GOOD, size: value}))
+    _assert_refused(message, pattern, store)
+
+
+def test_duplicates_are_removed_and_counted(store, tmp_path, fixture_csv):
+    """Exact duplicates after cleaning (here: `\\` vs a space) are dropped before sampling, never leak across splits."""
+    rows = fixture_csv.read_text().splitlines()
+    dupes = [rows[0].replace("\\\\", " "), rows[1], rows[2]]
+    path = tmp_path / "dupes.csv"
+    path.write_text("\n".join(rows + dupes) + "\n")
+    assert run_step("prepare_data", *_params(data=str(path), **GOOD)) is None
+    client = mlflow.MlflowClient(store)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.metrics["duplicates_removed"] == 3
+    assert run.data.metrics["rows_read"] == FIXTURE_ROWS + 3
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="data")
+    every = pd.concat(pd.read_parquet(Path(local) / f"{name}.parquet")["text"]
+                      for name in ("train", "validation", "test", "gate"))
+    assert every.is_unique and len(every) == 200
+
+
+def test_cp1252_remnants_decode_to_their_characters(store, tmp_path):
+    path = tmp_path / "quotes.csv"
+    path.write_text(_rows(40) + '"3","Sony#146;s #147;Walkman#148;","sales #150; up #151; again"\n')
+    assert run_step("prepare_data", *_params(data=str(path), train_size="20", val_size="4", test_size="4",
+                                             gate_size="4")) is None
+    client = mlflow.MlflowClient(store)
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="data")
+    texts = pd.concat(pd.read_parquet(p)["text"] for p in Path(local).glob("*.parquet"))
+    assert "Sony’s “Walkman” sales – up — again" in set(texts)
+    assert not texts.str.contains("[\u0080-\u009f]").any()
+
+
+def test_extra_unnamed_columns_are_ignored(store, tmp_path):
+    path = tmp_path / "trailing_commas.csv"
+    path.write_text("text,label,\n" + "".join(f"text of row {i},{i % 4},\n" for i in range(40)))
+    assert run_step("prepare_data", *_params(data=str(path), train_size="20", val_size="4", test_size="4",
+                                             gate_size="4")) is None
+
+
+# --- training parameters, models and run ids ----------------------------------------------------------------
+
+@pytest.mark.parametrize("param, value, pattern", [
+    ("epochs", "0", r"-P epochs=0 must be at least 1"),
+    ("batch_size", "0", r"-P batch_size=0 must be at least 1"),
+    ("max_length", "0", r"-P max_length=0 must be at least 3"),
+    ("max_length", "4096", r"-P max_length=4096 exceeds the 128 positions of"),
+    ("precision", "fp8", r"-P precision='fp8' is unknown; use one of auto, fp32, bf16"),
+    ("registered_model", "team/agnews", r"-P registered_model='team/agnews' is not a valid registered model name"),
+    ("model", "tinybertt", r"unknown model 'tinybertt': use a preset"),
+])
+def test_bad_training_parameter_is_refused(param, value, pattern, store, fixture_csv, tiny_model):
+    args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST, param: value}
+    _assert_refused(run_step("train", *_params(**args)), pattern, store)
+
+
+def _broken_model(tiny_model: Path, folder: Path, case: str) -> Path:
+    shutil.copytree(tiny_model, folder)
+    if case == "no_tokenizer":
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    elif case == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif case == "pickled_code":
+        class Payload:
+            def __reduce__(self):
+                return (os.system, (f"touch {folder / 'pwned'}",))
+        (folder / "model.safetensors").unlink()
+        torch.save({"bert.embeddings.word_embeddings.weight": Payload()}, folder / "pytorch_model.bin")
+    return folder
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("no_tokenizer", r"has no tokenizer vocabulary.*save its tokenizer"),
+    ("no_weights", r"cannot load model .*no file named model.safetensors.*save_pretrained"),
+    ("pickled_code", r"refused to load the weights .*pickle.*safetensors"),
+])
+def test_broken_model_folder_is_refused(case, pattern, store, fixture_csv, tiny_model, tmp_path):
+    folder = _broken_model(tiny_model, tmp_path / case, case)
+    args = {"model": str(folder), "data": str(fixture_csv), **GOOD, **FAST}
+    _assert_refused(run_step("train", *_params(**args)), pattern, store)
+    assert not (folder / "pwned").exists()  # the pickle's payload never ran
+
+
+def test_model_with_another_label_count_gets_a_fresh_four_way_head(tiny_model, tmp_path):
+    from agnews.models import load_tokenizer_and_model, resolve_model
+
+    folder = shutil.copytree(tiny_model, tmp_path / "two-labels")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(id2label={"0": "neg", "1": "pos"}, label2id={"neg": 0, "pos": 1})
+    (folder / "config.json").write_text(json.dumps(config))
+    _, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    assert model.config.num_labels == 4 and model.config.id2label[3] == "Sci/Tech"
+    assert model.classifier.out_features == 4
+
+
+def test_same_model_twice_in_main_is_refused(store, tiny_model, fixture_csv):
+    message = run_step("main", *_params(models=f"{tiny_model},{tiny_model}", data=str(fixture_csv), **GOOD))
+    _assert_refused(message, r"-P models lists .*tiny-bert more than once", store)
+
+
+def test_missing_run_id_is_refused(store):
+    message = run_step("evaluate", "--train_run_id", "0123456789abcdef")
+    _assert_refused(message, r"run '0123456789abcdef' not found in sqlite:///.*; pass the id of a train run", store)
+
+
+def test_run_id_of_another_step_is_refused(store, fixture_csv):
+    assert run_step("prepare_data", *_params(data=str(fixture_csv), **GOOD)) is None
+    client = mlflow.MlflowClient(store)
+    [prep] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    message = run_step("evaluate", "--train_run_id", prep.info.run_id)
+    assert re.fullmatch(rf"error: run {prep.info.run_id} is a FINISHED prepare_data run; pass the id of a finished "
+                        r"train run", message), message
+    runs = client.search_runs([prep.info.experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    assert not client.search_registered_models()
+
+
+def test_unwritable_plots_folder_is_refused(store, fixture_csv, tiny_model, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("AGNEWS_PLOTS_DIR", str(blocker / "graficas"))  # root ignores permissions; a file does not
+    args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST}
+    message = run_step("train", *_params(**args))
+    assert re.fullmatch(r"error: plots folder .*a-file/graficas is not writable .*set AGNEWS_PLOTS_DIR.*", message)
+    client = mlflow.MlflowClient(store)
+    assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert not client.search_registered_models()
+
+
+def test_interrupt_after_registering_leaves_no_version(store, fixture_csv, tiny_model, monkeypatch):
+    """The last moment that can fail: right after the version exists. The step undoes it and ends KILLED."""
+    real = mlflow.set_tag
+
+    def interrupted(key, value, *args, **kwargs):
+        if key == "agnews.registered_version":
+            raise KeyboardInterrupt
+        return real(key, value, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "set_tag", interrupted)
+    args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST}
+    message = run_step("train", *_params(**args))
+    assert re.fullmatch(r"error: train interrupted by SIGINT; run \w+ ended KILLED, nothing registered; .*", message)
+    client = mlflow.MlflowClient(store)
+    [run] = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert run.info.status == "KILLED"
+    assert not client.search_registered_models()  # the version and the registered model it created are gone
+    assert not client.search_logged_models([run.info.experiment_id])
+
+
+def test_max_length_with_a_decimal_point_reads_back(store, fixture_csv, tiny_model, monkeypatch):
+    """`mlflow run -P max_length=64.0` logs "64.0" before the step starts; evaluate reads it back as 64."""
+    client = mlflow.MlflowClient(store)
+    created = client.create_run(client.create_experiment("typed"))  # as `mlflow run` does: params first
+    client.log_param(created.info.run_id, "max_length", "64.0")
+    monkeypatch.setenv("MLFLOW_RUN_ID", created.info.run_id)
+    args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST, "max_length": "64.0"}
+    assert run_step("train", *_params(**args)) is None
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)  # start_run consumed it
+    train = client.get_run(created.info.run_id)
+    assert train.info.status == "FINISHED" and train.data.params["max_length"] == "64.0"
+    assert "effective_max_length" not in train.data.params  # 64.0 and 64 are the same value
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", train.info.experiment_id)
+    assert run_step("evaluate", "--train_run_id", train.info.run_id) is None
+    [evaluate] = by_step(client.search_runs([train.info.experiment_id]), "evaluate")
+    assert evaluate.info.status == "FINISHED" and 0 <= evaluate.data.metrics["test_accuracy"] <= 1
+
+
+# --- through the CLI: the store, signals, concurrency ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return project_copy(tmp_path_factory.mktemp("faults") / "project")
+
+
+def test_tracking_server_down_fails_in_seconds(project):
+    start = time.monotonic()
+    result = mlflow_cli("run", ".", "-e", "prepare_data", "--env-manager", "local", cwd=project, timeout=120,
+                        env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(r"tracking server http://127.0.0.1:\d+ is unreachable .*MLFLOW_TRACKING_URI",
+                                          errors[0]), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert elapsed < 60, elapsed  # not MLflow's minutes of retries
+
+
+def _start(project: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`mlflow run` in its own session (so a signal reaches its whole process group, as a scheduler sends it)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
+    for key in ("MLFLOW_TRACKING_URI", "AGNEWS_PLOTS_DIR"):
+        full_env.pop(key, None)
+    full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
+    full_env.update(env or {})
+    return subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "run", ".", "--env-manager", "local", *args],
+                            cwd=project, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_epoch(client: mlflow.MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 240) -> None:
+    """Until a train run of `experiment` has logged its first epoch (so the signal lands mid-training)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        exp = client.get_experiment_by_name(experiment)
+        if exp:
+            for run in by_step(client.search_runs([exp.experiment_id]), "train"):
+                if client.get_metric_history(run.info.run_id, "val_loss"):
+                    return
+        time.sleep(1)
+    raise AssertionError("training never logged an epoch")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny_model):
+    """Ctrl-C (SIGINT to the foreground group) and a scheduler's SIGTERM mid-training, under `main`: the train
+    child and the parent end KILLED, nothing registered, nothing left in graficas/; a re-run starts clean."""
+    experiment = f"signal-{sig.name}"
+    client = client_for(project)
+    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=40",
+              "-P", "learning_rate=0.01", "-P", "batch_size=8", "-P", "early_stopping_patience=0"]
+    started = time.time()
+    proc = _start(project, *params, "--experiment-name", experiment)
+    try:
+        _wait_for_epoch(client, experiment, proc)
+        os.killpg(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    runs = runs_of(client, experiment)
+    statuses = {r.data.tags["agnews.step"]: r.info.status for r in runs}
+    assert statuses == {"main": "KILLED", "prepare_data": "FINISHED", "train": "KILLED"}, (statuses, stderr[-3000:])
+    assert re.search(r"error: train interrupted by SIG(INT|TERM); run \w+ ended KILLED", stderr), stderr[-3000:]
+    assert not client.search_registered_models()
+    assert not client.search_logged_models([runs[0].info.experiment_id])
+    assert not list((project / "graficas").glob("tiny-bert_*"))
+    staged = [p for p in Path(tempfile.gettempdir()).glob("agnews-staging-*") if p.stat().st_mtime >= started]
+    assert not staged  # the runs' private figure folders went with them
+
+
+def test_failing_child_stops_main_and_is_named(project, tmp_path, tiny_model):
+    bad = tmp_path / "unknown_label.csv"
+    bad.write_text(_rows(300) + '"9","t","d"\n')
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", f"data={bad}",
+                        *SMALL, "--experiment-name", "bad-main", cwd=project)
+    assert result.returncode != 0
+    assert re.search(r"error: child run 'prepare_data' failed", result.stderr)
+    client = client_for(project)
+    runs = runs_of(client, "bad-main")
+    parent = next(r for r in runs if r.data.tags.get("agnews.step") == "main")
+    assert parent.info.status == "FAILED" and parent.data.tags["agnews.failed_child"] == "prepare_data"
+    assert [r.data.tags["agnews.step"] for r in runs if r is not parent] == ["prepare_data"]  # nothing after it
+    assert not client.search_registered_models()
+
+
+def test_two_mains_at_once_on_a_new_sqlite_store(tmp_path, fixture_csv, tiny_model):
+    """Both succeed: the schema is created once under a lock, the experiment once, and each run logs the
+    figures it drew itself (staged per run, then published into graficas/)."""
+    project = project_copy(tmp_path / "project")
+    params = ["-P", f"data={fixture_csv}", *SMALL, *TINY]
+    first = _start(project, "-P", f"models={tiny_model}", *params)
+    second = _start(project, "-P", f"models={tiny_model}", *params, "-P", "seed=7")
+    outputs = [proc.communicate(timeout=900) for proc in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, [err[-3000:] for _, err in outputs]
+    client = client_for(project)
+    runs = runs_of(client)
+    mains = by_step(runs, "main")
+    assert len(mains) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(client.search_experiments(filter_string="name = 'agnews-classification'")) == 1
+    for parent in mains:  # each run's loss figure is its own: drawn from its own history
+        [train] = [r for r in by_step(runs, "train") if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        local = mlflow.artifacts.download_artifacts(run_id=train.info.run_id, artifact_path="plots",
+                                                    tracking_uri=client.tracking_uri)
+        assert {p.name for p in Path(local).iterdir()} == {f"tiny-bert_{k}.png" for k in
+                                                          ("accuracy_evolution", "f1_evolution", "loss_function")}
+    versions = client.search_model_versions("name = 'agnews-classifier'")
+    assert len(versions) == 2 and all(client.get_run(v.run_id).info.status == "FINISHED" for v in versions)
+    assert client.get_model_version_by_alias("agnews-classifier", "champion")
