@@ -44,3 +44,4 @@ class ProjectExperimentProvider(DefaultExperimentProvider):
         except PipelineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+
