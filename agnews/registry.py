@@ -16,7 +16,6 @@ from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
-DECISIONS = ("first_champion", "promoted", "kept_incumbent", "already_champion")
 
 
 def log_model(pipeline, max_length: int):
@@ -73,7 +72,7 @@ def version_by_alias(registered_model: str, alias: str) -> ModelVersion | None:
 class Decision:
     """What the gate decided for the candidate, written onto its version as tags."""
 
-    decision: str
+    decision: str  # one of report.DECISIONS
     candidate_model: str
     candidate_version: str
     incumbent_version: str = ""

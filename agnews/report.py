@@ -1,58 +1,20 @@
-"""The cross-model comparison table and the champion rule (validation decides, test only reports)."""
+"""The comparison written for people: the markdown table with intervals and report.md, whose sentences are
+computed from the numbers (who leads, whether significantly, what gets confused, what the gate decided)."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-import mlflow
 import pandas as pd
 
-from agnews import tracking
-from agnews.errors import PipelineError
-
-VAL_COLUMNS = ["val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
-TEST_COLUMNS = ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]
 DASH = "—"
 ALPHA = 0.05  # significance level of the Holm-adjusted McNemar test
 DECISIONS = ("first_champion", "promoted", "kept_incumbent", "already_champion")
-_HIDDEN = ["train_run_id", "base_model", "registered_model"]
+_HIDDEN = ["train_run_id", "base_model", "registered_model", "data_run_id"]
 _FOLDED = ("_ci_low", "_ci_high", "_mean", "_std")  # shown inside their metric's cell, not as columns
 _DIGITS = {"train_seconds": 1}
 
 log = logging.getLogger(__name__)
-
-
-def history(run_id: str) -> pd.DataFrame:
-    """Per-epoch validation accuracy of a train run, from its metric history."""
-    points = mlflow.MlflowClient().get_metric_history(run_id, "val_accuracy")
-    return pd.DataFrame({"epoch": [p.step for p in points], "val_accuracy": [p.value for p in points]}) \
-        .sort_values("epoch")
-
-
-def table(train_runs: list, evaluate_runs: list) -> pd.DataFrame:
-    """One row per train run: best-epoch validation scores, test scores of its evaluate run, size, time."""
-    tests = {run.data.tags.get("agnews.train_run_id"): run.data.metrics for run in evaluate_runs}
-    rows = []
-    for run in train_runs:
-        m, tags, run_id = run.data.metrics, run.data.tags, run.info.run_id
-        if run_id not in tests:
-            raise PipelineError(f"train run {run_id} ({tags.get(tracking.MODEL_TAG)}) has no evaluate run; "
-                                "run the evaluate step for it or leave it out of run_ids")
-        rows.append({"model": tags[tracking.MODEL_TAG], "base_model": tags.get("agnews.base_model", ""),
-                     "registered_model": tags["agnews.registered_model"],
-                     "registered_version": tags["agnews.registered_version"], "train_run_id": run_id,
-                     "best_epoch": int(m["best_epoch"]), "num_parameters": int(m["num_parameters"]),
-                     "train_seconds": round(m["train_seconds"], 1),
-                     **{col: m[f"best_{col}"] for col in VAL_COLUMNS},
-                     **{col: tests[run_id][col] for col in TEST_COLUMNS}})
-    return pd.DataFrame(rows)
-
-
-def rank(frame: pd.DataFrame) -> pd.DataFrame:
-    """Best validation macro F1 first; ties go to the smaller model. Test columns play no part."""
-    order = frame.assign(_version=frame["registered_version"].astype(int))  # last key: reproducible order
-    order = order.sort_values(["val_f1_macro", "num_parameters", "_version"], ascending=[False, True, True])
-    return order.drop(columns="_version").reset_index(drop=True)
 
 
 # --- cell formatting: every number goes through these, so NaN always reads "—" ---

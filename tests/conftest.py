@@ -122,17 +122,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """The real `mlflow` CLI of this environment, with a clean tracking environment."""
+def _cli_env(env: dict | None) -> dict:
+    """A clean tracking environment; entry points run `python -m steps...`: this environment's python first."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     full_env.pop("AGNEWS_PLOTS_DIR", None)
-    bin_dir = str(Path(sys.executable).parent)  # entry points run `python -m steps...`: this environment's python
-    full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "")
-    full_env.update(env or {})
-    mlflow_bin = str(Path(bin_dir) / "mlflow")
-    return subprocess.run([mlflow_bin, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+    full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
+    return {**full_env, **(env or {})}
+
+
+MLFLOW_BIN = str(Path(sys.executable).parent / "mlflow")
+
+
+def mlflow_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """The real `mlflow` CLI of this environment, with a clean tracking environment."""
+    return subprocess.run([MLFLOW_BIN, *args], cwd=cwd, env=_cli_env(env), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def start_mlflow_cli(project: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """`mlflow run . --env-manager local ...` started, not awaited, in its own session (so a signal can reach
+    its whole process group, as a terminal's Ctrl-C or a scheduler sends it)."""
+    return subprocess.Popen([MLFLOW_BIN, "run", ".", "--env-manager", "local", *args], cwd=project,
+                            env=_cli_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def run_step(step: str, *args: str) -> str | None:

@@ -12,7 +12,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from conftest import (
     project_copy,
     run_step,
     runs_of,
+    start_mlflow_cli,
 )
 
 pytestmark = pytest.mark.faults
@@ -301,18 +301,6 @@ def test_tracking_server_down_fails_in_seconds(project):
     assert elapsed < 60, elapsed  # not MLflow's minutes of retries
 
 
-def _start(project: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """`mlflow run` in its own session (so a signal reaches its whole process group, as a scheduler sends it)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
-    for key in ("MLFLOW_TRACKING_URI", "AGNEWS_PLOTS_DIR"):
-        full_env.pop(key, None)
-    full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
-    full_env.update(env or {})
-    return subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "run", ".", "--env-manager", "local", *args],
-                            cwd=project, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-
-
 def _wait_for_epoch(client: mlflow.MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 240) -> None:
     """Until a train run of `experiment` has logged its first epoch (so the signal lands mid-training)."""
     deadline = time.monotonic() + timeout
@@ -336,7 +324,7 @@ def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=40",
               "-P", "learning_rate=0.01", "-P", "batch_size=8", "-P", "early_stopping_patience=0"]
     started = time.time()
-    proc = _start(project, *params, "--experiment-name", experiment)
+    proc = start_mlflow_cli(project, *params, "--experiment-name", experiment)
     try:
         _wait_for_epoch(client, experiment, proc)
         os.killpg(proc.pid, sig)
@@ -376,8 +364,8 @@ def test_two_mains_at_once_on_a_new_sqlite_store(tmp_path, fixture_csv, tiny_mod
     figures it drew itself (staged per run, then published into graficas/)."""
     project = project_copy(tmp_path / "project")
     params = ["-P", f"data={fixture_csv}", *SMALL, *TINY]
-    first = _start(project, "-P", f"models={tiny_model}", *params)
-    second = _start(project, "-P", f"models={tiny_model}", *params, "-P", "seed=7")
+    first = start_mlflow_cli(project, "-P", f"models={tiny_model}", *params)
+    second = start_mlflow_cli(project, "-P", f"models={tiny_model}", *params, "-P", "seed=7")
     outputs = [proc.communicate(timeout=900) for proc in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [err[-3000:] for _, err in outputs]
     client = client_for(project)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import SMALL_AND_TINY, by_step, free_port, mlflow_cli, project_copy
+from conftest import SMALL_AND_TINY, by_step, free_port, project_copy, start_mlflow_cli
 
 pytestmark = pytest.mark.slow
 
@@ -69,21 +69,29 @@ def tracking_server(postgres_uri, tmp_path_factory):
     server.wait(timeout=30)
 
 
-def test_main_against_postgres_backed_server(tracking_server, tmp_path, fixture_csv, tiny_model):
+def test_two_mains_at_once_against_postgres_backed_server(tracking_server, tmp_path, fixture_csv, tiny_model):
+    """The team setup, two users at once: both `main` runs succeed against one server (experiment created once,
+    each run logs its own figures, the promotions one after the other), artifacts proxied by the server."""
     url, artifacts = tracking_server
     project = project_copy(tmp_path / "project")
-    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}",
-                        "-P", f"data={fixture_csv}", *SMALL_AND_TINY, cwd=project,
-                        env={"MLFLOW_TRACKING_URI": url})
-    assert result.returncode == 0, result.stderr[-4000:]
+    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL_AND_TINY]
+    procs = [start_mlflow_cli(project, *params, *extra, env={"MLFLOW_TRACKING_URI": url})
+             for extra in ([], ["-P", "seed=7"])]
+    outputs = [proc.communicate(timeout=900) for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     assert not (project / "mlflow.db").exists()  # nothing went to the embedded default store
     client = mlflow.MlflowClient(tracking_uri=url)
-    runs = client.search_runs([client.get_experiment_by_name("agnews-classification").experiment_id])
-    [parent] = by_step(runs, "main")
-    assert len(runs) == 5 and all(r.info.status == "FINISHED" for r in runs)
-    assert {r.data.tags.get("mlflow.parentRunId") for r in runs if r is not parent} == {parent.info.run_id}
-    [train] = by_step(runs, "train")
-    assert len(client.get_metric_history(train.info.run_id, "val_f1_macro")) == 3
+    [experiment] = client.search_experiments(filter_string="name = 'agnews-classification'")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = by_step(runs, "main")
+    assert len(parents) == 2 and len(runs) == 10 and all(r.info.status == "FINISHED" for r in runs)
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "prepare_data", "train"]
+        [train] = by_step(children, "train")
+        assert len(client.get_metric_history(train.info.run_id, "val_f1_macro")) == 3
+    decisions = sorted(r.data.tags["agnews.promotion_decision"] for r in by_step(runs, "compare"))
+    assert decisions[0] == "first_champion" and decisions[1] in ("kept_incumbent", "promoted"), decisions
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
-    assert champion.run_id == train.info.run_id
-    assert any(artifacts.rglob("comparison_radar.png"))  # artifacts proxied into the server's destination
+    assert champion.run_id in {r.info.run_id for r in by_step(runs, "train")}
+    assert len(list(artifacts.rglob("comparison_radar.png"))) == 2  # artifacts proxied into the server's destination
