@@ -35,3 +35,19 @@ def confusion(labels, predictions, normalize: bool = False) -> pd.DataFrame:
     """Rows: true class, columns: predicted class; normalised per true class when asked."""
     matrix = confusion_matrix(labels, predictions, labels=CLASS_IDS, normalize="true" if normalize else None)
     return pd.DataFrame(np.asarray(matrix), index=list(LABELS), columns=list(LABELS))
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over classes, numerically stable."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def predictions_table(frame: pd.DataFrame, logits: np.ndarray) -> pd.DataFrame:
+    """`frame` (row_id, text, label, ...) plus the predicted class and each class's probability: what compare
+    pairs row by row across models."""
+    probs = probabilities(logits)
+    table = frame.assign(predicted=logits.argmax(axis=1))
+    for i, name in enumerate(LABELS):
+        table[f"prob_{name.replace('/', '_')}"] = probs[:, i].round(5)
+    return table

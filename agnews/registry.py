@@ -16,6 +16,9 @@ from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
+GATE_TAGS = {"incumbent_version", "incumbent_model", "gate_rows", "gate_excluded", "gate_delta_f1_macro",
+             "gate_delta_ci_low", "gate_delta_ci_high", "gate_mcnemar_p", "candidate_gate_f1_macro",
+             "incumbent_gate_f1_macro"}
 
 
 def log_model(pipeline, max_length: int):
@@ -147,6 +150,9 @@ def apply(registered_model: str, decision: Decision, selected_by_run: str) -> No
         raise PipelineError(f"the champion of {registered_model} moved while this compare ran (now version "
                             f"{current.version if current else 'none'}); re-run compare")
     tags = {**decision.tags(), "promotion_reason": decision.reason, "selected_by_run": selected_by_run}
+    stale = set(client.get_model_version(registered_model, decision.candidate_version).tags) & GATE_TAGS - set(tags)
+    for key in stale:  # left by an earlier decision on this version; this one has no such figure
+        client.delete_model_version_tag(registered_model, decision.candidate_version, key)
     for key, value in tags.items():
         client.set_model_version_tag(registered_model, decision.candidate_version, key, value[:5000])
 

@@ -79,9 +79,7 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
     signals.install(parent_death="MLFLOW_RUN_ID" in os.environ)  # launched by `mlflow run`: die with it
     try:
         setup()
-        if plots:
-            plots_folder()
-    except PipelineError as exc:  # no run yet: the store or the plots folder is unusable
+    except PipelineError as exc:  # the store is unusable: there is no run to mark
         raise SystemExit(f"error: {exc}") from None
     experiment = None
     if "MLFLOW_RUN_ID" not in os.environ:  # python -m steps.x / torchrun: no run was created for us
@@ -92,6 +90,8 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
     if run_name:
         set_run_name(run_name)
     try:
+        if plots:
+            plots_folder()  # before any work: a figure that cannot be published fails the step at the end
         yield run
     except PipelineError as exc:
         _abort(step, "FAILED", str(exc))
@@ -202,11 +202,15 @@ def load_splits(data_run_id: str, names=SPLITS) -> dict[str, pd.DataFrame]:
     """Download the Parquet splits a prepare_data (or self-preparing train) run logged."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            folder = mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path="data", dst_path=tmp)
-            return {name: pd.read_parquet(Path(folder) / f"{name}.parquet") for name in names}
+            folder = Path(mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path="data", dst_path=tmp))
         except (MlflowException, OSError) as exc:
             raise PipelineError(f"run {data_run_id} has no data/ splits ({type(exc).__name__}); pass the id "
                                 "of a finished prepare_data run") from exc
+        missing = [name for name in names if not (folder / f"{name}.parquet").is_file()]
+        if missing:
+            raise PipelineError(f"run {data_run_id} has no {', '.join(missing)} split (prepared before it existed); "
+                                "prepare the data again (-P gate_size=500 for the gate) and train on it")
+        return {name: pd.read_parquet(folder / f"{name}.parquet") for name in names}
 
 
 def plots_folder() -> Path:

@@ -169,12 +169,6 @@ def train(model, tokenizer, train_frame: pd.DataFrame, val_frame: pd.DataFrame, 
     return TrainResult(keeper.history, keeper.best_epoch, seconds, precision, best, logits)
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over classes, numerically stable."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def predict_logits(model, tokenizer, texts: list[str], config: TrainConfig) -> np.ndarray:
     """Logits in input order; the Trainer batches by length (sorted, dynamically padded)."""
     precision = resolve_precision(config.precision)

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
 from agnews import cli, metrics, plots, tracking, training
 from agnews.data import LABELS, with_row_ids
@@ -22,17 +21,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
     parser.add_argument("--precision", type=cli.precision, default="auto")
     return parser.parse_args(argv)
-
-
-def predictions_table(frame: pd.DataFrame, logits) -> pd.DataFrame:
-    """Row id, text, true and predicted class (ids and names), and the class probabilities."""
-    probabilities = training.probabilities(logits)
-    predicted = logits.argmax(axis=1)
-    table = frame.assign(predicted=predicted, true_label=[LABELS[i] for i in frame["label"]],
-                         predicted_label=[LABELS[i] for i in predicted], score=probabilities.max(axis=1).round(4))
-    for i, name in enumerate(LABELS):
-        table[f"prob_{name.replace('/', '_')}"] = probabilities[:, i].round(5)
-    return table
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
@@ -60,7 +48,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         counts.to_csv(Path(tmp) / "confusion_matrix.csv")
         normalized = metrics.confusion(labels, predicted, normalize=True).round(4)
         normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
-        predictions_table(test, logits).to_csv(Path(tmp) / "predictions.csv", index=False)
+        table = metrics.predictions_table(test, logits)
+        table.insert(4, "true_label", [LABELS[i] for i in table["label"]])
+        table.insert(5, "predicted_label", [LABELS[i] for i in table["predicted"]])
+        table.to_csv(Path(tmp) / "predictions.csv", index=False)
         mlflow.log_artifacts(tmp, "evaluation")
     tracking.log_plot(plots.confusion_matrix(model_name, counts))
     log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])

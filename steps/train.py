@@ -16,8 +16,8 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, models, plots, registry, tracking, training
-from agnews.data import LABELS, sample_splits, with_row_ids
+from agnews import cli, metrics, models, plots, registry, tracking, training
+from agnews.data import sample_splits, with_row_ids
 from agnews.errors import PipelineError
 from steps.prepare_data import prepare, sizes
 
@@ -51,12 +51,8 @@ def _load_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFr
 
 def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
     """The best epoch's validation predictions, by stable row id: compare pairs models row by row."""
-    probabilities = training.probabilities(logits)
-    table = pd.DataFrame({"row_id": frame["row_id"], "label": frame["label"], "predicted": logits.argmax(axis=1)})
-    for i, name in enumerate(LABELS):
-        table[f"prob_{name.replace('/', '_')}"] = probabilities[:, i].round(5)
     with tempfile.TemporaryDirectory() as tmp:
-        table.to_csv(Path(tmp) / "validation.csv", index=False)
+        metrics.predictions_table(frame, logits).drop(columns="text").to_csv(Path(tmp) / "validation.csv", index=False)
         mlflow.log_artifact(str(Path(tmp) / "validation.csv"), "predictions")
 
 

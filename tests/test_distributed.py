@@ -6,13 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import EPOCHS, by_step, client_for, mlflow_cli, project_copy, runs_of
+import mlflow
+import pandas as pd
+from conftest import EPOCHS, SMALL, by_step, client_for, mlflow_cli, project_copy, runs_of
 
 
 def test_torchrun_two_processes_log_one_run(tmp_path, fixture_csv, tiny_model):
     project = project_copy(tmp_path / "project")
     prep = mlflow_cli("run", ".", "-e", "prepare_data", "--env-manager", "local", "-P", f"data={fixture_csv}",
-                      "-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40", cwd=project)
+                      *SMALL, cwd=project)
     assert prep.returncode == 0, prep.stderr[-3000:]
     client = client_for(project)
     [data_run] = runs_of(client)
@@ -32,3 +34,9 @@ def test_torchrun_two_processes_log_one_run(tmp_path, fixture_csv, tiny_model):
         assert [m.step for m in client.get_metric_history(train.info.run_id, key)] == list(range(1, EPOCHS + 1))
     versions = client.search_model_versions("name = 'agnews-ddp'")
     assert [v.run_id for v in versions] == [train.info.run_id]
+    local = mlflow.artifacts.download_artifacts(run_id=train.info.run_id, artifact_path="predictions/validation.csv",
+                                                tracking_uri=client.tracking_uri)
+    predictions = pd.read_csv(local)  # gathered from both ranks, still in row order
+    assert len(predictions) == 40 and predictions["row_id"].is_unique
+    accuracy = (predictions["label"] == predictions["predicted"]).mean()
+    assert abs(accuracy - train.data.metrics["best_val_accuracy"]) < 1e-9
