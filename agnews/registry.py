@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata as md
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -90,10 +90,9 @@ class Decision:
     candidate_gate_f1_macro: float = float("nan")
     incumbent_gate_f1_macro: float = float("nan")
     reason: str = ""
-    extra: dict = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
-        values = {k: v for k, v in asdict(self).items() if k not in ("extra", "decision")}
+        values = {k: v for k, v in asdict(self).items() if k != "decision"}
         out = {"promotion_decision": self.decision}
         for key, value in values.items():
             if value == "" or (isinstance(value, float) and value != value):
@@ -134,11 +133,8 @@ def gate(candidate: str, model: str, incumbent: ModelVersion | None, labels, pre
 
 def promotion_lock(registered_model: str):
     """Held from reading the incumbent to setting the alias, so two compares at once cannot both promote."""
-    return store.lock(mlflow.get_tracking_uri(), f"promotion-{tracking_safe(registered_model)}")
-
-
-def tracking_safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in registered_model)  # a file name
+    return store.lock(mlflow.get_tracking_uri(), f"promotion-{safe}")
 
 
 def apply(registered_model: str, decision: Decision, selected_by_run: str) -> None:

@@ -62,6 +62,12 @@ def _p(value) -> str:
     return DASH if p is None else ("<0.0001" if p < 1e-4 else f"{p:.4f}")
 
 
+def _p_is(value) -> str:
+    """'p = 0.0123' or 'p < 0.0001', for sentences."""
+    shown = _p(value)
+    return f"p {shown[0]} {shown[1:]}" if shown.startswith("<") else f"p = {shown}"
+
+
 def _version(value) -> str:
     number = _num(value)
     return str(int(number)) if number is not None and number.is_integer() else str(value)
@@ -171,8 +177,8 @@ def _verdict_sentence(lead: dict, row: dict) -> str:
     reasons = _not_significant_reasons(row)
     if not reasons:
         return (f"**{lead['model']}**'s lead over **{row['model']}** is significant: Δ macro F1 {delta} excludes 0 "
-                f"and the Holm-adjusted McNemar p = {_p(row.get('mcnemar_p_holm'))} < {ALPHA} "
-                f"(raw p = {_p(row.get('mcnemar_p'))}).")
+                f"and the Holm-adjusted McNemar {_p_is(row.get('mcnemar_p_holm'))} < {ALPHA} "
+                f"(raw {_p_is(row.get('mcnemar_p'))}).")
     text = (f"**{lead['model']}**'s lead over **{row['model']}** (Δ macro F1 {delta}) is not significant: "
             f"{' and '.join(reasons)}.")
     overlap = _intervals_overlap(lead, row)
@@ -271,7 +277,7 @@ def _gate_numbers(decision: dict, incumbent: str) -> str:
     if cand is not None and inc is not None:
         extras.append(f"macro F1 {cand:.3f} vs {inc:.3f} on the gate rows")
     if _num(decision.get("gate_mcnemar_p")) is not None:
-        extras.append(f"McNemar p = {_p(decision['gate_mcnemar_p'])}")
+        extras.append(f"McNemar {_p_is(decision['gate_mcnemar_p'])}")
     return text + (f" ({'; '.join(extras)})" if extras else "")
 
 

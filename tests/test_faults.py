@@ -97,6 +97,14 @@ def test_missing_data_file_is_refused(store, tmp_path):
     _assert_refused(run_step("prepare_data", "--data", str(tmp_path / "nope.csv")), r"data file not found", store)
 
 
+def test_hub_dataset_that_cannot_load_is_refused(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    message = run_step("prepare_data", "--data", "hf:nobody/no-such-dataset")
+    _assert_refused(message, r"cannot load hub dataset 'nobody/no-such-dataset' \(\w+.*\).*pass -P data=<local csv>",
+                    store)
+
+
 def test_class_too_small_to_stratify_is_refused(store, tmp_path):
     path = tmp_path / "lopsided.csv"  # Sci/Tech has one row: no stratified split can hold it everywhere
     path.write_text("".join(f'"{1 + i % 3}","title {i}","body {i}"\n' for i in range(60)) + '"4","only","one"\n')
@@ -110,7 +118,7 @@ def test_class_too_small_to_stratify_is_refused(store, tmp_path):
     ("val_size", "-5", r"-P val_size=-5 must be at least 4"),
     ("test_size", "0", r"-P test_size=0 must be at least 4"),
     ("gate_size", "2.5", r"-P gate_size=2.5 is not a whole number"),
-])
+], ids=["too_large", "negative", "zero", "fractional"])
 def test_bad_sizes_are_refused(size, value, pattern, store, fixture_csv):
     message = run_step("prepare_data", *_params(data=str(fixture_csv), **{**GOOD, size: value}))
     _assert_refused(message, pattern, store)
@@ -163,7 +171,8 @@ def test_extra_unnamed_columns_are_ignored(store, tmp_path):
     ("precision", "fp8", r"-P precision='fp8' is unknown; use one of auto, fp32, bf16"),
     ("registered_model", "team/agnews", r"-P registered_model='team/agnews' is not a valid registered model name"),
     ("model", "tinybertt", r"unknown model 'tinybertt': use a preset"),
-])
+], ids=["epochs_0", "batch_size_0", "max_length_0", "max_length_above_model", "precision", "registered_model",
+        "unknown_model"])
 def test_bad_training_parameter_is_refused(param, value, pattern, store, fixture_csv, tiny_model):
     args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST, param: value}
     _assert_refused(run_step("train", *_params(**args)), pattern, store)
@@ -189,7 +198,7 @@ def _broken_model(tiny_model: Path, folder: Path, case: str) -> Path:
     ("no_tokenizer", r"has no tokenizer vocabulary.*save its tokenizer"),
     ("no_weights", r"cannot load model .*no file named model.safetensors.*save_pretrained"),
     ("pickled_code", r"refused to load the weights .*pickle.*safetensors"),
-])
+], ids=["no_tokenizer", "no_weights", "pickled_code"])
 def test_broken_model_folder_is_refused(case, pattern, store, fixture_csv, tiny_model, tmp_path):
     folder = _broken_model(tiny_model, tmp_path / case, case)
     args = {"model": str(folder), "data": str(fixture_csv), **GOOD, **FAST}
