@@ -106,6 +106,16 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                              "difference on gate rows is above this")
 
 
+def boolean(name: str):
+    def parse(value: str) -> bool:
+        if value.strip().lower() in ("true", "1", "yes"):
+            return True
+        if value.strip().lower() in ("false", "0", "no"):
+            return False
+        raise PipelineError(f"-P {name}={value} is not true or false")
+    return parse
+
+
 def model_list(value: str) -> list[str]:
     """`-P models=a,b`: at least one, each once."""
     names = [m.strip() for m in value.split(",") if m.strip()]

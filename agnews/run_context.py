@@ -1,4 +1,5 @@
-"""A run-context plugin (entry point `mlflow.run_context_provider`) that keeps a KILLED run KILLED.
+"""A run-context plugin (entry point `mlflow.run_context_provider`) that keeps a KILLED run KILLED and
+remembers the folder `mlflow run` was started from.
 
 Its own module: MLflow loads it while `import mlflow` runs, from the context registry, so it must not be
 imported half-way through another plugin's import (agnews.experiment loads earlier, from another registry)."""
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import os
 import sys
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
@@ -61,6 +63,9 @@ def _install() -> None:
 
 
 _install()  # every MLflow process loads this plugin, `mlflow run` included
+# The folder the user launched from: steps of a git-URL run work in MLflow's temporary checkout, but their
+# figures belong where the user ran `mlflow run` (the first MLflow process sets it; children inherit it).
+os.environ.setdefault("AGNEWS_LAUNCH_DIR", os.getcwd())
 
 
 class ProjectRunContext(RunContextProvider):

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
-from agnews import signals, staging, store
+from agnews import cache, signals, staging, store
 from agnews.data import SPLITS
 from agnews.errors import PipelineError
 from agnews.experiment import EXPERIMENT
@@ -86,7 +86,7 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
         experiment = os.environ.get("MLFLOW_EXPERIMENT_ID") or store.experiment_id(
             os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
     run = mlflow.start_run(run_name=run_name, experiment_id=experiment)
-    mlflow.set_tag(STEP_TAG, step)
+    mlflow.set_tags({STEP_TAG: step, cache.CODE_TAG: cache.code_digest()})  # what `main` reuses runs by
     if run_name:
         set_run_name(run_name)
     try:
@@ -214,8 +214,10 @@ def load_splits(data_run_id: str, names=SPLITS) -> dict[str, pd.DataFrame]:
 
 
 def plots_folder() -> Path:
-    """Where finished figures are copied for people to look at: $AGNEWS_PLOTS_DIR or graficas/ (checked writable)."""
-    folder = Path(os.environ.get("AGNEWS_PLOTS_DIR", "graficas")).expanduser().resolve()
+    """Where finished figures are copied for people to look at (checked writable): $AGNEWS_PLOTS_DIR, else
+    graficas/ in the folder `mlflow run` was started from (not MLflow's checkout of a git URL)."""
+    default = Path(os.environ.get("AGNEWS_LAUNCH_DIR", ".")) / "graficas"
+    folder = Path(os.environ.get("AGNEWS_PLOTS_DIR", default)).expanduser().resolve()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".agnews-write-test-"):

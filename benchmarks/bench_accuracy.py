@@ -27,7 +27,7 @@ from agnews.data import SampleSizes, sample_splits  # noqa: E402
 from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "ag_news" / "test.csv"
+DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
 log = logging.getLogger("bench_accuracy")
 
 

@@ -45,7 +45,7 @@ from agnews import training  # noqa: E402
 from agnews.data import SampleSizes, sample_splits  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "ag_news" / "test.csv"
+DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
 LABELS = 4
 ARCHS = {  # the presets' architectures, vocabulary 30522 (uncased)
     "TinyBERT": lambda: BertForSequenceClassification(BertConfig(

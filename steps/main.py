@@ -1,4 +1,5 @@
-"""main: one parent run; prepare_data, then train + evaluate per model and seed, then compare, each a child run."""
+"""main: one parent run; prepare_data, then train + evaluate per model and seed, then compare, each a child run
+(or an earlier finished run with the same parameters, code and inputs, reused)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import ExecutionException
 
-from agnews import cli, models, tracking
+from agnews import cache, cli, models, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.main")
@@ -24,6 +25,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_data_arguments(parser)
     cli.add_training_arguments(parser)
     cli.add_gate_arguments(parser)
+    parser.add_argument("--reuse", type=cli.boolean("reuse"), default=True,
+                        help="reuse finished runs with the same parameters, code and inputs; false: run everything")
     return parser.parse_args(argv)
 
 
@@ -40,22 +43,44 @@ def _child(entry_point: str, run_name: str, parameters: dict) -> str:
     return submitted.run_id
 
 
+class Steps:
+    """Launches children, or reuses a finished run with the same parameters, code and inputs (`-P reuse`)."""
+
+    def __init__(self, reuse: bool):
+        self.reuse, self.reused = reuse, {}
+
+    def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str = "") -> str:
+        experiment = mlflow.active_run().info.experiment_id
+        found = cache.find(experiment, entry_point, parameters, inputs) if self.reuse else None
+        if found is None:
+            return _child(entry_point, run_name, parameters)
+        log.info("reusing run %s for %r: same parameters, code and inputs", found, run_name)
+        self.reused.setdefault(entry_point, []).append(found)
+        mlflow.set_tag(f"agnews.reused.{entry_point}", ",".join(self.reused[entry_point]))
+        return found
+
+
 def run_pipeline(args: argparse.Namespace) -> None:
     names = cli.model_list(args.models)
     seeds = cli.seed_list(args.seeds, args.seed)
     specs = [models.resolve_model(name) for name in names]  # unknown names fail before any child starts
     tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds))})
+    steps = Steps(args.reuse)
     data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
-    data_run_id = _child("prepare_data", "prepare_data", data)
+    data_run_id = steps.run("prepare_data", "prepare_data", data, cache.input_digest(args.data))
     training = {k: getattr(args, k) for k in TRAINING_KEYS}
+    train_run_ids = []
     for name, spec in zip(names, specs):
         for seed in seeds:
             suffix = f" seed {seed}" if len(seeds) > 1 else ""
-            train_run_id = _child("train", f"train {spec.name}{suffix}", {
-                "model": name, "data_run_id": data_run_id, **data, "seed": seed, **training})
-            _child("evaluate", f"evaluate {spec.name}{suffix}", {
-                "train_run_id": train_run_id, "data_run_id": data_run_id, "precision": args.precision})
-    _child("compare", "compare", {"registered_model": args.registered_model, "min_improvement": args.min_improvement})
+            train_run_ids.append(steps.run("train", f"train {spec.name}{suffix}", {
+                "model": name, "data_run_id": data_run_id, **data, "seed": seed, **training},
+                cache.input_digest(spec.checkpoint)))
+            steps.run("evaluate", f"evaluate {spec.name}{suffix}", {
+                "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision})
+    # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
+    _child("compare", "compare", {"run_ids": ",".join(train_run_ids), "registered_model": args.registered_model,
+                                  "min_improvement": args.min_improvement})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@ import argparse
 
 import mlflow
 
-from agnews import cli, tracking
+from agnews import cache, cli, tracking
 from agnews.data import SampleSizes, class_counts, sample_splits
 
 
@@ -26,6 +26,7 @@ def prepare(args: argparse.Namespace) -> dict:
                          "test_size": args.test_size, "gate_size": args.gate_size, "seed": args.seed})
     tracking.log_params({f"{split}_count_{name.replace('/', '_')}": n
                          for split, frame in sample.splits.items() for name, n in class_counts(frame).items()})
+    mlflow.set_tag(cache.INPUT_TAG, cache.input_digest(args.data))
     mlflow.log_metrics({"rows_read": sample.rows_read, "duplicates_removed": sample.duplicates_removed,
                         "conflicting_label_rows_removed": sample.conflicts_removed})
     tracking.log_splits(sample.splits)

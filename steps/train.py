@@ -16,10 +16,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, metrics, models, plots, registry, tracking, training
-from agnews.data import sample_splits, with_row_ids
+from agnews import cache, cli, metrics, models, plots, registry, tracking, training
+from agnews.data import with_row_ids
 from agnews.errors import PipelineError
-from steps.prepare_data import prepare, sizes
+from steps.prepare_data import prepare
 
 log = logging.getLogger("steps.train")
 
@@ -35,18 +35,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args([a for a in argv if a != "--"])  # torchrun ... -m steps.train -- <args>
 
 
-def _load_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Splits from a prepare_data run, or prepared (and on rank 0 logged) inside this run."""
+def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
+    """Splits from a prepare_data run, or prepared and logged inside this run (rank 0 only)."""
     if args.data_run_id:
         run = tracking.get_run(args.data_run_id, "prepare_data", "train")
         loaded = tracking.load_splits(args.data_run_id, ("train", "validation"))
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
-        if rank == 0:
-            tracking.log_lineage(splits, tracking.data_uri(run))
+        tracking.log_lineage(splits, tracking.data_uri(run))
         return splits, args.data_run_id
-    if rank == 0:
-        return prepare(args), mlflow.active_run().info.run_id
-    return sample_splits(args.data, sizes(args), args.seed).splits, ""  # other ranks: same seeded sample, silently
+    return prepare(args), mlflow.active_run().info.run_id
+
+
+def _shared_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFrame], str]:
+    """Rank 0 reads (or prepares) the splits and, under torchrun, broadcasts them: the other ranks never touch
+    the tracking store, which other nodes may not even reach."""
+    if training.world()[1] == 1:
+        return _load_data(args)
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # the Trainer (accelerate) reuses this group
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    payload = [_load_data(args) if rank == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    return payload[0]
 
 
 def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
@@ -65,11 +77,12 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     precision = training.resolve_precision(config.precision)
     tokenizer, model = models.load_tokenizer_and_model(spec)  # model problems surface before data is logged
     models.check_max_length(spec, model, config.max_length)
-    splits, data_run_id = _load_data(args, rank)
+    splits, data_run_id = _shared_data(args, rank)
     threads = training.configure_threads()
     if rank == 0:
         mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset,
-                         "agnews.base_model": spec.checkpoint, "agnews.data_run_id": data_run_id})
+                         "agnews.base_model": spec.checkpoint, "agnews.data_run_id": data_run_id,
+                         cache.INPUT_TAG: cache.input_digest(spec.checkpoint)})
         tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "epochs": config.epochs,
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                              "max_length": config.max_length, "seed": config.seed, "precision": precision,
@@ -107,7 +120,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
 def main(argv: list[str] | None = None) -> None:
     rank = training.world()[0]
     if rank != 0:  # DDP workers train in lockstep but never touch the tracking store
-        tracking.setup()
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
         os.environ.pop("MLFLOW_RUN_ID", None)
         try:
             run_training(parse_args(argv), rank)

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_TEST_CSV = REPO.parent / "shared" / "data" / "ag_news" / "test.csv"
+REAL_TEST_CSV = REPO / "data" / "ag_news" / "test.csv.gz"  # shipped: a clone tests on its own (see its README)
 WORDS = {  # class-specific words so a tiny model can learn the task in a few epochs
     1: "election minister government war president parliament troops treaty".split(),
     2: "game team season coach score league match championship".split(),
@@ -43,6 +43,7 @@ def by_step(runs, step):
     return [r for r in runs if r.data.tags.get("agnews.step") == step]
 
 
+os.environ.pop("AGNEWS_LAUNCH_DIR", None)  # set by the project's MLflow plugin from pytest's cwd: not a launch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -126,7 +127,8 @@ def _cli_env(env: dict | None) -> dict:
     """A clean tracking environment; entry points run `python -m steps...`: this environment's python first."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT"))}
     full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.pop("AGNEWS_PLOTS_DIR", None)
+    for key in ("AGNEWS_PLOTS_DIR", "AGNEWS_LAUNCH_DIR"):  # the CLI sets the launch folder from its own cwd
+        full_env.pop(key, None)
     full_env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + full_env.get("PATH", "")
     return {**full_env, **(env or {})}
 

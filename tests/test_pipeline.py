@@ -1,6 +1,8 @@
 """The MLproject through the real `mlflow run` CLI against a fresh SQLite store in a copy of the project."""
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 
 import mlflow
@@ -127,6 +129,49 @@ def test_champion_loads_with_pyfunc(main_run):
     model = mlflow.pyfunc.load_model("models:/agnews-classifier@champion")
     out = model.predict(["game team season coach", "stocks market profit shares"])
     assert list(out.columns) == ["label", "score"] and set(out["label"]) <= set(LABELS)
+
+
+def _main_again(project, fixture_csv, *extra: str):
+    models = ",".join(str(project.parent / name) for name in ("tiny-wide", "tiny-narrow"))
+    start = time.monotonic()
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models}", "-P", f"data={fixture_csv}",
+                        *SMALL, *TINY, *extra, cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return time.monotonic() - start
+
+
+def _newest_main(client):
+    return sorted(by_step(runs_of(client), "main"), key=lambda r: r.info.start_time)[-1]
+
+
+def test_main_again_reuses_finished_steps(main_run, fixture_csv):
+    """Same parameters, code and data: prepare_data, train and evaluate are reused, compare runs again."""
+    project, client = main_run
+    first = _newest_main(client)
+    versions = len(client.search_model_versions("name = 'agnews-classifier'"))
+    seconds = _main_again(project, fixture_csv)
+    parent = _newest_main(client)
+    first_seconds = (first.info.end_time - first.info.start_time) / 1000
+    logging.getLogger(__name__).warning("main: %.0f s fresh, %.0f s reusing", first_seconds, seconds)
+    children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert [r.data.tags["agnews.step"] for r in children] == ["compare"]
+    earlier = {step: {r.info.run_id for r in by_step(runs_of(client), step)} for step in ("train", "evaluate")}
+    assert parent.data.tags["agnews.reused.prepare_data"] == by_step(runs_of(client), "prepare_data")[0].info.run_id
+    assert set(parent.data.tags["agnews.reused.train"].split(",")) == earlier["train"]
+    assert set(parent.data.tags["agnews.reused.evaluate"].split(",")) == earlier["evaluate"]
+    assert len(client.search_model_versions("name = 'agnews-classifier'")) == versions  # nothing registered twice
+    assert children[0].data.tags["agnews.promotion_decision"] == "already_champion"
+
+
+def test_main_with_other_epochs_reruns_train_and_downstream(main_run, fixture_csv):
+    project, client = main_run
+    _main_again(project, fixture_csv, "-P", "epochs=2")
+    parent = _newest_main(client)
+    children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "evaluate", "train",
+                                                                    "train"]
+    assert "agnews.reused.prepare_data" in parent.data.tags and "agnews.reused.train" not in parent.data.tags
+    assert all(r.data.params["epochs"] == "2" for r in by_step(children, "train"))
 
 
 def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tiny_model):
