@@ -131,11 +131,13 @@ def test_champion_loads_with_pyfunc(main_run):
     assert list(out.columns) == ["label", "score"] and set(out["label"]) <= set(LABELS)
 
 
-def _main_again(project, fixture_csv, *extra: str):
+def _main_again(project, fixture_csv, **changed: str):
+    """The main_run fixture's `main` again, with `changed` parameters."""
     models = ",".join(str(project.parent / name) for name in ("tiny-wide", "tiny-narrow"))
+    pairs = dict(p.split("=", 1) for p in [f"models={models}", f"data={fixture_csv}", *SMALL, *TINY] if p != "-P")
+    params = [arg for k, v in {**pairs, **changed}.items() for arg in ("-P", f"{k}={v}")]
     start = time.monotonic()
-    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models}", "-P", f"data={fixture_csv}",
-                        *SMALL, *TINY, *extra, cwd=project)
+    result = mlflow_cli("run", ".", "--env-manager", "local", *params, cwd=project)
     assert result.returncode == 0, result.stderr[-4000:]
     return time.monotonic() - start
 
@@ -165,7 +167,7 @@ def test_main_again_reuses_finished_steps(main_run, fixture_csv):
 
 def test_main_with_other_epochs_reruns_train_and_downstream(main_run, fixture_csv):
     project, client = main_run
-    _main_again(project, fixture_csv, "-P", "epochs=2")
+    _main_again(project, fixture_csv, epochs="2")
     parent = _newest_main(client)
     children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "evaluate", "train",
