@@ -89,6 +89,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=_whole_type("seed", 0), default=42)
 
 
+def sample_sizes(args: argparse.Namespace):
+    from agnews.data import SampleSizes  # pandas and scikit-learn: only when sampling
+
+    return SampleSizes(args.train_size, args.val_size, args.test_size, args.gate_size)
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
     parser.add_argument("--epochs", type=_whole_type("epochs", 1), default=3)

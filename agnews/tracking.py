@@ -16,7 +16,7 @@ from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
 from agnews import cache, signals, staging, store
-from agnews.data import SPLITS
+from agnews.data import SPLITS, SampleSizes, class_counts, sample_splits
 from agnews.errors import PipelineError
 from agnews.experiment import EXPERIMENT
 
@@ -175,6 +175,21 @@ def _same(logged: str, value) -> bool:
 
 
 # --- data hand-off -------------------------------------------------------------------------------
+
+def prepare_splits(data: str, sizes: SampleSizes, seed: int) -> dict[str, pd.DataFrame]:
+    """Sample the splits and log them into the active run: parameters as `-P` names them, class counts,
+    duplicate counts, the input digest `main` reuses runs by, the Parquet files and dataset inputs."""
+    sample = sample_splits(data, sizes, seed)
+    log_params({"data": data, "train_size": sizes.train, "val_size": sizes.validation, "test_size": sizes.test,
+                "gate_size": sizes.gate, "seed": seed})
+    log_params({f"{split}_count_{name.replace('/', '_')}": n
+                for split, frame in sample.splits.items() for name, n in class_counts(frame).items()})
+    mlflow.set_tag(cache.INPUT_TAG, cache.input_digest(data))
+    mlflow.log_metrics({"rows_read": sample.rows_read, "duplicates_removed": sample.duplicates_removed,
+                        "conflicting_label_rows_removed": sample.conflicts_removed})
+    log_splits(sample.splits)
+    return sample.splits
+
 
 def log_splits(splits: dict[str, pd.DataFrame]) -> None:
     """Each split as a Parquet artifact under data/ plus a dataset input (name, digest, context)."""

@@ -19,7 +19,6 @@ import pandas as pd
 from agnews import cache, cli, metrics, models, plots, registry, tracking, training
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
-from steps.prepare_data import prepare
 
 log = logging.getLogger("steps.train")
 
@@ -43,7 +42,7 @@ def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
         tracking.log_lineage(splits, tracking.data_uri(run))
         return splits, args.data_run_id
-    return prepare(args), mlflow.active_run().info.run_id
+    return tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed), mlflow.active_run().info.run_id
 
 
 def _shared_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFrame], str]:
