@@ -51,7 +51,7 @@ def learning_rate(value: str) -> float:
     return rate
 
 
-def probability(name: str):
+def f1_difference(name: str):
     def parse(value: str) -> float:
         try:
             number = float(value)
@@ -107,7 +107,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--min_improvement", type=probability("min_improvement"), default=0.0,
+    parser.add_argument("--min_improvement", type=f1_difference("min_improvement"), default=0.0,
                         help="the gate promotes when the lower end of the paired 95%% interval of the macro-F1 "
                              "difference on gate rows is above this")
 

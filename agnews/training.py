@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from agnews.errors import PipelineError
 log = logging.getLogger(__name__)
 PRECISIONS = cli.PRECISIONS
 EpochHook = Callable[[int, dict[str, float]], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +52,20 @@ class TrainResult:
 def world() -> tuple[int, int]:
     """(rank, world size) from torchrun's environment; (0, 1) in a plain process."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def from_rank_zero(load: Callable[[], T]) -> T:
+    """`load()` on rank 0 only, its result broadcast to every rank under torchrun (a plain call otherwise):
+    what rank 0 reads from the tracking store reaches ranks on nodes that cannot reach the store."""
+    if world()[1] == 1:
+        return load()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # the Trainer (accelerate) reuses this group
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    payload = [load() if world()[0] == 0 else None]
+    dist.broadcast_object_list(payload, src=0)
+    return payload[0]
 
 
 def cpu_has_native_bf16() -> bool:

@@ -45,21 +45,6 @@ def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
     return tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed), mlflow.active_run().info.run_id
 
 
-def _shared_data(args: argparse.Namespace, rank: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """Rank 0 reads (or prepares) the splits and, under torchrun, broadcasts them: the other ranks never touch
-    the tracking store, which other nodes may not even reach."""
-    if training.world()[1] == 1:
-        return _load_data(args)
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():  # the Trainer (accelerate) reuses this group
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    payload = [_load_data(args) if rank == 0 else None]
-    dist.broadcast_object_list(payload, src=0)
-    return payload[0]
-
-
 def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
     """The best epoch's validation predictions, by stable row id: compare pairs models row by row."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -76,7 +61,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     precision = training.resolve_precision(config.precision)
     tokenizer, model = models.load_tokenizer_and_model(spec)  # model problems surface before data is logged
     models.check_max_length(spec, model, config.max_length)
-    splits, data_run_id = _shared_data(args, rank)
+    splits, data_run_id = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     threads = training.configure_threads()
     if rank == 0:
         mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset,
