@@ -93,6 +93,7 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
         if plots:
             plots_folder()  # before any work: a figure that cannot be published fails the step at the end
         yield run
+        _publish()
     except PipelineError as exc:
         _abort(step, "FAILED", str(exc))
         raise SystemExit(f"error: {exc}") from None
@@ -105,6 +106,7 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
         _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        _to_publish.clear()
         staging.cleanup()
     _rollbacks.clear()
     mlflow.end_run()
@@ -243,11 +245,26 @@ def plots_folder() -> Path:
     return folder
 
 
+_to_publish: list[Path] = []
+
+
 def log_plot(path: Path) -> None:
-    """Log a figure this run drew (in its own staging folder), then publish it atomically into the plots folder,
-    so two runs at once never log each other's file and nobody sees half a PNG."""
+    """Log a figure this run drew in its own staging folder; it reaches the plots folder when the step succeeds."""
     mlflow.log_artifact(str(path), "plots")
-    target = plots_folder() / path.name
-    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{path.stem}-", suffix=".png", delete=False) as tmp:
-        tmp.write(path.read_bytes())
-    os.replace(tmp.name, target)
+    publish_on_success(path)
+
+
+def publish_on_success(path: Path) -> None:
+    """Copy a file this run wrote (in its staging folder) into the plots folder once the step has succeeded:
+    graficas/ never shows a figure of a run that failed or was killed."""
+    _to_publish.append(path)
+
+
+def _publish() -> None:
+    """Atomically (temporary name, then rename): two runs at once never leave half a PNG for anyone."""
+    folder = plots_folder()
+    while _to_publish:
+        path = _to_publish.pop(0)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.stem}-", suffix=path.suffix, delete=False) as tmp:
+            tmp.write(path.read_bytes())
+        os.replace(tmp.name, folder / path.name)

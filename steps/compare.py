@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
 import mlflow
 
-from agnews import cli, comparison, plots, registry, report, tracking
+from agnews import cli, comparison, plots, registry, report, staging, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.compare")
@@ -66,7 +65,8 @@ def _write(runs, ranked, predictions, decision: registry.Decision, args) -> None
         (Path(tmp) / "comparison.md").write_text(report.to_markdown(ranked))
         (Path(tmp) / "report.md").write_text(text)
         mlflow.log_artifacts(tmp, "comparison")
-        shutil.copyfile(Path(tmp) / "report.md", tracking.plots_folder() / "report.md")
+    (staging.folder() / "report.md").write_text(text)
+    tracking.publish_on_success(staging.folder() / "report.md")  # next to the figures in graficas/
     for path in plots.comparison(ranked, runs, comparison.histories(runs)):
         tracking.log_plot(path)
     log.info("report:\n%s", text)

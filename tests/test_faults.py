@@ -267,6 +267,7 @@ def test_interrupt_after_registering_leaves_no_version(store, fixture_csv, tiny_
     assert run.info.status == "KILLED"
     assert not client.search_registered_models()  # the version and the registered model it created are gone
     assert not client.search_logged_models([run.info.experiment_id])
+    assert not list(Path(os.environ["AGNEWS_PLOTS_DIR"]).glob("*.png"))  # figures are published on success only
 
 
 def test_max_length_with_a_decimal_point_reads_back(store, fixture_csv, tiny_model, monkeypatch):
