@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 
+from agnews import cli
 from agnews.data import HUB_PREFIX
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,6 @@ def input_digest(source: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def _same(logged: str | None, value: object) -> bool:
-    if logged is None:
-        return False
-    try:
-        return float(logged) == float(value)  # `-P epochs=3` and `3.0` are the same value
-    except (TypeError, ValueError):
-        return logged == str(value)
-
-
 def find(experiment_id: str, step: str, parameters: dict, inputs: str = "") -> str | None:
     """The newest FINISHED run of `step` with these parameters, this code and these inputs, or None."""
     query = (f"tags.`agnews.step` = '{step}' and tags.`{CODE_TAG}` = '{code_digest()}' "
@@ -58,6 +50,6 @@ def find(experiment_id: str, step: str, parameters: dict, inputs: str = "") -> s
             continue
         if step == "train" and not run.data.tags.get("agnews.registered_version"):
             continue
-        if all(_same(run.data.params.get(key), value) for key, value in parameters.items()):
+        if all(cli.same_value(run.data.params.get(key), value) for key, value in parameters.items()):
             return run.info.run_id
     return None

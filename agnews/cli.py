@@ -24,6 +24,16 @@ def whole(value: str | float | int, name: str = "value", minimum: int | None = N
     return int(number)
 
 
+def same_value(logged: str | None, value: object) -> bool:
+    """A param as logged (`-P epochs=3.0` is logged "3.0") against a value: `3`, `3.0` and 3 are the same."""
+    if logged is None:
+        return False
+    try:
+        return float(logged) == float(value)
+    except (TypeError, ValueError):
+        return logged == str(value)
+
+
 def _whole_type(name: str, minimum: int | None):
     return lambda value: whole(value, name, minimum)
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from agnews.errors import PipelineError
+from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +76,6 @@ def with_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.drop(columns="row_id", errors="ignore")
     out.insert(0, "row_id", out["text"].map(row_id).astype(str))
     return out
-
-
-def _cause(exc: BaseException) -> str:
-    """'Type: first line' of an exception, short enough for a one-line error."""
-    lines = str(exc).strip().splitlines()
-    cause = f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
-    return cause if len(cause) <= 200 else cause[:197] + "..."
 
 
 # --- sizes and result ----------------------------------------------------------------------------
@@ -146,7 +139,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-        raise PipelineError(f"{path} is not a readable Parquet file ({_cause(exc)}); {FORMATS}") from exc
+        raise PipelineError(f"{path} is not a readable Parquet file ({cause(exc)}); {FORMATS}") from exc
 
 
 def _check_is_file(path: Path) -> None:
@@ -165,12 +158,12 @@ def _decode(path: Path) -> str:
         with _OPENERS.get(path.suffix.lower(), open)(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise PipelineError(f"cannot read {path} ({_cause(exc)}); check the file and its permissions") from exc
+        raise PipelineError(f"cannot read {path} ({cause(exc)}); check the file and its permissions") from exc
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise PipelineError(f"{path} is not UTF-8 (line {line}, byte {exc.start}: {_cause(exc)}); "
+        raise PipelineError(f"{path} is not UTF-8 (line {line}, byte {exc.start}: {cause(exc)}); "
                             "re-save it as UTF-8") from exc
 
 
@@ -178,7 +171,7 @@ def _first_row(content: str, separator: str, path: Path) -> list[str]:
     try:
         return next((row for row in csv.reader(io.StringIO(content), delimiter=separator) if row), [])
     except csv.Error as exc:  # e.g. a first field over the csv module's size limit
-        raise PipelineError(f"{path} is not a readable CSV ({_cause(exc)}); {FORMATS}") from exc
+        raise PipelineError(f"{path} is not a readable CSV ({cause(exc)}); {FORMATS}") from exc
 
 
 def _refuse_other_separator(content: str, path: Path) -> None:
@@ -194,7 +187,7 @@ def _read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False, **kwargs)
     except ValueError as exc:  # ParserError and EmptyDataError included
-        raise PipelineError(f"{path} is not a readable CSV ({_cause(exc)}); {FORMATS}") from exc
+        raise PipelineError(f"{path} is not a readable CSV ({cause(exc)}); {FORMATS}") from exc
 
 
 def _validate(frame: pd.DataFrame, source: object, label_hint: str = "label must be 0-3",
@@ -223,7 +216,7 @@ def _validate(frame: pd.DataFrame, source: object, label_hint: str = "label must
 
 def hub_error_message(dataset_id: str, exc: BaseException) -> str:
     """One line for a failed hub load; 'offline' only when it is (set by the user, or no connection)."""
-    head = f"cannot load hub dataset {dataset_id!r} ({_cause(exc)})"
+    head = f"cannot load hub dataset {dataset_id!r} ({cause(exc)})"
     if _is_offline(exc):
         return f"{head}; the hub is unreachable (offline): pass -P data=<local csv>, e.g. the AG News test.csv"
     return f"{head}; check the id, or offline pass -P data=<local csv>"
@@ -310,7 +303,7 @@ def _take(frame: pd.DataFrame, split: str, n: int, seed: int) -> tuple[pd.DataFr
         try:
             taken, rest = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
         except ValueError as exc:  # e.g. a class with a single row
-            raise _draw_error(split, n, frame, _cause(exc)) from exc
+            raise _draw_error(split, n, frame, cause(exc)) from exc
     absent = [name for name, count in class_counts(taken).items() if count == 0]
     if absent:
         raise _draw_error(split, n, frame, f"it would get no {', '.join(absent)} rows")

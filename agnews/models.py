@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agnews.data import LABELS
-from agnews.errors import PipelineError
+from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,9 @@ def load_tokenizer_and_model(spec: ModelSpec):
         )
     except pickle.UnpicklingError as exc:
         raise PipelineError(f"refused to load the weights of {spec.checkpoint!r}: its pickle holds more than tensors "
-                            f"({_first_line(exc)}); use a safetensors checkpoint (model.safetensors)") from exc
+                            f"({cause(exc)}); use a safetensors checkpoint (model.safetensors)") from exc
     except (OSError, ValueError, KeyError) as exc:  # "not on the hub / not cached / no network", broken folders
-        raise PipelineError(f"cannot load model {spec.checkpoint!r} from {where} ({_first_line(exc)}); "
+        raise PipelineError(f"cannot load model {spec.checkpoint!r} from {where} ({cause(exc)}); "
                             + ("pass a folder saved with save_pretrained (config, weights and tokenizer)" if local else
                                "offline, pass -P model=<local model folder> or populate HF_HOME and set "
                                "HF_HUB_OFFLINE=1")) from exc
@@ -101,11 +101,6 @@ def check_max_length(spec: ModelSpec, model, max_length: int) -> None:
     if limit and max_length > limit:
         raise PipelineError(f"-P max_length={max_length} exceeds the {limit} positions of {spec.checkpoint!r}; "
                             f"pass max_length={min(limit, 128)} or any value up to {limit}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 def count_parameters(model) -> int:

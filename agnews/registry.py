@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata as md
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -16,9 +16,6 @@ from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
-GATE_TAGS = {"incumbent_version", "incumbent_model", "gate_rows", "gate_excluded", "gate_delta_f1_macro",
-             "gate_delta_ci_low", "gate_delta_ci_high", "gate_mcnemar_p", "candidate_gate_f1_macro",
-             "incumbent_gate_f1_macro"}
 
 
 def log_model(pipeline, max_length: int):
@@ -99,6 +96,11 @@ class Decision:
                 continue
             out[key] = f"{value:.4f}" if isinstance(value, float) else str(value)
         return out
+
+
+# Figures a decision may or may not have (NaN or ""): an older decision's must not outlive a newer one's.
+GATE_TAGS = {f.name for f in fields(Decision)} - {"decision", "candidate_model", "candidate_version",
+                                                  "min_improvement", "reason"}
 
 
 def gate(candidate: str, model: str, incumbent: ModelVersion | None, labels, predict_candidate, predict_incumbent,

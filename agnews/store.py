@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from agnews.errors import PipelineError
+from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 5.0
@@ -50,8 +50,7 @@ def _check_http(uri: str) -> None:
     try:
         answer = requests.get(url, timeout=CHECK_TIMEOUT_S)
     except requests.RequestException as exc:
-        cause = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise PipelineError(f"tracking server {uri} is unreachable ({type(exc).__name__}: {cause}); start it "
+        raise PipelineError(f"tracking server {uri} is unreachable ({cause(exc)}); start it "
                             "(mlflow server ...) or fix MLFLOW_TRACKING_URI") from None
     if answer.status_code != 200:
         raise PipelineError(f"tracking server {uri} answered HTTP {answer.status_code} at /health; check that "
@@ -85,8 +84,7 @@ def check(uri: str) -> None:
     except PipelineError:
         raise
     except Exception as exc:
-        cause = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise PipelineError(f"tracking store {uri} cannot be used ({type(exc).__name__}: {cause}); check "
+        raise PipelineError(f"tracking store {uri} cannot be used ({cause(exc)}); check "
                             "MLFLOW_TRACKING_URI") from None
     _checked.add(uri)
 

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
-from agnews import cache, signals, staging, store
+from agnews import cache, cli, signals, staging, store
 from agnews.data import SPLITS, SampleSizes, class_counts, sample_splits
 from agnews.errors import PipelineError
 from agnews.experiment import EXPERIMENT
@@ -164,16 +164,9 @@ def log_params(params: dict) -> None:
     for key, value in params.items():
         if key not in logged:
             fresh[key] = value
-        elif not _same(logged[key], value):
+        elif not cli.same_value(logged[key], value):
             fresh[f"effective_{key}"] = value
     mlflow.log_params(fresh)
-
-
-def _same(logged: str, value) -> bool:
-    try:
-        return float(logged) == float(value)
-    except (TypeError, ValueError):
-        return logged == str(value)
 
 
 # --- data hand-off -------------------------------------------------------------------------------
