@@ -122,6 +122,25 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                              "difference on gate rows is above this")
 
 
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--int8", type=boolean("int8"), default=True,
+                        help="also export, score and time an int8 ONNX variant of the model")
+    parser.add_argument("--register_int8", type=boolean("register_int8"), default=False,
+                        help="register the int8 variant as a version too (needs int8=true)")
+
+
+def non_negative(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number >= 0 or number == float("inf"):
+            raise PipelineError(f"-P {name}={value} is not a number >= 0")
+        return number
+    return parse
+
+
 def boolean(name: str):
     def parse(value: str) -> bool:
         if value.strip().lower() in ("true", "1", "yes"):

@@ -192,3 +192,65 @@ def predict_version(registered_model: str, version: str, texts: list[str]) -> np
     config = training.TrainConfig(max_length=cli.whole(params.get("max_length", 128), "max_length", 3),
                                   batch_size=32, precision="auto")
     return training.predict_logits(components["model"], components["tokenizer"], texts, config).argmax(axis=1)
+
+
+# --- serving cost: the frontier and the pick within a latency budget ----------------------------------------
+
+COST_COLUMNS = ["latency_p50_ms", "latency_p95_ms", "throughput_per_s", "peak_memory_mb", "model_size_mb"]
+
+
+def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.DataFrame:
+    """One row per model and variant (its fp32 model as evaluate ran it, and its int8 variant): test macro F1 with
+    its interval against the measured cost; `pareto` marks the rows no other row beats on both F1 and latency."""
+    by_train = {run.data.tags.get("agnews.train_run_id"): run for run in evals}
+    rows = []
+    for model in ranked.to_dict("records"):
+        run = by_train.get(model["train_run_id"])
+        m = run.data.metrics if run else {}
+        base = {"model": model["model"], "train_run_id": model["train_run_id"],
+                "num_parameters": model["num_parameters"]}
+        rows.append({**base, "variant": "fp32", "compute": run.data.params.get("precision", "") if run else "",
+                     "registered_version": model["registered_version"], "val_f1_macro": model["val_f1_macro"],
+                     "test_f1_macro": model["test_f1_macro"], "test_f1_macro_ci_low": model["test_f1_macro_ci_low"],
+                     "test_f1_macro_ci_high": model["test_f1_macro_ci_high"],
+                     **{c: m.get(c, float("nan")) for c in COST_COLUMNS}})
+        if "int8_test_f1_macro" in m:
+            rows.append({**base, "variant": "int8", "compute": "int8", "registered_version": run.data.tags.get(
+                "agnews.int8_registered_version", ""), "val_f1_macro": m["int8_val_f1_macro"],
+                **{c: m[f"int8_{c}"] for c in ("test_f1_macro", "test_f1_macro_ci_low", "test_f1_macro_ci_high")},
+                **{c: m.get(f"int8_{c}", float("nan")) for c in COST_COLUMNS}})
+    table = pd.DataFrame(rows)
+    table["pareto"] = _pareto(table)
+    if budget_ms:
+        table["within_budget"] = table["latency_p50_ms"] <= budget_ms
+    return table
+
+
+def _pareto(table: pd.DataFrame) -> list[bool]:
+    """Not dominated: no other row is at least as fast and as good, and strictly better in one."""
+    lat, f1 = table["latency_p50_ms"].to_numpy(float), table["test_f1_macro"].to_numpy(float)
+    out = []
+    for i in range(len(table)):
+        if not (np.isfinite(lat[i]) and np.isfinite(f1[i])):
+            out.append(False)
+            continue
+        dominated = (lat <= lat[i]) & (f1 >= f1[i]) & ((lat < lat[i]) | (f1 > f1[i]))
+        out.append(not bool(dominated.any()))
+    return out
+
+
+def budget_pick(table: pd.DataFrame, budget_ms: float) -> dict | None:
+    """The best row within the budget by validation macro F1 (ties: the faster); None when nothing fits."""
+    fits = table[table["latency_p50_ms"] <= budget_ms]
+    if fits.empty:
+        return None
+    return fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).iloc[0].to_dict()
+
+
+def check_measured(table: pd.DataFrame) -> None:
+    """A budget needs every ranked model's latency: refuse rather than treat 'not measured' as 'fits'."""
+    missing = table[(table["variant"] != "int8") & table["latency_p50_ms"].isna()]
+    if len(missing):
+        names = ", ".join(f"{r.model} (train run {r.train_run_id})" for r in missing.itertuples())
+        raise PipelineError(f"no latency measured for {names}; run evaluate on it first (this version's evaluate "
+                            "logs latency_p50_ms) or drop -P latency_budget_ms")

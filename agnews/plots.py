@@ -282,3 +282,34 @@ def comparison(ranked: pd.DataFrame, runs: pd.DataFrame | None, histories: dict[
 def radar(table: pd.DataFrame) -> Path:
     """The radar plot alone (kept for callers of the old API)."""
     return _save(_radar_figure(table, colours(table["model"].astype(str))), "comparison_radar.png")
+
+
+def frontier_figure(costs: pd.DataFrame) -> Figure:
+    """Test macro F1 (95% interval) against p50 batch-1 latency, one point per model and variant (int8 hollow),
+    the Pareto front as a step line; log-scaled latency when the points span more than 10x."""
+    palette = colours(costs["model"].astype(str))
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    shown = costs.dropna(subset=["latency_p50_ms", "test_f1_macro"])
+    for row in shown.to_dict("records"):
+        int8 = row["variant"] == "int8"
+        low, high = row.get("test_f1_macro_ci_low"), row.get("test_f1_macro_ci_high")
+        err = None if pd.isna(low) or pd.isna(high) else [[row["test_f1_macro"] - low], [high - row["test_f1_macro"]]]
+        ax.errorbar(row["latency_p50_ms"], row["test_f1_macro"], yerr=err, fmt="s" if int8 else "o", ms=8,
+                    capsize=4, color=palette[str(row["model"])], mfc="white" if int8 else palette[str(row["model"])],
+                    label=f"{row['model']} ({row['variant']})", gid=CI_GID)
+    front = shown[shown["pareto"]].sort_values("latency_p50_ms")
+    if len(front):
+        ax.step(front["latency_p50_ms"], front["test_f1_macro"], where="post", color="0.4", ls="--", lw=1,
+                label="Pareto front", gid="pareto")
+    latencies = shown["latency_p50_ms"]
+    if len(latencies) and latencies.max() > 10 * latencies.min() > 0:
+        ax.set_xscale("log")
+    ax.set(title="Serving frontier: test macro F1 vs latency", xlabel="p50 latency at batch 1 (ms, this machine)",
+           ylabel="Test macro F1 (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def frontier(costs: pd.DataFrame) -> Path:
+    return _save(frontier_figure(costs), "comparison_frontier.png")

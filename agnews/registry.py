@@ -6,6 +6,7 @@ import contextlib
 import importlib.metadata as md
 import logging
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -18,24 +19,44 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
-def log_model(pipeline, max_length: int):
-    """A text-classification pipeline servable by `mlflow models serve`; not registered yet (see `register`)."""
+def _signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    signature = ModelSignature(inputs=Schema([ColSpec("string")]),
-                               outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
-    # Explicit requirements: MLflow's inferred ones pull torchvision, which does not import beside this torch.
-    requirements = [f"{pkg}=={md.version(pkg).split('+')[0]}"
-                    for pkg in ("mlflow", "torch", "transformers", "tokenizers", "safetensors")]
-    info = mlflow.transformers.log_model(
-        transformers_model=pipeline, name="model", task="text-classification", signature=signature,
-        input_example=["Stocks rallied after the central bank held interest rates steady."],
-        pip_requirements=requirements, model_config={"truncation": True, "max_length": max_length},
-    )
+    return ModelSignature(inputs=Schema([ColSpec("string")]),
+                          outputs=Schema([ColSpec("string", "label"), ColSpec("double", "score")]))
+
+
+def _requirements(*packages: str) -> list[str]:
+    # Explicit: MLflow's inferred ones pull torchvision, which does not import beside this torch.
+    return [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in packages]
+
+
+_EXAMPLE = ["Stocks rallied after the central bank held interest rates steady."]
+
+
+def _undo_on_failure(info):
     client = mlflow.MlflowClient()
     tracking.on_failure(f"logged model {info.model_id}", lambda: client.delete_logged_model(info.model_id))
     return info
+
+
+def log_model(pipeline, max_length: int):
+    """A text-classification pipeline servable by `mlflow models serve`; not registered yet (see `register`)."""
+    return _undo_on_failure(mlflow.transformers.log_model(
+        transformers_model=pipeline, name="model", task="text-classification", signature=_signature(),
+        input_example=_EXAMPLE, pip_requirements=_requirements("mlflow", "torch", "transformers", "tokenizers",
+                                                               "safetensors"),
+        model_config={"truncation": True, "max_length": max_length}))
+
+
+def log_int8_model(folder: Path):
+    """The int8 ONNX variant as a pyfunc (model from code: agnews/int8_model.py travels with it), same signature
+    as the fp32 pipeline; `mlflow models serve` needs onnxruntime and a tokenizer, not torch."""
+    return _undo_on_failure(mlflow.pyfunc.log_model(
+        name="model_int8", python_model=str(Path(__file__).with_name("int8_model.py")),
+        artifacts={"onnx": str(folder)}, signature=_signature(), input_example=_EXAMPLE,
+        pip_requirements=_requirements("mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas")))
 
 
 def register(model_uri: str, registered_model: str, tags: dict[str, str]) -> str:
@@ -131,6 +152,24 @@ def gate(candidate: str, model: str, incumbent: ModelVersion | None, labels, pre
                        f"McNemar p={result.mcnemar_p:.3g}; the lower end is {verdict} min_improvement "
                        f"{min_improvement:.4f}")
     return decision
+
+
+def over_budget(candidate: str, model: str, incumbent: ModelVersion | None, reason: str) -> Decision:
+    """No model fits the latency budget: nothing is promoted, the incumbent (if any) keeps `champion`."""
+    kept = f"version {incumbent.version} keeps champion" if incumbent else "no champion is set"
+    return Decision("over_budget", model, candidate, str(incumbent.version) if incumbent else "",
+                    (incumbent.tags.get("model", "") if incumbent else ""),
+                    reason=f"no trained (fp32) model fits the latency budget; the best-ranked one's {reason}; {kept}")
+
+
+def mark_over_budget(registered_model: str, version: str, reason: str) -> None:
+    """A model ranked above the candidate but refused for its latency; the champion's own record is left alone."""
+    champion = version_by_alias(registered_model, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        return
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(registered_model, version, "promotion_decision", "over_budget")
+    client.set_model_version_tag(registered_model, version, "promotion_reason", reason)
 
 
 def promotion_lock(registered_model: str):

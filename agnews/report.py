@@ -9,7 +9,7 @@ import pandas as pd
 
 DASH = "—"
 ALPHA = 0.05  # significance level of the Holm-adjusted McNemar test
-DECISIONS = ("first_champion", "promoted", "kept_incumbent", "already_champion")
+DECISIONS = ("first_champion", "promoted", "kept_incumbent", "already_champion", "over_budget")
 _HIDDEN = ["train_run_id", "base_model", "registered_model", "data_run_id"]
 _FOLDED = ("_ci_low", "_ci_high", "_mean", "_std")  # shown inside their metric's cell, not as columns
 _DIGITS = {"train_seconds": 1}
@@ -312,12 +312,59 @@ def _already_champion(decision: dict, min_improvement: float) -> str:
             "already `champion`; nothing changed.")
 
 
+def _over_budget(decision: dict, min_improvement: float) -> str:
+    reason = str(decision.get("reason") or "no model fits the latency budget")
+    return f"{_model_version(decision, 'candidate')} is not promoted: {reason}."
+
+
 _WORDING: dict[str, Callable[[dict, float], str]] = {
     "first_champion": _first_champion,
     "promoted": lambda d, m: _gated(d, m, promoted=True),
     "kept_incumbent": lambda d, m: _gated(d, m, promoted=False),
     "already_champion": _already_champion,
+    "over_budget": _over_budget,
 }
+
+
+# --- serving cost ---
+
+_COST_HEADER = ["model", "variant", "computes in", "version", "test_f1_macro [95% CI]", "val_f1_macro", "p50 ms",
+                "p95 ms", "texts/s (batch 32)", "size MB", "peak MB", "Pareto"]
+
+
+def frontier_table(costs: pd.DataFrame) -> str:
+    rows = [[str(r["model"]), str(r["variant"]), str(r.get("compute") or DASH), _version(r.get("registered_version")),
+             _metric_ci(r, "test_f1_macro"),
+             _fmt(r["val_f1_macro"]), _fmt(r["latency_p50_ms"], 2), _fmt(r["latency_p95_ms"], 2),
+             _fmt(r["throughput_per_s"], 0), _fmt(r["model_size_mb"], 1), _fmt(r["peak_memory_mb"], 0),
+             "yes" if r.get("pareto") else ""] for r in costs.sort_values("latency_p50_ms").to_dict("records")]
+    return _markdown_table(_COST_HEADER, rows)
+
+
+def _budget_sentence(costs: pd.DataFrame, budget: float) -> str:
+    fits = costs[costs["latency_p50_ms"] <= budget]
+    if fits.empty:
+        return (f"No model or variant fits the latency budget of {budget:g} ms (p50 at batch 1); "
+                "none can be promoted for it.")
+    pick = fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).iloc[0]
+    return (f"Within the latency budget of {budget:g} ms (p50 at batch 1), the best by validation macro F1 is "
+            f"**{pick['model']} ({pick['variant']})** with {_fmt(pick['val_f1_macro'])} at "
+            f"{_fmt(pick['latency_p50_ms'], 2)} ms; its test macro F1 is {_metric_ci(pick.to_dict(), 'test_f1_macro')} "
+            "(reported only). The deploy pick may differ from the champion: only fp32 train runs go through the "
+            "gate, and the gate may keep the incumbent.")
+
+
+def _cost_section(costs: pd.DataFrame | None, budget: float) -> list[str]:
+    if costs is None or costs.empty:
+        return []
+    lines = ["## Serving cost", "",
+             "Measured by evaluate on the machine it ran on, after warm-up: latency at batch 1 over 100 test texts, "
+             "throughput at batch 32, peak memory the model added to the process, size of the logged model. "
+             "`Pareto`: no other row is both at least as fast and at least as accurate on test.", "",
+             frontier_table(costs)]
+    if budget:
+        lines += [_budget_sentence(costs, budget), ""]
+    return lines
 
 
 def decision_sentence(decision: dict, min_improvement: float = 0.0) -> str:
@@ -350,7 +397,7 @@ def _runs_section(runs: pd.DataFrame | None, order: list[str]) -> list[str]:
 
 
 def render(ranked: pd.DataFrame, runs: pd.DataFrame | None, decision: dict, confusion: pd.DataFrame | None,
-           min_improvement: float = 0.0) -> str:
+           min_improvement: float = 0.0, costs: pd.DataFrame | None = None, budget: float = 0.0) -> str:
     """report.md: the table, paired comparisons, confused classes, test figures, the promotion and why."""
     rows = ranked.to_dict("records")
     if not rows:
@@ -363,6 +410,6 @@ def render(ranked: pd.DataFrame, runs: pd.DataFrame | None, decision: dict, conf
              "registry alias; test scores are reported only. Intervals are bootstrap 95% intervals.", "",
              "## Ranking", "", _leader_sentence(rows), "", _ranking_sentence(rows), "", to_markdown(ranked)]
     lines += _paired_section(rows) + _confusion_section(confusion, str(rows[0]["model"]))
-    lines += _test_section(rows) + _decision_section(decision, threshold)
+    lines += _test_section(rows) + _cost_section(costs, budget) + _decision_section(decision, threshold)
     lines += _runs_section(runs, [str(r["model"]) for r in rows])
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run_ids", default="", help="comma list of train/evaluate run ids; default: siblings")
     parser.add_argument("--registered_model", type=cli.registered_model_name, default="agnews-classifier")
     cli.add_gate_arguments(parser)
+    parser.add_argument("--latency_budget_ms", type=cli.non_negative("latency_budget_ms"), default=0.0,
+                        help="p50 batch-1 latency budget; a candidate over it is never promoted (0: no budget)")
     return parser.parse_args(argv)
 
 
@@ -35,7 +37,24 @@ def _tables(args: argparse.Namespace):
     comparison.check_same_rows(trains, predictions)
     runs = comparison.run_table(trains, evals, predictions)
     ranked = comparison.add_paired_columns(comparison.model_table(runs), predictions)
-    return runs, ranked, predictions
+    return runs, ranked, predictions, evals
+
+
+def _candidate(args: argparse.Namespace, ranked, costs):
+    """The best-ranked model within the latency budget (all of them without one) and the ones ranked above it
+    that are over it; (None, all) when none fits."""
+    if not args.latency_budget_ms:
+        return ranked.iloc[0], []
+    comparison.check_measured(costs)
+    fast = costs[costs["variant"] != "int8"].set_index("train_run_id")["latency_p50_ms"] <= args.latency_budget_ms
+    fits = ranked["train_run_id"].map(fast).to_numpy(bool)
+    first = int(fits.argmax()) if fits.any() else len(ranked)
+    return (ranked.iloc[first] if first < len(ranked) else None), [ranked.iloc[k] for k in range(first)]
+
+
+def _over_budget_reason(row, costs, budget: float) -> str:
+    latency = costs.set_index(["train_run_id", "variant"])["latency_p50_ms"].xs(row.train_run_id, level=0).iloc[0]
+    return f"p50 latency {latency:.1f} ms is over the budget of {budget:g} ms (-P latency_budget_ms)"
 
 
 def _decide(args: argparse.Namespace, candidate) -> registry.Decision:
@@ -56,30 +75,42 @@ def _data_run_of(version) -> str:
     return mlflow.get_run(version.run_id).data.tags.get("agnews.data_run_id", "") if version.run_id else ""
 
 
-def _write(runs, ranked, predictions, decision: registry.Decision, args) -> None:
+def _write(runs, ranked, predictions, costs, decision: registry.Decision, args) -> None:
     leader = predictions[ranked.loc[0, "train_run_id"]]
-    text = report.render(ranked, runs, vars(decision), comparison.confusion(leader), args.min_improvement)
+    text = report.render(ranked, runs, vars(decision), comparison.confusion(leader), args.min_improvement,
+                         costs, args.latency_budget_ms)
     with tempfile.TemporaryDirectory() as tmp:
         ranked.to_csv(Path(tmp) / "comparison.csv", index=False)
+        costs.to_csv(Path(tmp) / "frontier.csv", index=False)
         runs.to_csv(Path(tmp) / "comparison_runs.csv", index=False)
         (Path(tmp) / "comparison.md").write_text(report.to_markdown(ranked))
         (Path(tmp) / "report.md").write_text(text)
         mlflow.log_artifacts(tmp, "comparison")
     (staging.folder() / "report.md").write_text(text)
     tracking.publish_on_success(staging.folder() / "report.md")  # next to the figures in graficas/
-    for path in plots.comparison(ranked, runs, comparison.histories(runs)):
+    for path in plots.comparison(ranked, runs, comparison.histories(runs)) + [plots.frontier(costs)]:
         tracking.log_plot(path)
     log.info("report:\n%s", text)
 
 
 def compare(args: argparse.Namespace) -> registry.Decision:
-    runs, ranked, predictions = _tables(args)
+    runs, ranked, predictions, evals = _tables(args)
     tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
-                         "run_ids": ",".join(runs["train_run_id"])})
-    candidate = ranked.iloc[0]
+                         "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"])})
+    costs = comparison.frontier(ranked, evals, args.latency_budget_ms)
+    candidate, over = _candidate(args, ranked, costs)
     with registry.promotion_lock(args.registered_model):  # read incumbent -> decide -> set alias, one at a time
-        decision = _decide(args, candidate)
-        _write(runs, ranked, predictions, decision, args)
+        if candidate is None:  # nothing fits the budget: the best-ranked model is the (refused) candidate
+            candidate, over = ranked.iloc[0], over[1:]
+            decision = registry.over_budget(candidate.registered_version, candidate.model, registry.version_by_alias(
+                args.registered_model, registry.CHAMPION), _over_budget_reason(candidate, costs,
+                                                                               args.latency_budget_ms))
+        else:
+            decision = _decide(args, candidate)
+        for row in over:  # ranked above the candidate, refused for their latency alone
+            registry.mark_over_budget(args.registered_model, row.registered_version,
+                                      _over_budget_reason(row, costs, args.latency_budget_ms))
+        _write(runs, ranked, predictions, costs, decision, args)
         mlflow.set_tags({"agnews.candidate_model": candidate.model, "agnews.candidate_version":
                          candidate.registered_version, "agnews.promotion_decision": decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cli, metrics, plots, tracking, training
+from agnews import cli, metrics, plots, registry, serving, stats, tracking, training
 from agnews.data import LABELS, with_row_ids
+from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.evaluate")
 
@@ -20,27 +21,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data_run_id", default="", help="default: the data the train run used")
     parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
     parser.add_argument("--precision", type=cli.precision, default="auto")
+    cli.add_serving_arguments(parser)
     return parser.parse_args(argv)
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, float]:
-    train_run = tracking.get_run(args.train_run_id, "train")
-    data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
-    data_run = tracking.get_run(data_run_id, "prepare_data", "train")
-    test = with_row_ids(tracking.load_splits(data_run_id, ("test",))["test"])
-    model_name = train_run.data.tags[tracking.MODEL_TAG]
-    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
-                     "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id})
-    tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size})
-    tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
+def _log_table(table, name: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / name, index=False)
+        mlflow.log_artifact(str(Path(tmp) / name), "evaluation")
 
-    components = mlflow.transformers.load_model(train_run.data.tags["agnews.model_uri"], return_type="components")
-    # Params are logged as the user typed them (`-P max_length=64.0`): read back with the CLI's own parsing.
-    max_length = cli.whole(train_run.data.params.get("max_length", 128), "max_length", 3)
-    config = training.TrainConfig(batch_size=args.batch_size, precision=args.precision, max_length=max_length)
-    logits = training.predict_logits(components["model"], components["tokenizer"], test["text"].tolist(), config)
+
+def _labelled(test, logits):
+    table = metrics.predictions_table(test, logits)
+    table.insert(4, "true_label", [LABELS[i] for i in table["label"]])
+    table.insert(5, "predicted_label", [LABELS[i] for i in table["predicted"]])
+    return table
+
+
+def _score_fp32(model_name: str, test, logits) -> dict[str, float]:
     predicted, labels = logits.argmax(axis=-1), test["label"].to_numpy()
-
     scores = {**metrics.summary(labels, predicted, "test"), **metrics.per_class(labels, predicted, "test")}
     mlflow.log_metrics(scores)
     counts = metrics.confusion(labels, predicted)
@@ -48,21 +47,80 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         counts.to_csv(Path(tmp) / "confusion_matrix.csv")
         normalized = metrics.confusion(labels, predicted, normalize=True).round(4)
         normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
-        table = metrics.predictions_table(test, logits)
-        table.insert(4, "true_label", [LABELS[i] for i in table["label"]])
-        table.insert(5, "predicted_label", [LABELS[i] for i in table["predicted"]])
-        table.to_csv(Path(tmp) / "predictions.csv", index=False)
         mlflow.log_artifacts(tmp, "evaluation")
+    _log_table(_labelled(test, logits), "predictions.csv")
     tracking.log_plot(plots.confusion_matrix(model_name, counts))
     log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])
     return scores
 
 
+def _int8(args, train_run, splits, fp32_predicted, folder: Path) -> None:
+    """Log the exported int8 variant, score it on the same test rows (paired against fp32) and on validation,
+    measure its cost the same way, and register it when asked."""
+    info = registry.log_int8_model(folder)
+    mlflow.set_tag("agnews.int8_model_uri", info.model_uri)
+    test, validation = splits["test"], splits["validation"]
+    with serving.peak_memory() as peak, serving.load(info.model_uri, args.precision, args.batch_size) as model:
+        logits = model.logits(test["text"].tolist(), progress=True)
+        val_predicted = model.logits(validation["text"].tolist()).argmax(axis=-1)
+        cost = serving.cost(model, test["text"].tolist())
+        cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
+    labels, predicted = test["label"].to_numpy(), logits.argmax(axis=-1)
+    paired = stats.paired(labels, predicted, fp32_predicted, "f1_macro")
+    low, high = stats.bootstrap_ci(labels, predicted, "f1_macro")
+    mlflow.log_metrics({f"int8_{k}": v for k, v in {
+        **metrics.summary(labels, predicted, "test"), **metrics.summary(validation["label"], val_predicted, "val"),
+        **cost, "test_f1_macro_ci_low": low, "test_f1_macro_ci_high": high,
+        "agreement": float((predicted == fp32_predicted).mean()), "delta_f1_macro": paired.delta,
+        "delta_ci_low": paired.ci_low, "delta_ci_high": paired.ci_high, "mcnemar_p": paired.mcnemar_p}.items()})
+    _log_table(_labelled(test, logits), "predictions_int8.csv")
+    log.info("int8: test macro F1 %+.4f vs fp32 [%+.4f, %+.4f], p50 %.1f ms, %.1f MB", paired.delta, paired.ci_low,
+             paired.ci_high, cost["latency_p50_ms"], cost["model_size_mb"])
+    if args.register_int8:
+        name = train_run.data.tags[tracking.MODEL_TAG]
+        version = registry.register(info.model_uri, train_run.data.tags["agnews.registered_model"], {
+            "model": f"{name}-int8", "variant": "int8", "base_model": train_run.data.tags.get("agnews.base_model", ""),
+            "train_run_id": train_run.info.run_id, "evaluate_run_id": mlflow.active_run().info.run_id,
+            "data_run_id": train_run.data.tags.get("agnews.data_run_id", "")})
+        mlflow.set_tag("agnews.int8_registered_version", version)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, float]:
+    if args.register_int8 and not args.int8:
+        raise PipelineError("-P register_int8=true needs the int8 variant; pass -P int8=true (the default)")
+    train_run = tracking.get_run(args.train_run_id, "train")
+    data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
+    data_run = tracking.get_run(data_run_id, "prepare_data", "train")
+    splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}
+    test = splits["test"]
+    model_name = train_run.data.tags[tracking.MODEL_TAG]
+    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
+                     "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id,
+                     "agnews.cpu": serving.cpu_description()})
+    tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
+                         "int8": args.int8, "register_int8": args.register_int8})
+    tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
+
+    texts, threads = test["text"].tolist(), training.configure_threads()
+    with tempfile.TemporaryDirectory(prefix="agnews-int8-") as tmp:
+        with serving.peak_memory() as peak, serving.load(train_run.data.tags["agnews.model_uri"], args.precision,
+                                                         args.batch_size) as model:
+            logits = model.logits(texts, progress=True)
+            cost = serving.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
+            cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
+            tracking.log_params({"precision": model.precision, "torch_threads": threads})
+            export_seconds = serving.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
+        scores = _score_fp32(model_name, test, logits)
+        mlflow.log_metrics({**cost, "num_parameters": train_run.data.metrics.get("num_parameters", float("nan"))})
+        if export_seconds is not None:
+            mlflow.log_metric("int8_export_seconds", export_seconds)
+            _int8(args, train_run, splits, logits.argmax(axis=-1), Path(tmp) / "onnx")
+    return scores
+
+
 def main(argv: list[str] | None = None) -> None:
     with tracking.step_run("evaluate", "evaluate", plots=True):
-        args = parse_args(argv)
-        training.configure_threads()
-        evaluate(args)
+        evaluate(parse_args(argv))
 
 
 if __name__ == "__main__":

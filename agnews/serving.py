@@ -1,0 +1,236 @@
+"""Serving a trained classifier: one interface over the fp32 transformers model and its int8 ONNX variant, the int8
+export, and the serving cost measured the same way for every model (latency, throughput, peak memory, size)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import mlflow
+import numpy as np
+from mlflow.exceptions import MlflowException
+
+from agnews import cli, metrics
+from agnews.data import LABELS
+from agnews.errors import PipelineError, cause
+
+log = logging.getLogger(__name__)
+LATENCY_TEXTS, WARMUP = 100, 5  # batch-1 latency over 100 test texts (cycled when fewer) after 5 warm-up calls
+THROUGHPUT_BATCH, THROUGHPUT_BATCHES = 32, 4
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class Classifier:
+    """Texts in, logits out (input order, length-sorted batches, truncated at the model's max_length)."""
+
+    variant = ""
+    size_mb = float("nan")
+    batch_size = 32
+
+    def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def probabilities(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return metrics.probabilities(self.logits(texts, progress))
+
+
+@dataclass
+class TorchClassifier(Classifier):
+    model: object
+    tokenizer: object
+    max_length: int
+    precision: str  # fp32 or bf16 (autocast): what `auto` resolved to on this machine
+    batch_size: int = 32
+    variant: str = "fp32"
+    size_mb: float = float("nan")
+
+    def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        import torch
+
+        self.model.eval()
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            for index in _batches(texts, batch_size or self.batch_size, progress, self.precision):
+                encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
+                                         padding=True, return_tensors="pt")
+                out[index] = self.model(**encoded).logits.float().numpy()
+        return out
+
+
+@dataclass
+class OnnxClassifier(Classifier):
+    python_model: object  # agnews/int8_model.py's OnnxClassifier, as MLflow loaded it
+    batch_size: int = 32
+    variant: str = "int8"
+    size_mb: float = float("nan")
+
+    def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        return self.python_model.logits(texts, batch_size or self.batch_size, progress)
+
+
+def _batches(texts: list[str], size: int, progress: bool, what: str) -> Iterator[np.ndarray]:
+    """Row indices, longest texts first (the memory peak comes early), in batches of similar length."""
+    order = np.argsort([len(t) for t in texts], kind="stable")[::-1]
+    starts = range(0, len(texts), size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc=f"predict ({what})", unit="batch")
+    for start in starts:
+        yield order[start:start + size]
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(registered model, version) behind a models:/name@alias or models:/name/N URI; None for other URIs."""
+    match = _MODELS_URI.match(model_uri.strip())
+    if not match:
+        return None
+    name, alias, version = match.group("name", "alias", "version")
+    if alias:
+        try:
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+        except MlflowException as exc:
+            raise _unresolved(model_uri, exc) from exc
+    return name, str(version)
+
+
+def _unresolved(model_uri: str, exc: BaseException) -> PipelineError:
+    return PipelineError(f"model URI {model_uri!r} does not resolve ({cause(exc)}); run main (or train) first, or "
+                         "pass -P model_uri=models:/<registered model>@champion, models:/<name>/<version> or "
+                         "runs:/<run id>/model")
+
+
+@contextlib.contextmanager
+def load(model_uri: str, precision: str = "auto", batch_size: int = 32) -> Iterator[Classifier]:
+    """A logged or registered model (fp32 transformers or int8 ONNX pyfunc), downloaded for the block's duration."""
+    with tempfile.TemporaryDirectory(prefix="agnews-model-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except (MlflowException, OSError, ValueError) as exc:
+            raise _unresolved(model_uri, exc) from exc
+        classifier = _open(local, precision, batch_size, model_uri)
+        classifier.size_mb = folder_mb(local)
+        yield classifier
+
+
+def _open(local: Path, precision: str, batch_size: int, model_uri: str) -> Classifier:
+    from mlflow.models import Model
+
+    from agnews.training import resolve_precision  # imports torch: only where a model is opened
+
+    if not (local / "MLmodel").is_file():
+        raise PipelineError(f"{model_uri!r} is not an MLflow model (no MLmodel file); pass the URI of a model "
+                            "logged by train or evaluate, e.g. models:/agnews-classifier@champion")
+    flavors = Model.load(str(local)).flavors
+    if "transformers" in flavors:
+        components = mlflow.transformers.load_model(str(local), return_type="components")
+        max_length = flavors.get("python_function", {}).get("config", {}).get("max_length", 128)
+        return TorchClassifier(components["model"], components["tokenizer"], cli.whole(max_length, "max_length", 1),
+                               resolve_precision(precision), batch_size)
+    import torch
+
+    os.environ["AGNEWS_THREADS"] = str(torch.get_num_threads())  # ONNX Runtime on the cores torch uses
+    python_model = mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
+    if not hasattr(python_model, "logits"):
+        raise PipelineError(f"{model_uri!r} is not an AG News classifier of this project (flavors: "
+                            f"{', '.join(flavors)}); pass a model logged by train or evaluate")
+    return OnnxClassifier(python_model, batch_size)
+
+
+def cpu_description() -> str:
+    """What the cost numbers were measured on: the CPU model and whether it runs bf16 natively."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx2") if f" {f}" in info]
+    return f"{name.group(1).strip() if name else 'unknown'}; {os.cpu_count()} cpus; {' '.join(flags) or 'no avx2'}"
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+# --- cost ---------------------------------------------------------------------------------------------------
+
+def _status_kb(key: str) -> float:
+    match = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[Callable[[], float]]:
+    """MB the block added to the process at its peak (Linux: the high-water mark is reset on entry)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        base = _status_kb("VmRSS")
+    except OSError:  # not Linux, or not allowed: report no number rather than a wrong one
+        yield lambda: float("nan")
+        return
+    yield lambda: max(0.0, _status_kb("VmHWM") - base) / 1024
+
+
+def cost(classifier: Classifier, texts: list[str]) -> dict[str, float]:
+    """Latency at batch 1 (p50/p95, ms) and throughput at batch 32 (texts/s), after warm-up, on these texts."""
+    if not texts:
+        raise PipelineError("no texts to measure serving cost on; the test split is empty")
+    sample = [texts[i % len(texts)] for i in range(LATENCY_TEXTS)]
+    for text in sample[:WARMUP]:
+        classifier.logits([text])
+    seconds = []
+    for text in sample:
+        start = time.perf_counter()
+        classifier.logits([text])
+        seconds.append(time.perf_counter() - start)
+    p50, p95 = np.percentile(np.array(seconds) * 1000, [50, 95])
+    batch = [texts[i % len(texts)] for i in range(THROUGHPUT_BATCH * THROUGHPUT_BATCHES)]
+    classifier.logits(batch[:THROUGHPUT_BATCH], batch_size=THROUGHPUT_BATCH)
+    start = time.perf_counter()
+    classifier.logits(batch, batch_size=THROUGHPUT_BATCH)
+    return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95),
+            "throughput_per_s": len(batch) / (time.perf_counter() - start)}
+
+
+# --- int8 ---------------------------------------------------------------------------------------------------
+
+def export_int8(classifier: TorchClassifier, folder: Path) -> float:
+    """ONNX (torch's dynamo exporter) with int8 weights (ONNX Runtime dynamic quantization), plus its tokenizer.
+
+    Why ONNX: torch.ao dynamic quantization is deprecated in the pinned torch and its modules cannot be saved with
+    save_pretrained; the ONNX file is ~4x smaller than the fp32 weights and needs no torch to serve. The legacy
+    TorchScript exporter bakes the attention-mask branch of one sequence length into the graph (logits off by 0.02
+    on other lengths), so the dynamo exporter is used."""
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    start = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    model = classifier.model.float().eval()
+    example = classifier.tokenizer(["Stocks rallied.", "A longer headline about the central bank holding its rates"],
+                                   padding=True, return_tensors="pt")
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    with tempfile.TemporaryDirectory(prefix="agnews-onnx-") as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
+        program = torch.onnx.export(model, (), kwargs=dict(example), input_names=list(example),
+                                    output_names=["logits"], dynamic_shapes={k: {0: batch, 1: length} for k in example},
+                                    dynamo=True, verbose=False)
+        proto = program.model_proto
+        del proto.graph.value_info[:]  # the exporter's shape annotations trip the quantizer's shape inference
+        onnx.save(proto, Path(tmp) / "fp32.onnx")
+        logging.disable(logging.WARNING)  # the quantizer logs every tensor and a pre-processing hint on the root logger
+        try:
+            quantize_dynamic(Path(tmp) / "fp32.onnx", folder / "model.onnx", weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+    log.debug("exporter said: %s", out.getvalue())
+    classifier.tokenizer.save_pretrained(folder)
+    (folder / "agnews.json").write_text(json.dumps({"labels": list(LABELS), "max_length": classifier.max_length}))
+    return time.perf_counter() - start  # seconds
