@@ -120,6 +120,8 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min_improvement", type=f1_difference("min_improvement"), default=0.0,
                         help="the gate promotes when the lower end of the paired 95%% interval of the macro-F1 "
                              "difference on gate rows is above this")
+    parser.add_argument("--latency_budget_ms", type=non_negative("latency_budget_ms"), default=0.0,
+                        help="p50 batch-1 latency budget; a candidate over it is never promoted (0: no budget)")
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:

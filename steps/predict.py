@@ -1,0 +1,78 @@
+"""predict: classify a CSV/Parquet of texts with a logged or registered model (default: the champion), log the
+predictions table on the run, write it to `output` when asked, and score it when the input carries labels."""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from agnews import cli, serving, tracking, training
+from agnews import predict as batch_predict
+
+log = logging.getLogger("steps.predict")
+MODEL_URI_TAG = "agnews.model_uri"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.StepParser(description=__doc__)
+    parser.add_argument("--input", default="", help="CSV or Parquet: 'text', or 'title'+'description', or AG News")
+    parser.add_argument("--model_uri", default="models:/agnews-classifier@champion")
+    parser.add_argument("--output", default="", help=".csv or .parquet; default: only the run's artifact")
+    parser.add_argument("--precision", type=cli.precision, default="auto")
+    parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
+    return parser.parse_args(argv)
+
+
+def _resolve(model_uri: str) -> str:
+    """Tag the registered model and version behind a models:/ URI; load that version, so the tags name the model
+    that predicted even if the alias moves meanwhile."""
+    resolved = serving.registered_version(model_uri)  # PipelineError when the alias does not resolve
+    if resolved is None:
+        tracking.set_run_name(f"predict {model_uri}")
+        return model_uri
+    name, version = resolved
+    mlflow.set_tags({"agnews.registered_model": name, "agnews.model_version": version})
+    tracking.set_run_name(f"predict {name} v{version}")
+    return f"models:/{name}/{version}"
+
+
+def _log_table(table: pd.DataFrame) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        table.to_csv(Path(tmp) / "predictions.csv", index=False)
+        mlflow.log_artifact(str(Path(tmp) / "predictions.csv"), "predictions")
+
+
+def predict(args: argparse.Namespace) -> pd.DataFrame:
+    model_uri = args.model_uri.strip()
+    mlflow.set_tag(MODEL_URI_TAG, model_uri)
+    tracking.log_params({"input": args.input, "model_uri": model_uri, "output": args.output,
+                         "precision": args.precision, "batch_size": args.batch_size})
+    output = batch_predict.output_path(args.output)  # a bad output path fails before any work
+    batch = batch_predict.read_input(args.input)
+    with serving.load(_resolve(model_uri), precision=args.precision, batch_size=args.batch_size) as model:
+        mlflow.set_tag("agnews.model_variant", model.variant)
+        probabilities = model.probabilities(batch.texts, progress=True)
+    table = batch_predict.predictions_table(batch, probabilities)
+    scores = batch_predict.scores(table)
+    mlflow.log_metrics({"rows": len(table), **scores})
+    _log_table(table)
+    if output:
+        batch_predict.write(table, output)
+    log.info("predicted %d rows with %s%s", len(table), model_uri,
+             f": accuracy {scores['accuracy']:.4f}, macro F1 {scores['f1_macro']:.4f}" if scores else "")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    with tracking.step_run("predict", "predict"):
+        args = parse_args(argv)
+        training.configure_threads()
+        predict(args)
+
+
+if __name__ == "__main__":
+    main()

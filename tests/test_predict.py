@@ -1,0 +1,204 @@
+"""predict: batch predictions with a registered model, real outcomes with a tiny BERT.
+
+One tiny model is trained once (in-process) into a project copy's store and given the `champion` alias; the
+predict runs are in-process (run_step) except one through the real `mlflow run . -e predict` CLI."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import mlflow_cli, project_copy, run_step, write_agnews_csv
+from sklearn.metrics import accuracy_score, f1_score
+
+from agnews.data import LABELS, clean_text
+from agnews.predict import PROB_COLUMNS
+
+MODEL = "agnews-classifier"
+CHAMPION = f"models:/{MODEL}@champion"
+SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
+
+
+def _args(**values: str) -> list[str]:
+    return [arg for k, v in values.items() for arg in (f"--{k}", v)]
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory, fixture_csv, tiny_model):
+    """A project copy whose store holds one trained tiny model, registered and aliased `champion`."""
+    project = project_copy(tmp_path_factory.mktemp("predict") / "project")
+    patch = pytest.MonkeyPatch()
+    patch.chdir(project)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    assert run_step("prepare_data", *_args(data=str(fixture_csv), **SIZES)) is None
+    data_run = _latest(client, "prepare_data")
+    message = run_step("train", *_args(model=str(tiny_model), data_run_id=data_run.info.run_id, epochs="3",
+                                       learning_rate="0.01", batch_size="8", seed="1"))
+    assert message is None, message
+    version = _latest(client, "train").data.tags["agnews.registered_version"]
+    client.set_registered_model_alias(MODEL, "champion", version)  # what compare's gate would do
+    yield project, client, version
+    patch.undo()
+
+
+def _latest(client: mlflow.MlflowClient, step: str):
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, f"tags.`agnews.step` = '{step}'", order_by=["attributes.start_time DESC"],
+                              max_results=1)[0]
+
+
+def _predict(client, *args: str):
+    """(error line or None, the predict run it made)."""
+    message = run_step("predict", *args)
+    return message, _latest(client, "predict")
+
+
+def _artifact_table(client, run) -> pd.DataFrame:
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="predictions/predictions.csv",
+                                                tracking_uri=client.tracking_uri)
+    return pd.read_csv(local, keep_default_na=False)
+
+
+def _agnews_rows(path, rows_per_class: int = 5) -> pd.DataFrame:
+    """The fixture's headerless file, and its rows as class, title, description, expected text."""
+    write_agnews_csv(path, rows_per_class=rows_per_class, seed=3)
+    raw = pd.read_csv(path, header=None, names=["cls", "title", "description"], dtype=str, keep_default_na=False)
+    return raw.assign(text=(raw["title"] + " " + raw["description"]).map(clean_text), label=raw["cls"].astype(int) - 1)
+
+
+def _write(rows: pd.DataFrame, fmt: str, folder) -> tuple[str, bool]:
+    """The same rows in one of the input formats; (path, whether it carries labels)."""
+    if fmt == "agnews":
+        return str(folder / "agnews.csv"), True
+    path = folder / ("input.parquet" if fmt == "parquet" else "input.csv")
+    if fmt == "text":  # labels as class names, an extra column that is ignored
+        rows.assign(label=[LABELS[i] for i in rows["label"]], id=range(len(rows)))[["id", "text", "label"]] \
+            .to_csv(path, index=False)
+    elif fmt == "title_description":  # labels 0-3
+        rows[["title", "description", "label"]].to_csv(path, index=False)
+    else:  # parquet, texts only
+        rows[["text"]].to_parquet(path, index=False)
+    return str(path), fmt != "parquet"
+
+
+@pytest.mark.parametrize("fmt", ["text", "title_description", "agnews", "parquet"])
+def test_every_input_format(champion, tmp_path, fmt):
+    project, client, version = champion
+    rows = _agnews_rows(tmp_path / "agnews.csv")
+    path, labelled = _write(rows, fmt, tmp_path)
+    output = tmp_path / ("out.parquet" if fmt == "parquet" else "out.csv")
+    message, run = _predict(client, *_args(input=path, model_uri=CHAMPION, output=str(output)))
+    assert message is None, message
+    table = pd.read_parquet(output) if fmt == "parquet" else pd.read_csv(output, keep_default_na=False)
+
+    assert table["text"].tolist() == rows["text"].tolist()  # cleaned, in input order
+    expected = ["text", "label", "label_name", *(["true_label", "true_label_name"] if labelled else []), *PROB_COLUMNS]
+    assert list(table.columns) == expected
+    probs = table[PROB_COLUMNS].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4) and (table["label"] == probs.argmax(axis=1)).all()
+    assert table["label_name"].tolist() == [LABELS[i] for i in table["label"]]
+    pd.testing.assert_frame_equal(_artifact_table(client, run), pd.read_csv(output, keep_default_na=False)
+                                  if fmt != "parquet" else table, check_dtype=False)
+
+    assert run.info.status == "FINISHED" and run.data.metrics["rows"] == len(rows)
+    assert run.data.tags["agnews.model_uri"] == CHAMPION and run.data.tags["agnews.model_version"] == version
+    assert run.data.tags["agnews.registered_model"] == MODEL
+    assert run.data.tags["mlflow.runName"] == f"predict {MODEL} v{version}"
+    if labelled:
+        assert table["true_label"].tolist() == rows["label"].tolist()
+        assert table["true_label_name"].tolist() == [LABELS[i] for i in rows["label"]]
+        assert run.data.metrics["accuracy"] == pytest.approx(accuracy_score(table["true_label"], table["label"]))
+        assert run.data.metrics["f1_macro"] == pytest.approx(f1_score(table["true_label"], table["label"],
+                                                                       average="macro"))
+        assert run.data.metrics["accuracy"] > 0.5  # the trained model, not chance (0.25)
+    else:
+        assert "accuracy" not in run.data.metrics and "f1_macro" not in run.data.metrics
+
+
+def test_order_and_duplicates_kept(champion, tmp_path):
+    project, client, version = champion
+    texts = ["stocks market profit", "game team season", "stocks market profit", "software internet chip",
+             "game team season", "stocks market profit"]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "dups.csv", index=False)
+    message, run = _predict(client, *_args(input=str(tmp_path / "dups.csv"), model_uri=f"models:/{MODEL}/{version}"))
+    assert message is None, message
+    table = _artifact_table(client, run)
+    assert table["text"].tolist() == texts and run.data.metrics["rows"] == len(texts)
+    same = table[table["text"] == "stocks market profit"][PROB_COLUMNS].to_numpy()
+    assert np.allclose(same, same[0], atol=1e-4)  # the same text gets the same answer wherever it sits
+    assert run.data.tags["agnews.model_version"] == version
+
+
+def test_a_logged_model_uri_is_not_a_registry_version(champion, tmp_path):
+    project, client, version = champion
+    logged = _latest(client, "train").data.tags["agnews.model_uri"]  # models:/m-<id>: a logged model, no version
+    pd.DataFrame({"text": ["game team season"]}).to_csv(tmp_path / "one.csv", index=False)
+    message, run = _predict(client, *_args(input=str(tmp_path / "one.csv"), model_uri=logged))
+    assert message is None, message
+    assert run.data.tags["agnews.model_uri"] == logged and run.data.tags["mlflow.runName"] == f"predict {logged}"
+    assert "agnews.registered_model" not in run.data.tags and "agnews.model_version" not in run.data.tags
+
+
+def test_text_of_100000_characters_is_truncated_not_a_crash(champion, tmp_path):
+    project, client, version = champion
+    long = ("game team " * 10_000).strip() + "s"
+    assert len(long) == 100_000
+    pd.DataFrame({"text": [long, "stocks market profit"]}).to_csv(tmp_path / "long.csv", index=False)
+    message, run = _predict(client, *_args(input=str(tmp_path / "long.csv"), model_uri=CHAMPION, batch_size="1"))
+    assert message is None, message
+    table = _artifact_table(client, run)
+    assert len(table) == 2 and len(table.loc[0, "text"]) == 100_000
+    assert np.isfinite(table[PROB_COLUMNS].to_numpy()).all()
+
+
+def test_cli_predicts_with_the_champion(champion, tmp_path):
+    project, client, version = champion
+    _agnews_rows(tmp_path / "agnews.csv", rows_per_class=3)
+    output = tmp_path / "predictions.parquet"
+    result = mlflow_cli("run", ".", "-e", "predict", "--env-manager", "local", "-P", f"input={tmp_path / 'agnews.csv'}",
+                        "-P", f"output={output}", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = _latest(client, "predict")
+    assert run.info.status == "FINISHED" and run.data.params["model_uri"] == CHAMPION
+    assert run.data.tags["agnews.model_version"] == version and run.data.metrics["rows"] == 12
+    assert {"accuracy", "f1_macro"} <= set(run.data.metrics)
+    assert len(pd.read_parquet(output)) == 12
+
+
+BAD = {  # case: (input file content or None for the fixture file, extra args, what the error line says)
+    "no text column": ("body,label\nstocks up,2\n", {}, "no 'text' column"),
+    "empty file": ("", {}, "is empty"),
+    "header only": ("text,label\n", {}, "no data rows"),
+    "empty text": ("text\nstocks up\n  \\ \ngame on\n", {}, "row 2 has empty text"),
+    "unknown label": ("text,label\nstocks up,Business\ngame on,Politics\n", {}, "row 2 has unknown label 'Politics'"),
+    "unknown class": ('"2","game","on"\n"5","stocks","up"\n', {}, "row 2 has unknown label '5'"),
+    "no input": (None, {"input": ""}, "-P input is empty"),
+    "alias does not resolve": (None, {"model_uri": f"models:/{MODEL}@nobody"}, "does not resolve"),
+    "version does not resolve": (None, {"model_uri": f"models:/{MODEL}/99"}, "does not resolve"),
+    "unknown registered model": (None, {"model_uri": "models:/no-such-model@champion"}, "does not resolve"),
+    "output folder missing": (None, {"output": "{tmp}/missing/out.csv"}, "does not exist"),
+    "output extension": (None, {"output": "{tmp}/out.json"}, "end the path in .csv or .parquet"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_fails_in_one_line(champion, tmp_path, case):
+    project, client, version = champion
+    content, extra, expected = BAD[case]
+    path = tmp_path / "input.csv"
+    if content is None:
+        _agnews_rows(path, rows_per_class=1)
+    else:
+        path.write_text(content)
+    args = {"input": str(path), "model_uri": CHAMPION, "output": str(tmp_path / "out.csv"), **extra}
+    args = {k: v.format(tmp=tmp_path) for k, v in args.items()}
+    message, run = _predict(client, *_args(**args))
+    assert message is not None and message.startswith("error: ") and "\n" not in message, message
+    assert expected in message, message
+    assert run.info.status == "FAILED" and run.data.tags["agnews.error"] == message.removeprefix("error: ")
+    assert not client.list_artifacts(run.info.run_id)
+    assert [p.name for p in tmp_path.iterdir()] == ["input.csv"]  # no output, no folder, no temporary file

@@ -1,0 +1,181 @@
+"""Serving cost and the int8 variant: evaluate measures every model the same way, the int8 ONNX pyfunc loads with
+plain MLflow, agrees with fp32, is smaller and is served over HTTP; compare draws the frontier and honours a
+latency budget (over_budget, no champion when nothing fits)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import by_step, free_port, mlflow_cli, project_copy, run_step
+
+from agnews import comparison, serving
+
+MODEL = "agnews-classifier"
+SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
+
+
+def _args(**values: str) -> list[str]:
+    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, fixture_csv):
+    """One split, two models: a small weak one and a larger (4 layers, 128 wide) well-trained one, each evaluated
+    with its int8 variant; the large one's int8 variant registered."""
+    from conftest import build_tiny_bert
+
+    root = tmp_path_factory.mktemp("serving")
+    project = project_copy(root / "project")
+    small, large = build_tiny_bert(root / "small", hidden=32), build_tiny_bert(root / "large", hidden=128, layers=4)
+    patch = pytest.MonkeyPatch()
+    patch.chdir(project)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    assert run_step("prepare_data", *_args(data=fixture_csv, **SIZES)) is None
+    data = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()]), "prepare_data")[0]
+    experiment = [data.info.experiment_id]
+    runs = {}
+    for name, folder, lr, epochs, register in (("small", small, "1e-6", "1", "false"),
+                                               ("large", large, "1e-3", "3", "true")):
+        assert run_step("train", *_args(model=folder, data_run_id=data.info.run_id, learning_rate=lr, epochs=epochs,
+                                        batch_size=8, run_name=name)) is None
+        train = next(r for r in client.search_runs(experiment) if r.data.tags.get("mlflow.runName") == name)
+        assert run_step("evaluate", *_args(train_run_id=train.info.run_id, register_int8=register)) is None
+        evaluate = client.search_runs(experiment, f"tags.`agnews.train_run_id` = '{train.info.run_id}'")[0]
+        runs[name] = (train, evaluate)
+    yield project, client, runs
+    patch.undo()
+
+
+def test_cost_metrics_present_and_sane(evaluated):
+    _, _, runs = evaluated
+    for train, evaluate in runs.values():
+        m = evaluate.data.metrics
+        for prefix in ("", "int8_"):
+            assert 0 < m[f"{prefix}latency_p50_ms"] <= m[f"{prefix}latency_p95_ms"] < 10_000
+            assert m[f"{prefix}throughput_per_s"] > 0 and m[f"{prefix}model_size_mb"] > 0
+            assert m[f"{prefix}peak_memory_mb"] >= 0
+        assert m["num_parameters"] == train.data.metrics["num_parameters"] > 0
+        assert evaluate.data.params["precision"] in ("fp32", "bf16") and evaluate.data.tags["agnews.cpu"]
+    small, large = runs["small"][1].data.metrics, runs["large"][1].data.metrics
+    assert large["latency_p50_ms"] > small["latency_p50_ms"]  # 4x128 vs 2x32 layers: not a close call
+
+
+def test_int8_variant_agrees_with_fp32_and_is_smaller(evaluated):
+    _, client, runs = evaluated
+    train, evaluate = runs["large"]
+    m = evaluate.data.metrics
+    assert m["int8_agreement"] >= 0.9 and abs(m["int8_test_f1_macro"] - m["test_f1_macro"]) <= 0.1
+    assert m["int8_delta_ci_low"] <= m["int8_delta_f1_macro"] <= m["int8_delta_ci_high"]
+    assert 0 <= m["int8_mcnemar_p"] <= 1 and 0 <= m["int8_val_f1_macro"] <= 1
+    int8_uri = evaluate.data.tags["agnews.int8_model_uri"]
+    fp32 = Path(mlflow.artifacts.download_artifacts(train.data.tags["agnews.model_uri"]))
+    int8 = Path(mlflow.artifacts.download_artifacts(int8_uri))
+    onnx_file = next(int8.rglob("model.onnx"))
+    assert onnx_file.stat().st_size < 0.5 * next(fp32.rglob("model.safetensors")).stat().st_size
+    # plain MLflow loads it (model from code: no project import needed) and it labels like fp32
+    texts = pd.read_csv(Path(mlflow.artifacts.download_artifacts(
+        run_id=evaluate.info.run_id, artifact_path="evaluation/predictions.csv")))
+    loaded = mlflow.pyfunc.load_model(int8_uri)
+    labels = loaded.predict(texts["text"].tolist())["label"]
+    assert (labels.to_numpy() == texts["predicted_label"].to_numpy()).mean() >= 0.9
+
+
+def test_int8_registered_and_loaded_by_the_serving_loader(evaluated):
+    _, client, runs = evaluated
+    _, evaluate = runs["large"]
+    version = evaluate.data.tags["agnews.int8_registered_version"]
+    model_version = client.get_model_version(MODEL, version)
+    assert model_version.tags["variant"] == "int8" and model_version.tags["model"] == "large-int8"
+    assert "agnews.int8_registered_version" not in runs["small"][1].data.tags  # register_int8=false
+    with serving.load(f"models:/{MODEL}/{version}") as model:
+        probs = model.probabilities(["stocks shares market profit", "x " * 50_000])  # a 100,000-character text
+    assert model.variant == "int8" and probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_int8_served_over_http(evaluated):
+    project, _, runs = evaluated
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    version = runs["large"][1].data.tags["agnews.int8_registered_version"]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
+                               f"models:/{MODEL}/{version}", "--env-manager", "local", "--host", "127.0.0.1",
+                               "-p", str(port)], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                time.sleep(1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                         data=json.dumps({"inputs": ["stocks shares market profit"]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"][0]
+        assert answer["label"] in ("World", "Sports", "Business", "Sci/Tech") and 0 < answer["score"] <= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _compare(project, runs, budget: float):
+    ids = ",".join(train.info.run_id for train, _ in runs.values())
+    result = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={ids}",
+                        "-P", f"latency_budget_ms={budget}", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = by_step(client.search_runs([runs["large"][0].info.experiment_id], order_by=["attributes.start_time DESC"]),
+                  "compare")[0]
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="comparison"))
+    return client, run, (folder / "report.md").read_text(), pd.read_csv(folder / "frontier.csv")
+
+
+def _champion(client) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(MODEL, "champion").version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def test_budget_nothing_fits_then_the_small_model_fits(evaluated):
+    project, _, runs = evaluated
+    client, run, report, frontier = _compare(project, runs, 0.0001)
+    large_version = runs["large"][0].data.tags["agnews.registered_version"]
+    assert run.data.tags["agnews.promotion_decision"] == "over_budget" and _champion(client) is None
+    assert "no champion is set" in report and "No model or variant fits the latency budget" in report
+    assert client.get_model_version(MODEL, large_version).tags["promotion_decision"] == "over_budget"
+    assert set(zip(frontier["model"], frontier["variant"])) == {(m, v) for m in ("small", "large")
+                                                                for v in ("fp32", "int8")}
+    assert frontier["pareto"].any() and (project / "graficas" / "comparison_frontier.png").stat().st_size > 10_000
+    assert "plots/comparison_frontier.png" in [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+
+    small, large = (runs[k][1].data.metrics["latency_p50_ms"] for k in ("small", "large"))
+    client, run, report, _ = _compare(project, runs, (small + large) / 2)  # the large one ranks first, too slow
+    small_version = runs["small"][0].data.tags["agnews.registered_version"]
+    assert run.data.tags["agnews.candidate_version"] == small_version and _champion(client) == small_version
+    assert client.get_model_version(MODEL, large_version).tags["promotion_decision"] == "over_budget"
+    assert "Within the latency budget" in report
+
+
+def test_pareto_and_budget_pick_by_hand():
+    table = pd.DataFrame({"model": list("abcd"), "variant": "fp32", "latency_p50_ms": [1.0, 2.0, 3.0, 2.5],
+                          "test_f1_macro": [0.80, 0.85, 0.90, 0.84], "val_f1_macro": [0.81, 0.88, 0.91, 0.89]})
+    assert comparison._pareto(table) == [True, True, True, False]  # d: slower and worse than b
+    assert comparison.budget_pick(table, 2.6)["model"] == "d"  # validation decides within the budget
+    assert comparison.budget_pick(table, 0.5) is None
