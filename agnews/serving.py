@@ -55,13 +55,14 @@ class TorchClassifier(Classifier):
     def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
         import torch
 
-        self.model.eval()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device).eval()
         out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             for index in _batches(texts, batch_size or self.batch_size, progress, self.precision):
                 encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
-                                         padding=True, return_tensors="pt")
-                out[index] = self.model(**encoded).logits.float().numpy()
+                                         padding=True, return_tensors="pt").to(device)
+                out[index] = self.model(**encoded).logits.float().cpu().numpy()
         return out
 
 
@@ -214,7 +215,7 @@ def export_int8(classifier: TorchClassifier, folder: Path) -> float:
 
     start = time.perf_counter()
     folder.mkdir(parents=True, exist_ok=True)
-    model = classifier.model.float().eval()
+    model = classifier.model.float().cpu().eval()
     example = classifier.tokenizer(["Stocks rallied.", "A longer headline about the central bank holding its rates"],
                                    padding=True, return_tensors="pt")
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")

