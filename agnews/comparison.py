@@ -197,6 +197,7 @@ def predict_version(registered_model: str, version: str, texts: list[str]) -> np
 # --- serving cost: the frontier and the pick within a latency budget ----------------------------------------
 
 COST_COLUMNS = ["latency_p50_ms", "latency_p95_ms", "throughput_per_s", "peak_memory_mb", "model_size_mb"]
+INT8_VS_FP32 = ["delta_f1_macro", "delta_ci_low", "delta_ci_high", "mcnemar_p", "agreement"]  # paired, test rows
 
 
 def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.DataFrame:
@@ -218,7 +219,7 @@ def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.Da
             rows.append({**base, "variant": "int8", "compute": "int8", "registered_version": run.data.tags.get(
                 "agnews.int8_registered_version", ""), "val_f1_macro": m["int8_val_f1_macro"],
                 **{c: m[f"int8_{c}"] for c in ("test_f1_macro", "test_f1_macro_ci_low", "test_f1_macro_ci_high")},
-                **{c: m.get(f"int8_{c}", float("nan")) for c in COST_COLUMNS}})
+                **{c: m.get(f"int8_{c}", float("nan")) for c in COST_COLUMNS + INT8_VS_FP32}})
     table = pd.DataFrame(rows)
     table["pareto"] = _pareto(table)
     if budget_ms:

@@ -341,6 +341,22 @@ def frontier_table(costs: pd.DataFrame) -> str:
     return _markdown_table(_COST_HEADER, rows)
 
 
+def _int8_lines(costs: pd.DataFrame) -> list[str]:
+    """int8 against its own fp32 model on the same test rows: the paired difference and whether it is significant."""
+    lines = []
+    for r in costs[costs["variant"] == "int8"].to_dict("records"):
+        if _num(r.get("delta_f1_macro")) is None:
+            continue
+        low, high = _num(r.get("delta_ci_low")), _num(r.get("delta_ci_high"))
+        significant = low is not None and high is not None and (low > 0 or high < 0)
+        agreement = _num(r.get("agreement"))
+        lines.append(f"- **{r['model']}** int8 vs fp32 on the test rows: Δ macro F1 "
+                     f"{_ci(r['delta_f1_macro'], low, high, 4)}, McNemar {_p_is(r.get('mcnemar_p'))}: "
+                     f"{'significant' if significant else 'not significant'}"
+                     + (f"; same label on {agreement:.1%} of rows" if agreement is not None else "") + ".")
+    return lines + [""] if lines else []
+
+
 def _budget_sentence(costs: pd.DataFrame, budget: float) -> str:
     fits = costs[costs["latency_p50_ms"] <= budget]
     if fits.empty:
@@ -362,6 +378,7 @@ def _cost_section(costs: pd.DataFrame | None, budget: float) -> list[str]:
              "throughput at batch 32, peak memory the model added to the process, size of the logged model. "
              "`Pareto`: no other row is both at least as fast and at least as accurate on test.", "",
              frontier_table(costs)]
+    lines += _int8_lines(costs)
     if budget:
         lines += [_budget_sentence(costs, budget), ""]
     return lines
