@@ -82,7 +82,7 @@ def test_evaluate_runs_score_the_test_split(main_run):
             assert 0.0 <= m[key] <= 1.0
         files = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
         assert files == {"evaluation/confusion_matrix.csv", "evaluation/confusion_matrix_normalized.csv",
-                         "evaluation/predictions.csv"}
+                         "evaluation/predictions.csv", "evaluation/predictions_int8.csv"}
         local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evaluation",
                                                     tracking_uri=client._tracking_client.tracking_uri)
         counts = pd.read_csv(Path(local) / "confusion_matrix.csv", index_col=0)
@@ -105,7 +105,7 @@ def test_compare_promotes_best_validation_f1_as_champion(main_run):
     compare = by_step(runs, "compare")[0]
     assert {f.path for f in client.list_artifacts(compare.info.run_id, "comparison")} == {
         "comparison/comparison.csv", "comparison/comparison_runs.csv", "comparison/comparison.md",
-        "comparison/report.md"}
+        "comparison/report.md", "comparison/frontier.csv"}
     assert (project / "graficas" / "report.md").read_text().startswith("# ")
 
 
@@ -113,7 +113,8 @@ def test_every_plot_is_written_to_graficas_and_logged(main_run):
     project, client = main_run
     expected = {f"{m}_{kind}.png" for m in ("tiny-wide", "tiny-narrow")
                 for kind in ("accuracy_evolution", "f1_evolution", "loss_function", "confusion_matrix")}
-    expected |= {f"comparison_{kind}.png" for kind in ("accuracy", "f1", "all_metrics", "accuracy_evolution", "radar")}
+    expected |= {f"comparison_{kind}.png" for kind in ("accuracy", "f1", "all_metrics", "accuracy_evolution", "radar",
+                                                       "frontier")}
     written = {p.name for p in (project / "graficas").glob("*.png")}
     assert written == expected
     assert all((project / "graficas" / name).stat().st_size > 10_000 for name in written)
