@@ -124,11 +124,46 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="p50 batch-1 latency budget; a candidate over it is never promoted (0: no budget)")
 
 
+def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
+    """What distill and `main -P distill=true` share (the student itself: distill's `model`, main's `student`)."""
+    parser.add_argument("--student_layers", type=_whole_type("student_layers", 0), default=0,
+                        help="keep the student's first N transformer layers (0: all)")
+    parser.add_argument("--unlabeled_size", type=_whole_type("unlabeled_size", 0), default=0,
+                        help="rows of the unlabelled pool to use (0: all of it)")
+    parser.add_argument("--temperature", type=positive("temperature"), default=2.0)
+    parser.add_argument("--alpha", type=fraction("alpha"), default=0.5,
+                        help="weight of the labelled rows' cross-entropy; 1 - alpha on the teacher's soft labels")
+
+
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", type=boolean("int8"), default=True,
                         help="also export, score and time an int8 ONNX variant of the model")
     parser.add_argument("--register_int8", type=boolean("register_int8"), default=False,
                         help="register the int8 variant as a version too (needs int8=true)")
+
+
+def positive(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 < number < float("inf"):
+            raise PipelineError(f"-P {name}={value} is not a number > 0")
+        return number
+    return parse
+
+
+def fraction(name: str):
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not 0 <= number <= 1:
+            raise PipelineError(f"-P {name}={value} is not a number from 0 to 1")
+        return number
+    return parse
 
 
 def non_negative(name: str):

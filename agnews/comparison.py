@@ -18,18 +18,19 @@ log = logging.getLogger(__name__)
 VAL_COLUMNS = ["val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
 TEST_COLUMNS = ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]
 CI_COLUMNS = ["val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
+TRAINING_STEPS = ("train", "distill")  # steps that leave a registered candidate
 
 
 def find_runs(run_ids: str) -> tuple[list, list]:
     """Train and evaluate runs: the named ones (plus the evaluate runs of named train runs), or the siblings."""
     client = mlflow.MlflowClient()
     if run_ids:
-        named = [tracking.get_run(i.strip(), "train", "evaluate") for i in run_ids.split(",") if i.strip()]
-        trains = {r.info.run_id: r for r in named if r.data.tags[tracking.STEP_TAG] == "train"}
+        named = [tracking.get_run(i.strip(), *TRAINING_STEPS, "evaluate") for i in run_ids.split(",") if i.strip()]
+        trains = {r.info.run_id: r for r in named if r.data.tags[tracking.STEP_TAG] in TRAINING_STEPS}
         for r in named:
             if r.data.tags[tracking.STEP_TAG] == "evaluate":
                 train_id = r.data.tags["agnews.train_run_id"]
-                trains.setdefault(train_id, tracking.get_run(train_id, "train"))
+                trains.setdefault(train_id, tracking.get_run(train_id, *TRAINING_STEPS))
         evals = [run for train_id, train in trains.items() for run in client.search_runs(
             [train.info.experiment_id], f"tags.`agnews.train_run_id` = '{train_id}' and "
             f"tags.`{tracking.STEP_TAG}` = 'evaluate' and attributes.status = 'FINISHED'")]
@@ -41,7 +42,7 @@ def find_runs(run_ids: str) -> tuple[list, list]:
     siblings = client.search_runs([own.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' "
                                                             "and attributes.status = 'FINISHED'")
     by_step = lambda step: [r for r in siblings if r.data.tags.get(tracking.STEP_TAG) == step]  # noqa: E731
-    return by_step("train"), by_step("evaluate")
+    return by_step("train") + by_step("distill"), by_step("evaluate")
 
 
 def _artifact_csv(run_id: str, path: str) -> pd.DataFrame | None:

@@ -111,6 +111,10 @@ class Sample:
     rows_read: int  # rows in the source(s) before cleaning
     duplicates_removed: int  # exact duplicate texts dropped (same label)
     conflicts_removed: int  # rows of texts that carried two labels
+    unlabeled: pd.DataFrame | None = None  # row_id, text: rows no split drew, labels dropped (distillation)
+
+
+UNLABELED_CAP = 20_000  # the unlabelled pool prepare_data logs: enough for distillation on CPU, small on disk
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -310,11 +314,19 @@ def _take(frame: pd.DataFrame, split: str, n: int, seed: int) -> tuple[pd.DataFr
     return taken, rest
 
 
-def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int) -> dict[str, pd.DataFrame]:
-    """Gate, then validation, then train, from one pool."""
+def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Gate, then validation, then train, from one pool; and what is left of it."""
     gate, pool = _take(pool, "gate", sizes.gate, seed)
     validation, pool = _take(pool, "validation", sizes.validation, seed)
-    return {"gate": gate, "validation": validation, "train": _take(pool, "train", sizes.train, seed)[0]}
+    train, rest = _take(pool, "train", sizes.train, seed)
+    return {"gate": gate, "validation": validation, "train": train}, rest
+
+
+def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The rows no split drew, without their labels, capped at UNLABELED_CAP (seeded draw)."""
+    if len(rest) > UNLABELED_CAP:
+        rest = rest.sample(n=UNLABELED_CAP, random_state=seed)
+    return with_row_ids(rest[["text"]].reset_index(drop=True))
 
 
 def _sample_local(data: str, sizes: SampleSizes, seed: int) -> Sample:
@@ -323,7 +335,8 @@ def _sample_local(data: str, sizes: SampleSizes, seed: int) -> Sample:
     _check_size(len(pool), sizes.train + sizes.validation + sizes.test + sizes.gate,
                 "train_size + val_size + test_size + gate_size", data, _removed(duplicates, conflicts))
     test, pool = _take(pool, "test", sizes.test, seed)
-    return _finish({"test": test, **_draw_rest(pool, sizes, seed)}, len(frame), duplicates, conflicts)
+    splits, rest = _draw_rest(pool, sizes, seed)
+    return _finish({"test": test, **splits}, len(frame), duplicates, conflicts, _unlabeled(rest, seed))
 
 
 def _sample_hub(data: str, sizes: SampleSizes, seed: int) -> Sample:
@@ -336,13 +349,15 @@ def _sample_hub(data: str, sizes: SampleSizes, seed: int) -> Sample:
                 f"{data}[train]", removed)
     _check_size(len(test_pool), sizes.test, "test_size", f"{data}[test]", removed)
     test = _take(test_pool, "test", sizes.test, seed)[0]
-    return _finish({"test": test, **_draw_rest(pool, sizes, seed)}, len(both), duplicates, conflicts)
+    splits, rest = _draw_rest(pool, sizes, seed)  # the pool comes from the hub's train split only
+    return _finish({"test": test, **splits}, len(both), duplicates, conflicts, _unlabeled(rest, seed))
 
 
-def _finish(splits: dict[str, pd.DataFrame], rows_read: int, duplicates: int, conflicts: int) -> Sample:
+def _finish(splits: dict[str, pd.DataFrame], rows_read: int, duplicates: int, conflicts: int,
+            unlabeled: pd.DataFrame) -> Sample:
     ordered = {name: with_row_ids(splits[name].reset_index(drop=True))[list(COLUMNS)] for name in SPLITS}
-    _check_disjoint(ordered)
-    return Sample(ordered, rows_read, duplicates, conflicts)
+    _check_disjoint({**ordered, "unlabeled": unlabeled})
+    return Sample(ordered, rows_read, duplicates, conflicts, unlabeled)
 
 
 def _check_disjoint(splits: dict[str, pd.DataFrame]) -> None:

@@ -183,7 +183,29 @@ def prepare_splits(data: str, sizes: SampleSizes, seed: int) -> dict[str, pd.Dat
     mlflow.log_metrics({"rows_read": sample.rows_read, "duplicates_removed": sample.duplicates_removed,
                         "conflicting_label_rows_removed": sample.conflicts_removed})
     log_splits(sample.splits)
+    log_unlabeled(sample.unlabeled)
     return sample.splits
+
+
+def log_unlabeled(pool: pd.DataFrame | None) -> None:
+    """The unlabelled pool (texts no split drew, labels dropped) as data/unlabeled.parquet, for distill."""
+    if pool is None:
+        return
+    mlflow.log_metric("unlabeled_rows", len(pool))
+    with tempfile.TemporaryDirectory() as tmp:
+        pool.to_parquet(Path(tmp) / "unlabeled.parquet", index=False)
+        mlflow.log_artifact(str(Path(tmp) / "unlabeled.parquet"), "data")
+
+
+def load_unlabeled(data_run_id: str) -> pd.DataFrame:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path="data/unlabeled.parquet",
+                                                       dst_path=tmp)
+        except (MlflowException, OSError) as exc:
+            raise PipelineError(f"run {data_run_id} has no unlabelled pool data/unlabeled.parquet (prepared before "
+                                "it existed); run prepare_data again and pass its run id") from exc
+        return pd.read_parquet(path)
 
 
 def log_splits(splits: dict[str, pd.DataFrame]) -> None:

@@ -37,6 +37,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
+    layer_decay: float = 1.0  # layer-wise learning-rate decay per layer from the head down; 1 = none
 
 
 @dataclass
@@ -159,17 +160,43 @@ def training_arguments(config: TrainConfig, output_dir: str, precision: str, **o
     return TrainingArguments(**kwargs)
 
 
+@dataclass
+class Teacher:
+    """Soft labels for the training rows (logits, rows in train_frame order) and how the student learns them."""
+
+    logits: np.ndarray
+    temperature: float = 2.0
+    alpha: float = 0.5  # weight of the labelled rows' cross-entropy; 1 - alpha on the soft labels (scaled by T^2)
+
+
+def _trainer(model, tokenizer, config: TrainConfig, scratch: str, precision: str, train_ds: Dataset,
+             val_ds: Dataset, keeper: BestEpochKeeper, callbacks: list, teacher: Teacher | None) -> Trainer:
+    from agnews import distill
+
+    kwargs = dict(model=model, train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
+                  data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=keeper.compute_metrics,
+                  callbacks=[keeper, *callbacks])
+    if config.layer_decay != 1.0:
+        groups = distill.layer_decay_groups(model, config.learning_rate, config.layer_decay, config.weight_decay)
+        kwargs["optimizers"] = (torch.optim.AdamW(groups, lr=config.learning_rate), None)  # the Trainer's schedule
+    if teacher is None:
+        return Trainer(args=training_arguments(config, scratch, precision), **kwargs)
+    kwargs["train_dataset"] = train_ds.add_column("teacher_logits", teacher.logits.astype(np.float32).tolist())
+    args = training_arguments(config, scratch, precision, remove_unused_columns=False)  # keep teacher_logits
+    return distill.DistillTrainer(args=args, temperature=teacher.temperature, alpha=teacher.alpha, **kwargs)
+
+
 def train(model, tokenizer, train_frame: pd.DataFrame, val_frame: pd.DataFrame, config: TrainConfig,
-          on_epoch: EpochHook | None = None, callbacks: list[TrainerCallback] | None = None) -> TrainResult:
-    """Fine-tune in place; on return `model` holds the weights of the epoch with the best val macro F1."""
+          on_epoch: EpochHook | None = None, callbacks: list[TrainerCallback] | None = None,
+          teacher: Teacher | None = None) -> TrainResult:
+    """Fine-tune in place; on return `model` holds the weights of the epoch with the best val macro F1.
+    With a teacher, rows labelled -100 learn from its soft labels only (distillation, self-training)."""
     precision = resolve_precision(config.precision)
     train_ds, val_ds = (tokenize(tokenizer, frame, config.max_length) for frame in (train_frame, val_frame))
     keeper = BestEpochKeeper(config.early_stopping_patience, on_epoch)
     with tempfile.TemporaryDirectory(prefix="agnews-trainer-") as scratch:  # save_strategy="no": stays empty
-        trainer = Trainer(model=model, args=training_arguments(config, scratch, precision),
-                          train_dataset=train_ds, eval_dataset=val_ds, processing_class=tokenizer,
-                          data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=keeper.compute_metrics,
-                          callbacks=[keeper, *(callbacks or [])])
+        trainer = _trainer(model, tokenizer, config, scratch, precision, train_ds, val_ds, keeper, callbacks or [],
+                           teacher)
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start

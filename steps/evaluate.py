@@ -88,7 +88,7 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path) -> None:
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     if args.register_int8 and not args.int8:
         raise PipelineError("-P register_int8=true needs the int8 variant; pass -P int8=true (the default)")
-    train_run = tracking.get_run(args.train_run_id, "train")
+    train_run = tracking.get_run(args.train_run_id, "train", "distill")
     data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
     data_run = tracking.get_run(data_run_id, "prepare_data", "train")
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}

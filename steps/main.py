@@ -26,6 +26,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cli.add_training_arguments(parser)
     cli.add_gate_arguments(parser)
     cli.add_serving_arguments(parser)
+    parser.add_argument("--distill", type=cli.boolean("distill"), default=False,
+                        help="after compare, distill the champion into a student, evaluate it and compare again")
+    parser.add_argument("--student", default="", help="distill's student model; default: the champion's base model")
+    cli.add_distill_arguments(parser)
     parser.add_argument("--reuse", type=cli.boolean("reuse"), default=True,
                         help="reuse finished runs with the same parameters, code and inputs; false: run everything")
     return parser.parse_args(argv)
@@ -82,8 +86,19 @@ def run_pipeline(args: argparse.Namespace) -> None:
                 "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision,
                 "int8": args.int8, "register_int8": args.register_int8})
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
-    _child("compare", "compare", {"run_ids": ",".join(train_run_ids), "registered_model": args.registered_model,
-                                  "min_improvement": args.min_improvement, "latency_budget_ms": args.latency_budget_ms})
+    gate = {"registered_model": args.registered_model, "min_improvement": args.min_improvement,
+            "latency_budget_ms": args.latency_budget_ms}
+    _child("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate})
+    if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
+        student = _child("distill", "distill", {
+            "teacher": f"models:/{args.registered_model}@champion", "model": args.student,
+            "data_run_id": data_run_id, "seed": args.seed, **training,
+            **{k: getattr(args, k) for k in ("student_layers", "unlabeled_size", "temperature", "alpha")}})
+        _child("evaluate", "evaluate distilled", {"train_run_id": student, "data_run_id": data_run_id,
+                                                  "precision": args.precision, "int8": args.int8,
+                                                  "register_int8": args.register_int8})
+        _child("compare", "compare with the distilled student", {"run_ids": ",".join([*train_run_ids, student]),
+                                                                 **gate})
 
 
 def main(argv: list[str] | None = None) -> None:

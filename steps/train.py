@@ -11,13 +11,11 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 
-from agnews import cache, cli, metrics, models, plots, registry, tracking, training
+from agnews import cache, cli, models, results, tracking, training
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 
@@ -45,13 +43,6 @@ def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
         tracking.log_lineage(splits, tracking.data_uri(run))
         return splits, args.data_run_id
     return tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed), mlflow.active_run().info.run_id
-
-
-def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
-    """The best epoch's validation predictions, by stable row id: compare pairs models row by row."""
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics.predictions_table(frame, logits).drop(columns="text").to_csv(Path(tmp) / "validation.csv", index=False)
-        mlflow.log_artifact(str(Path(tmp) / "validation.csv"), "predictions")
 
 
 def run_training(args: argparse.Namespace, rank: int) -> None:
@@ -84,25 +75,9 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
                             on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
     if rank != 0:
         return
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "num_parameters": models.count_parameters(model),
-                        "train_seconds": result.train_seconds, "epochs_run": len(result.history),
-                        **{f"best_{k}": v for k, v in result.best.items() if k.startswith("val_")}})
-    history = pd.DataFrame(result.history)
-    mlflow.log_table(history, "history.json")
-    _log_validation_predictions(splits["validation"], result.best_val_logits)
-    for path in plots.training_curves(spec.name, history, result.best_epoch):
-        tracking.log_plot(path)
-    from transformers import pipeline  # the served artefact: labels by name, one call per text list
-
-    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
-    info = registry.log_model(classifier, config.max_length)
-    mlflow.set_tags({"agnews.model_uri": info.model_uri, "agnews.registered_model": args.registered_model})
-    version = registry.register(info.model_uri, args.registered_model, {
-        "model": spec.name, "preset": spec.preset or "none", "base_model": spec.checkpoint,
-        "train_run_id": mlflow.active_run().info.run_id, "data_run_id": data_run_id})
-    mlflow.set_tag("agnews.registered_version", version)  # a failure from here on deletes the version again
-    log.info("best epoch %d: val macro F1 %.4f; registered %s version %s", result.best_epoch,
-             result.best["val_f1_macro"], args.registered_model, version)
+    results.publish(spec.name, model, tokenizer, result, splits["validation"], config.max_length,
+                    args.registered_model, {"model": spec.name, "preset": spec.preset or "none",
+                                            "base_model": spec.checkpoint, "data_run_id": data_run_id})
 
 
 def main(argv: list[str] | None = None) -> None:

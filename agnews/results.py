@@ -1,0 +1,45 @@
+"""What a training step (train, distill) leaves on its run: summary metrics, the per-epoch history, the best
+epoch's validation predictions, the curves, the logged model and, as the very last act, its registered version."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from agnews import metrics, models, plots, registry, tracking, training
+
+log = logging.getLogger(__name__)
+
+
+def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
+    """The best epoch's validation predictions, by stable row id: compare pairs models row by row."""
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics.predictions_table(frame, logits).drop(columns="text").to_csv(Path(tmp) / "validation.csv", index=False)
+        mlflow.log_artifact(str(Path(tmp) / "validation.csv"), "predictions")
+
+
+def publish(name: str, model, tokenizer, result: training.TrainResult, validation: pd.DataFrame,
+            max_length: int, registered_model: str, version_tags: dict[str, str]) -> str:
+    """Log everything a trained model leaves, then register it; the registered version."""
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "num_parameters": models.count_parameters(model),
+                        "train_seconds": result.train_seconds, "epochs_run": len(result.history),
+                        **{f"best_{k}": v for k, v in result.best.items() if k.startswith("val_")}})
+    history = pd.DataFrame(result.history)
+    mlflow.log_table(history, "history.json")
+    _log_validation_predictions(validation, result.best_val_logits)
+    for path in plots.training_curves(name, history, result.best_epoch):
+        tracking.log_plot(path)
+    from transformers import pipeline  # the served artefact: labels by name, one call per text list
+
+    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+    info = registry.log_model(classifier, max_length)
+    mlflow.set_tags({"agnews.model_uri": info.model_uri, "agnews.registered_model": registered_model})
+    version = registry.register(info.model_uri, registered_model, {
+        **{k: v for k, v in version_tags.items() if v}, "train_run_id": mlflow.active_run().info.run_id})
+    mlflow.set_tag("agnews.registered_version", version)  # a failure from here on deletes the version again
+    log.info("best epoch %d: val macro F1 %.4f; registered %s version %s", result.best_epoch,
+             result.best["val_f1_macro"], registered_model, version)
+    return version

@@ -1,0 +1,106 @@
+"""distill: a student learns from the labelled train rows plus the unlabelled pool soft-labelled by a teacher
+(knowledge distillation; self-training when the student is the teacher's own base model). Validated each epoch
+like train, best epoch kept, logged and registered like a train run: evaluate and compare treat it as one more
+candidate under the same promotion gate."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import mlflow
+import pandas as pd
+
+from agnews import cli, distill, models, results, serving, tracking, training
+from agnews.data import with_row_ids
+from agnews.errors import PipelineError
+
+log = logging.getLogger("steps.distill")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.StepParser(description=__doc__)
+    parser.add_argument("--teacher", default="models:/agnews-classifier@champion", help="the teacher's model URI")
+    parser.add_argument("--model", default="", help="the student: preset, hub id or folder; default the teacher's "
+                                                    "base model")
+    parser.add_argument("--name", default="", help="default: <student>[-L<N>]-kd")
+    parser.add_argument("--data_run_id", required=True, help="a prepare_data run: splits and the unlabelled pool")
+    cli.add_distill_arguments(parser)
+    parser.add_argument("--seed", type=lambda v: cli.whole(v, "seed", 0), default=42)
+    cli.add_training_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def _teacher(uri: str) -> tuple[str, dict[str, str]]:
+    """The URI to load (an alias pinned to its version) and what the run records about the teacher."""
+    resolved = serving.registered_version(uri)
+    if resolved is None:
+        return uri, {"agnews.teacher_uri": uri}
+    name, version = resolved
+    tags = mlflow.MlflowClient().get_model_version(name, version).tags
+    return f"models:/{name}/{version}", {"agnews.teacher_uri": uri, "agnews.teacher_version": version,
+                                         "agnews.teacher_model": tags.get("model", ""),
+                                         "agnews.teacher_base_model": tags.get("base_model", "")}
+
+
+def _pool(data_run_id: str, size: int, seed: int) -> pd.DataFrame:
+    pool = tracking.load_unlabeled(data_run_id)
+    if size and size < len(pool):
+        pool = pool.sample(n=size, random_state=seed).reset_index(drop=True)
+    return pool
+
+
+def run(args: argparse.Namespace) -> str:
+    tracking.get_run(args.data_run_id, "prepare_data", "train")
+    splits = {k: with_row_ids(v) for k, v in tracking.load_splits(args.data_run_id, ("train", "validation")).items()}
+    pool = _pool(args.data_run_id, args.unlabeled_size, args.seed)
+    teacher_uri, teacher_tags = _teacher(args.teacher)
+    base = args.model or teacher_tags.get("agnews.teacher_base_model", "")
+    if not base:
+        raise PipelineError(f"teacher {args.teacher!r} names no base model; pass the student with -P model=<preset, "
+                            "hub id or folder>")
+    spec = models.resolve_model(base)
+    name = models.safe_name(args.name) if args.name else (
+        f"{spec.name}{f'-L{args.student_layers}' if args.student_layers else ''}-kd")
+    config = training.TrainConfig(
+        epochs=args.epochs, learning_rate=args.learning_rate or spec.default_learning_rate,
+        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
+        early_stopping_patience=args.early_stopping_patience)
+    tokenizer, model = models.load_tokenizer_and_model(spec)
+    if args.student_layers:
+        distill.cut_layers(model, args.student_layers)
+    models.check_max_length(spec, model, config.max_length)
+    tracking.set_run_name(f"distill {name}")
+    mlflow.set_tags({tracking.MODEL_TAG: name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
+                     "agnews.data_run_id": args.data_run_id, **teacher_tags})
+    threads = training.configure_threads()
+    tracking.log_params({"teacher": args.teacher, "model": base, "base_model": spec.checkpoint,
+                         "student_layers": args.student_layers, "unlabeled_size": args.unlabeled_size,
+                         "unlabeled_used": len(pool), "temperature": args.temperature, "alpha": args.alpha,
+                         "epochs": config.epochs, "learning_rate": config.learning_rate,
+                         "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed,
+                         "precision": training.resolve_precision(config.precision),
+                         "early_stopping_patience": config.early_stopping_patience, "torch_threads": threads,
+                         "data_run_id": args.data_run_id})
+    frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
+    with serving.load(teacher_uri, args.precision) as teacher_model:  # soft labels for labelled and pool rows
+        logits = teacher_model.logits(frame["text"].tolist(), progress=True)
+    log.info("distilling %s into %s (%s, %d layers) on %d labelled + %d unlabelled rows, T=%g, alpha=%g",
+             teacher_uri, name, spec.checkpoint, model.config.num_hidden_layers, len(splits["train"]), len(pool),
+             args.temperature, args.alpha)
+    result = training.train(model, tokenizer, frame, splits["validation"], config,
+                            on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch),
+                            teacher=training.Teacher(logits, args.temperature, args.alpha))
+    return results.publish(name, model, tokenizer, result, splits["validation"], config.max_length,
+                           args.registered_model, {"model": name, "preset": spec.preset or "none",
+                                                   "base_model": spec.checkpoint, "data_run_id": args.data_run_id,
+                                                   "teacher_version": teacher_tags.get("agnews.teacher_version", ""),
+                                                   "student_layers": str(model.config.num_hidden_layers)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    with tracking.step_run("distill", plots=True):
+        run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Distillation with unlabelled text: the pool prepare_data logs, the soft-label loss, the layer cut, layer-wise
+learning-rate decay, and the distill entry point through the real CLI (registered, compared, gated)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import build_tiny_bert, by_step, mlflow_cli, project_copy, run_step
+
+from agnews import distill
+from agnews.data import SPLITS
+from agnews.models import load_tokenizer_and_model, resolve_model
+
+MODEL = "agnews-classifier"
+SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
+
+
+def _args(**values) -> list[str]:
+    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
+
+
+def test_soft_label_loss_matches_a_hand_computation():
+    student = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [1.0, 1.0, 0.0, -2.0]])
+    teacher = torch.tensor([[3.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    labels = torch.tensor([0, distill.IGNORE, 1])
+    t, alpha = 2.0, 0.3
+    p = np.exp(teacher.numpy() / t) / np.exp(teacher.numpy() / t).sum(1, keepdims=True)
+    log_q = student.numpy() / t - np.log(np.exp(student.numpy() / t).sum(1, keepdims=True))
+    kl = (p * (np.log(p) - log_q)).sum(1).mean() * t * t  # batchmean over all 3 rows
+    log_s = student.numpy() - np.log(np.exp(student.numpy()).sum(1, keepdims=True))
+    ce = -(log_s[0, 0] + log_s[2, 1]) / 2  # labelled rows only
+    expected = alpha * ce + (1 - alpha) * kl
+    got = distill.soft_label_loss(student, teacher, labels, t, alpha).item()
+    assert got == pytest.approx(expected, rel=1e-5)
+    only_soft = distill.soft_label_loss(student, teacher, torch.full((3,), distill.IGNORE), t, alpha).item()
+    assert only_soft == pytest.approx((1 - alpha) * kl, rel=1e-5)
+    assert distill.soft_label_loss(student, student, labels, t, 0.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_layer_cut_saves_and_loads_with_n_layers(tmp_path):
+    folder = build_tiny_bert(tmp_path / "deep", layers=4)
+    tokenizer, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    first = [p.clone() for p in model.bert.encoder.layer[0].parameters()]
+    distill.cut_layers(model, 2)
+    model.save_pretrained(tmp_path / "cut")
+    tokenizer.save_pretrained(tmp_path / "cut")
+    _, loaded = load_tokenizer_and_model(resolve_model(str(tmp_path / "cut")))
+    assert loaded.config.num_hidden_layers == 2 and len(loaded.bert.encoder.layer) == 2
+    assert all(torch.equal(a, b) for a, b in zip(first, loaded.bert.encoder.layer[0].parameters()))
+    out = loaded(**tokenizer(["game team score"], return_tensors="pt")).logits
+    assert out.shape == (1, 4)
+    with pytest.raises(distill.PipelineError, match="student_layers=5"):
+        distill.cut_layers(loaded, 5)
+
+
+def test_layer_decay_lowers_the_rate_layer_by_layer(tmp_path):
+    _, model = load_tokenizer_and_model(resolve_model(str(build_tiny_bert(tmp_path / "m", layers=3))))
+    groups = distill.layer_decay_groups(model, 1e-3, 0.5, 0.01)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    layers = model.bert.encoder.layer
+    assert rate[id(model.classifier.weight)] == pytest.approx(1e-3)
+    assert [rate[id(layers[k].attention.self.query.weight)] for k in range(3)] == pytest.approx(
+        [1e-3 * 0.5 ** 3, 1e-3 * 0.5 ** 2, 1e-3 * 0.5])
+    assert rate[id(model.bert.embeddings.word_embeddings.weight)] == pytest.approx(1e-3 * 0.5 ** 4)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, fixture_csv, tiny_model):
+    """A prepared split and a trained tiny teacher holding `champion`, in a project copy's own store."""
+    project = project_copy(tmp_path_factory.mktemp("distill") / "project")
+    patch = pytest.MonkeyPatch()
+    patch.chdir(project)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    assert run_step("prepare_data", *_args(data=fixture_csv, **SIZES)) is None
+    data = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()]), "prepare_data")[0]
+    assert run_step("train", *_args(model=tiny_model, data_run_id=data.info.run_id, learning_rate="0.01",
+                                    batch_size=8, run_name="teacher")) is None
+    train = by_step(client.search_runs([data.info.experiment_id]), "train")[0]
+    client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
+    yield project, client, data, train
+    patch.undo()
+
+
+def test_pool_is_unlabelled_and_disjoint_from_every_split(teacher):
+    _, _, data, _ = teacher
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=data.info.run_id, artifact_path="data"))
+    pool = pd.read_parquet(folder / "unlabeled.parquet")
+    assert list(pool.columns) == ["row_id", "text"] and len(pool) == 240 - 200  # fixture rows minus the splits
+    for split in SPLITS:
+        assert not set(pool["text"]) & set(pd.read_parquet(folder / f"{split}.parquet")["text"])
+    assert data.data.metrics["unlabeled_rows"] == len(pool)
+
+
+def test_distill_through_the_cli_is_registered_tagged_and_compared(teacher):
+    project, client, data, train = teacher
+    result = mlflow_cli("run", ".", "-e", "distill", "--env-manager", "local", "-P", f"data_run_id={data.info.run_id}",
+                        "-P", "student_layers=1", "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8",
+                        "-P", "temperature=2", "-P", "alpha=0.5", cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = by_step(client.search_runs([data.info.experiment_id]), "distill")[0]
+    teacher_version = train.data.tags["agnews.registered_version"]
+    assert run.info.run_name == "distill tiny-bert-L1-kd" and run.data.tags["agnews.teacher_version"] == teacher_version
+    assert run.data.params["unlabeled_used"] == "40" and run.data.metrics["best_epoch"] >= 1
+    version = client.get_model_version(MODEL, run.data.tags["agnews.registered_version"])
+    assert version.tags["teacher_version"] == teacher_version and version.tags["student_layers"] == "1"
+    model = mlflow.transformers.load_model(run.data.tags["agnews.model_uri"], return_type="components")["model"]
+    assert model.config.num_hidden_layers == 1
+    assert run_step("evaluate", *_args(train_run_id=run.info.run_id, int8="false")) is None
+    assert run_step("compare", *_args(run_ids=f"{train.info.run_id},{run.info.run_id}")) is None
+    compare = by_step(client.search_runs([data.info.experiment_id], order_by=["attributes.start_time DESC"]),
+                      "compare")[0]
+    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=compare.info.run_id,
+                                                            artifact_path="comparison/comparison.csv"))
+    assert set(table["model"]) == {"tiny-bert", "tiny-bert-L1-kd"}
+    assert compare.data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
+
+
+def test_distill_without_a_champion_fails_in_one_line(teacher):
+    project, client, data, _ = teacher
+    message = run_step("distill", *_args(data_run_id=data.info.run_id, teacher="models:/no-such-model@champion"))
+    assert message and message.startswith("error: model URI 'models:/no-such-model@champion' does not resolve")
+    failed = client.search_runs([data.info.experiment_id], "attributes.status = 'FAILED'")
+    assert failed and not client.search_model_versions("name = 'no-such-model'")
+
+
+def test_main_with_distill_adds_the_student_under_the_same_gate(tmp_path, fixture_csv, tiny_model):
+    project = project_copy(tmp_path / "project")
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", f"data={fixture_csv}",
+                        *[a for k, v in SIZES.items() for a in ("-P", f"{k}={v}")], "-P", "epochs=2",
+                        "-P", "learning_rate=0.01", "-P", "int8=false", "-P", "distill=true", "-P", "student_layers=1",
+                        cwd=project)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    [student] = by_step(runs, "distill")
+    champion_first = by_step(runs, "train")[0].data.tags["agnews.registered_version"]
+    assert student.data.tags["agnews.teacher_version"] == champion_first
+    names = {r.info.run_name for r in runs}
+    assert {"distill", "evaluate distilled", "compare with the distilled student"} <= names
+    [last] = [r for r in by_step(runs, "compare") if r.info.run_name == "compare with the distilled student"]
+    assert student.info.run_id in last.data.params["run_ids"]
+    assert last.data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
