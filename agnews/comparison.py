@@ -211,7 +211,7 @@ def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.Da
         m = run.data.metrics if run else {}
         base = {"model": model["model"], "train_run_id": model["train_run_id"],
                 "num_parameters": model["num_parameters"]}
-        rows.append({**base, "variant": "fp32", "compute": run.data.params.get("precision", "") if run else "",
+        rows.append({**base, "variant": "fp32", "compute": run.data.params.get("serving_precision", "") if run else "",
                      "registered_version": model["registered_version"], "val_f1_macro": model["val_f1_macro"],
                      "test_f1_macro": model["test_f1_macro"], "test_f1_macro_ci_low": model["test_f1_macro_ci_low"],
                      "test_f1_macro_ci_high": model["test_f1_macro_ci_high"],

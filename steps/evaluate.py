@@ -108,7 +108,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
             logits = model.logits(texts, progress=True)
             cost = serving.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
             cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
-            tracking.log_params({"precision": model.precision, "torch_threads": threads})
+            tracking.log_params({"serving_precision": model.precision, "torch_threads": threads})
             export_seconds = serving.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
         scores = _score_fp32(model_name, test, logits)
         mlflow.log_metrics({**cost, "num_parameters": train_run.data.metrics.get("num_parameters", float("nan"))})

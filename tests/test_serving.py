@@ -68,7 +68,7 @@ def test_cost_metrics_present_and_sane(evaluated):
             assert m[f"{prefix}throughput_per_s"] > 0 and m[f"{prefix}model_size_mb"] > 0
             assert m[f"{prefix}peak_memory_mb"] >= 0
         assert m["num_parameters"] == train.data.metrics["num_parameters"] > 0
-        assert evaluate.data.params["precision"] in ("fp32", "bf16") and evaluate.data.tags["agnews.cpu"]
+        assert evaluate.data.params["serving_precision"] in ("fp32", "bf16") and evaluate.data.tags["agnews.cpu"]
     small, large = runs["small"][1].data.metrics, runs["large"][1].data.metrics
     assert large["latency_p50_ms"] > small["latency_p50_ms"]  # 4x128 vs 2x32 layers: not a close call
 
