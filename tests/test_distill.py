@@ -144,8 +144,9 @@ def test_main_with_distill_adds_the_student_under_the_same_gate(tmp_path, fixtur
     [student] = by_step(runs, "distill")
     champion_first = by_step(runs, "train")[0].data.tags["agnews.registered_version"]
     assert student.data.tags["agnews.teacher_version"] == champion_first
-    names = {r.info.run_name for r in runs}
-    assert {"distill", "evaluate distilled", "compare with the distilled student"} <= names
-    [last] = [r for r in by_step(runs, "compare") if r.info.run_name == "compare with the distilled student"]
-    assert student.info.run_id in last.data.params["run_ids"]
-    assert last.data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
+    assert student.info.run_name == "distill tiny-bert-L1-kd"
+    assert [r.data.tags["agnews.train_run_id"] for r in by_step(runs, "evaluate")].count(student.info.run_id) == 1
+    compares = sorted(by_step(runs, "compare"), key=lambda r: r.info.start_time)
+    assert len(compares) == 2 and student.info.run_id not in compares[0].data.params["run_ids"]
+    assert student.info.run_id in compares[1].data.params["run_ids"]
+    assert compares[1].data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
