@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from agnews import cli, metrics, stats, tracking, training
+from agnews import cli, metrics, serving, stats, tracking
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 
@@ -185,14 +185,9 @@ def gate_rows(candidate_data_run: str, incumbent_data_run: str | None) -> tuple[
 
 
 def predict_version(registered_model: str, version: str, texts: list[str]) -> np.ndarray:
-    """Class ids predicted by one registered version, at the max_length its train run used."""
-    client = mlflow.MlflowClient()
-    model_version = client.get_model_version(registered_model, version)
-    params = client.get_run(model_version.run_id).data.params if model_version.run_id else {}
-    components = mlflow.transformers.load_model(f"models:/{registered_model}/{version}", return_type="components")
-    config = training.TrainConfig(max_length=cli.whole(params.get("max_length", 128), "max_length", 3),
-                                  batch_size=32, precision="auto")
-    return training.predict_logits(components["model"], components["tokenizer"], texts, config).argmax(axis=1)
+    """Class ids predicted by one registered version (fp32 or int8), at the max_length it was logged with."""
+    with serving.load(f"models:/{registered_model}/{version}") as model:
+        return model.logits(texts).argmax(axis=1)
 
 
 # --- serving cost: the frontier and the pick within a latency budget ----------------------------------------
