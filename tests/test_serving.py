@@ -3,60 +3,45 @@ plain MLflow, agrees with fp32, is smaller and is served over HTTP; compare draw
 latency budget (over_budget, no champion when nothing fits)."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import by_step, free_port, mlflow_cli, project_copy, run_step
+from conftest import (
+    build_tiny_bert,
+    by_step,
+    invoke,
+    latest,
+    mlflow_cli,
+    project_store,
+    run_step,
+    served_model,
+    step_args,
+)
 
 from agnews import comparison, serving
 
 MODEL = "agnews-classifier"
-SIZES = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
-
-
-def _args(**values: str) -> list[str]:
-    return [arg for k, v in values.items() for arg in (f"--{k}", str(v))]
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, fixture_csv):
     """One split, two models: a small weak one and a larger (4 layers, 128 wide) well-trained one, each evaluated
     with its int8 variant; the large one's int8 variant registered."""
-    from conftest import build_tiny_bert
-
     root = tmp_path_factory.mktemp("serving")
-    project = project_copy(root / "project")
     small, large = build_tiny_bert(root / "small", hidden=32), build_tiny_bert(root / "large", hidden=128, layers=4)
-    patch = pytest.MonkeyPatch()
-    patch.chdir(project)
-    uri = f"sqlite:///{project / 'mlflow.db'}"
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    assert run_step("prepare_data", *_args(data=fixture_csv, **SIZES)) is None
-    data = by_step(client.search_runs([e.experiment_id for e in client.search_experiments()]), "prepare_data")[0]
-    experiment = [data.info.experiment_id]
-    runs = {}
-    for name, folder, lr, epochs, register in (("small", small, "1e-6", "1", "false"),
-                                               ("large", large, "1e-3", "3", "true")):
-        assert run_step("train", *_args(model=folder, data_run_id=data.info.run_id, learning_rate=lr, epochs=epochs,
-                                        batch_size=8, run_name=name)) is None
-        train = next(r for r in client.search_runs(experiment) if r.data.tags.get("mlflow.runName") == name)
-        assert run_step("evaluate", *_args(train_run_id=train.info.run_id, register_int8=register)) is None
-        evaluate = client.search_runs(experiment, f"tags.`agnews.train_run_id` = '{train.info.run_id}'")[0]
-        runs[name] = (train, evaluate)
-    yield project, client, runs
-    patch.undo()
+    with project_store(root / "project", fixture_csv) as (project, client, data):
+        runs = {}
+        for name, folder, lr, epochs, register in (("small", small, "1e-6", "1", "false"),
+                                                   ("large", large, "1e-3", "3", "true")):
+            assert run_step("train", *step_args(model=folder, data_run_id=data.info.run_id, learning_rate=lr,
+                                                epochs=epochs, batch_size=8, run_name=name)) is None
+            train = latest(client, "train")
+            assert run_step("evaluate", *step_args(train_run_id=train.info.run_id, register_int8=register)) is None
+            runs[name] = (train, latest(client, "evaluate"))
+        yield project, client, runs
 
 
 def test_cost_metrics_present_and_sane(evaluated):
@@ -107,31 +92,10 @@ def test_int8_registered_and_loaded_by_the_serving_loader(evaluated):
 
 def test_int8_served_over_http(evaluated):
     project, _, runs = evaluated
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     version = runs["large"][1].data.tags["agnews.int8_registered_version"]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "models", "serve", "-m",
-                               f"models:/{MODEL}/{version}", "--env-manager", "local", "--host", "127.0.0.1",
-                               "-p", str(port)], cwd=project, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                time.sleep(1)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                         data=json.dumps({"inputs": ["stocks shares market profit"]}).encode(),
-                                         headers={"Content-Type": "application/json"})
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"][0]
-        assert answer["label"] in ("World", "Sports", "Business", "Sci/Tech") and 0 < answer["score"] <= 1
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with served_model(project, f"models:/{MODEL}/{version}") as port:
+        [answer] = invoke(port, ["stocks shares market profit"])
+    assert answer["label"] in ("World", "Sports", "Business", "Sci/Tech") and 0 < answer["score"] <= 1
 
 
 def _compare(project, runs, budget: float):
