@@ -225,7 +225,8 @@ def test_same_model_twice_in_main_is_refused(store, tiny_model, fixture_csv):
 
 def test_missing_run_id_is_refused(store):
     message = run_step("evaluate", "--train_run_id", "0123456789abcdef")
-    _assert_refused(message, r"run '0123456789abcdef' not found in sqlite:///.*; pass the id of a train run", store)
+    _assert_refused(message, r"run '0123456789abcdef' not found in sqlite:///.*; pass the id of a train or distill "
+                             "run", store)
 
 
 def test_run_id_of_another_step_is_refused(store, fixture_csv):
@@ -234,7 +235,7 @@ def test_run_id_of_another_step_is_refused(store, fixture_csv):
     [prep] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     message = run_step("evaluate", "--train_run_id", prep.info.run_id)
     assert re.fullmatch(rf"error: run {prep.info.run_id} is a FINISHED prepare_data run; pass the id of a finished "
-                        r"train run", message), message
+                        r"train or distill run", message), message
     runs = client.search_runs([prep.info.experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
     assert not client.search_registered_models()

@@ -216,8 +216,7 @@ def test_two_checkpoints_with_one_short_name_get_distinct_names(tmp_path, fixtur
     plots = {p.name for p in (project / "graficas").iterdir()}
     assert {f"{m}_confusion_matrix.png" for m in ("tiny", "tiny-2")} <= plots
     compare = by_step(runs_of(client), "compare")[0]
-    table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=compare.info.run_id,
-                                                            artifact_path="comparison/comparison.csv"))
+    table = pd.read_csv(client.download_artifacts(compare.info.run_id, "comparison/comparison.csv"))
     assert sorted(table["model"]) == ["tiny", "tiny-2"]
 
 
