@@ -220,6 +220,7 @@ def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.Da
     table["pareto"] = _pareto(table)
     if budget_ms:
         table["within_budget"] = table["latency_p50_ms"] <= budget_ms
+        table["budget_pick"] = table.index == _budget_pick_index(table, budget_ms)
     return table
 
 
@@ -236,17 +237,27 @@ def _pareto(table: pd.DataFrame) -> list[bool]:
     return out
 
 
-def budget_pick(table: pd.DataFrame, budget_ms: float) -> dict | None:
-    """The best row within the budget by validation macro F1 (ties: the faster); None when nothing fits."""
+def _budget_pick_index(table: pd.DataFrame, budget_ms: float):
     fits = table[table["latency_p50_ms"] <= budget_ms]
     if fits.empty:
         return None
-    return fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).iloc[0].to_dict()
+    return fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).index[0]
+
+
+def budget_pick(table: pd.DataFrame, budget_ms: float) -> dict | None:
+    """The best row within the budget by validation macro F1 (ties: the faster); None when nothing fits."""
+    index = _budget_pick_index(table, budget_ms)
+    return None if index is None else table.loc[index].to_dict()
+
+
+def fp32_latency(table: pd.DataFrame) -> pd.Series:
+    """p50 latency of each trained model as evaluate measured it (not its int8 variant), by train run id."""
+    return table[table["variant"] == "fp32"].set_index("train_run_id")["latency_p50_ms"]
 
 
 def check_measured(table: pd.DataFrame) -> None:
     """A budget needs every ranked model's latency: refuse rather than treat 'not measured' as 'fits'."""
-    missing = table[(table["variant"] != "int8") & table["latency_p50_ms"].isna()]
+    missing = table[(table["variant"] == "fp32") & table["latency_p50_ms"].isna()]
     if len(missing):
         names = ", ".join(f"{r.model} (train run {r.train_run_id})" for r in missing.itertuples())
         raise PipelineError(f"no latency measured for {names}; run evaluate on it first (this version's evaluate "

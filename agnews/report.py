@@ -358,11 +358,11 @@ def _int8_lines(costs: pd.DataFrame) -> list[str]:
 
 
 def _budget_sentence(costs: pd.DataFrame, budget: float) -> str:
-    fits = costs[costs["latency_p50_ms"] <= budget]
-    if fits.empty:
+    picked = costs[costs["budget_pick"]] if "budget_pick" in costs else costs.iloc[:0]  # comparison.frontier's pick
+    if picked.empty:
         return (f"No model or variant fits the latency budget of {budget:g} ms (p50 at batch 1); "
                 "none can be promoted for it.")
-    pick = fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).iloc[0]
+    pick = picked.iloc[0]
     return (f"Within the latency budget of {budget:g} ms (p50 at batch 1), the best by validation macro F1 is "
             f"**{pick['model']} ({pick['variant']})** with {_fmt(pick['val_f1_macro'])} at "
             f"{_fmt(pick['latency_p50_ms'], 2)} ms; its test macro F1 is {_metric_ci(pick.to_dict(), 'test_f1_macro')} "

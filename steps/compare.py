@@ -44,14 +44,14 @@ def _candidate(args: argparse.Namespace, ranked, costs):
     if not args.latency_budget_ms:
         return ranked.iloc[0], []
     comparison.check_measured(costs)
-    fast = costs[costs["variant"] != "int8"].set_index("train_run_id")["latency_p50_ms"] <= args.latency_budget_ms
+    fast = comparison.fp32_latency(costs) <= args.latency_budget_ms
     fits = ranked["train_run_id"].map(fast).to_numpy(bool)
     first = int(fits.argmax()) if fits.any() else len(ranked)
     return (ranked.iloc[first] if first < len(ranked) else None), [ranked.iloc[k] for k in range(first)]
 
 
 def _over_budget_reason(row, costs, budget: float) -> str:
-    latency = costs.set_index(["train_run_id", "variant"])["latency_p50_ms"].xs(row.train_run_id, level=0).iloc[0]
+    latency = comparison.fp32_latency(costs)[row.train_run_id]
     return f"p50 latency {latency:.1f} ms is over the budget of {budget:g} ms (-P latency_budget_ms)"
 
 

@@ -205,6 +205,19 @@ def project_store(folder: Path, fixture_csv: Path | None = None, **sizes: str):
         patch.undo()
 
 
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float, message: str) -> None:
+    """Poll `url` until it answers; fail with the server's stderr if it exits, or with `message` after `timeout` s."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read().decode()[-3000:]
+            assert time.time() < deadline, message
+            time.sleep(1)
+
+
 @contextlib.contextmanager
 def served_model(project: Path, model_uri: str, timeout: float = 180):
     """`mlflow models serve` of a model in the project's store on 127.0.0.1, up and answering /ping: its port."""
@@ -215,15 +228,7 @@ def served_model(project: Path, model_uri: str, timeout: float = 180):
                                "127.0.0.1", "-p", str(port)], cwd=project, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-3000:]
-                assert time.time() < deadline, f"{model_uri} not served within {timeout} s"
-                time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server, timeout, f"{model_uri} not served within {timeout} s")
         yield port
     finally:
         server.terminate()

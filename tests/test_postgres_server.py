@@ -6,13 +6,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import SMALL_AND_TINY, by_step, free_port, project_copy, start_mlflow_cli
+from conftest import SMALL_AND_TINY, by_step, free_port, project_copy, start_mlflow_cli, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +53,7 @@ def tracking_server(postgres_uri, tmp_path_factory):
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None, server.stderr.read().decode()[-3000:]
-            assert time.time() < deadline, "mlflow server did not answer /health in 120 s"
-            time.sleep(1)
+    wait_for_http(f"{url}/health", server, 120, "mlflow server did not answer /health in 120 s")
     yield url, artifacts
     server.terminate()
     server.wait(timeout=30)
