@@ -123,6 +123,16 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                              "difference on gate rows is above this")
     parser.add_argument("--latency_budget_ms", type=non_negative("latency_budget_ms"), default=0.0,
                         help="p50 batch-1 latency budget; a candidate over it is never promoted (0: no budget)")
+    parser.add_argument("--gate_data_run_id", default="",
+                        help="a prepare_data run whose gate split decides (default: the candidate's data run)")
+    parser.add_argument("--min_gate_rows", type=_whole_type("min_gate_rows", 2), default=30,
+                        help="fewer unseen gate rows than this and the gate does not decide (the incumbent stays)")
+
+
+def add_int8_tolerance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--int8_tolerance", type=f1_difference("int8_tolerance"), default=-0.01,
+                        help="an int8 variant is registered or picked only if the lower end of its paired interval "
+                             "of (int8 - fp32) test macro F1 is above this")
 
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +151,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also export, score and time an int8 ONNX variant of the model")
     parser.add_argument("--register_int8", type=boolean("register_int8"), default=False,
                         help="register the int8 variant as a version too (needs int8=true)")
+    add_int8_tolerance(parser)
 
 
 def _number(name: str, low: float, high: float, low_open: bool, wording: str):

@@ -10,8 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from agnews import cli, metrics, serving, stats, tracking
-from agnews.data import with_row_ids
+from agnews import cli, metrics, stats, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -92,13 +91,36 @@ def _interval_columns(prefix: str, frame: pd.DataFrame | None, seed: int) -> dic
     return out
 
 
-def run_table(trains: list, evals: list, predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
-    """One row per train run: best-epoch validation scores, test scores of its evaluate run, intervals."""
-    tests = {run.data.tags.get("agnews.train_run_id"): run for run in evals}
+def own_parent() -> tuple[str, set[str]]:
+    """The active run's parent (a `main`) and the evaluate runs that parent reused instead of launching."""
+    parent = mlflow.active_run().data.tags.get("mlflow.parentRunId", "")
+    if not parent:
+        return "", set()
+    reused = mlflow.get_run(parent).data.tags.get("agnews.reused.evaluate", "")
+    return parent, {i for i in reused.split(",") if i}
+
+
+def chosen_evaluations(trains: list, evals: list, parent_run_id: str = "", reused: set[str] = frozenset()) -> dict:
+    """Per train run id, the evaluate run whose numbers compare reads: the one this compare's own `main` launched
+    (a sibling) or reused, else the newest FINISHED one. Never an older run shadowing a newer one."""
+    out = {}
+    for train in trains:
+        mine = [r for r in evals if r.data.tags.get("agnews.train_run_id") == train.info.run_id
+                and r.info.status == "FINISHED"]
+        ours = [r for r in mine if parent_run_id and (r.data.tags.get("mlflow.parentRunId") == parent_run_id
+                                                      or r.info.run_id in reused)]
+        if mine:
+            out[train.info.run_id] = max(ours or mine, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+    return out
+
+
+def run_table(trains: list, evaluations: dict, predictions: dict[str, pd.DataFrame], seed: int = 0) -> pd.DataFrame:
+    """One row per train run: best-epoch validation scores, test scores of its chosen evaluate run (named in
+    `evaluate_run_id`; see `chosen_evaluations`), intervals."""
     rows = []
     for run in trains:
         m, tags, run_id = run.data.metrics, run.data.tags, run.info.run_id
-        test_run = tests.get(run_id)
+        test_run = evaluations.get(run_id)
         if test_run is None:
             log.warning("train run %s has no evaluate run: its test columns stay empty", run_id)
         test_m = test_run.data.metrics if test_run else {}
@@ -106,6 +128,7 @@ def run_table(trains: list, evals: list, predictions: dict[str, pd.DataFrame], s
             "model": tags[tracking.MODEL_TAG], "base_model": tags.get("agnews.base_model", ""),
             "registered_model": tags.get("agnews.registered_model", ""),
             "registered_version": tags.get("agnews.registered_version", ""), "train_run_id": run_id,
+            "evaluate_run_id": test_run.info.run_id if test_run else "",
             "data_run_id": tags.get("agnews.data_run_id", ""), "seed": cli.whole(run.data.params.get("seed", 0)),
             "best_epoch": int(m["best_epoch"]), "num_parameters": int(m["num_parameters"]),
             "train_seconds": round(m["train_seconds"], 1),
@@ -170,36 +193,27 @@ def histories(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for model, parts in out.items()}
 
 
-# --- the gate's rows and scores ----------------------------------------------------------------------------
-
-def gate_rows(candidate_data_run: str, incumbent_data_run: str | None) -> tuple[pd.DataFrame, int]:
-    """The candidate's gate split minus the rows either model trained or validated on; (rows, excluded)."""
-    splits = tracking.load_splits(candidate_data_run, ("train", "validation", "gate"))
-    gate = with_row_ids(splits["gate"])
-    seen = set(with_row_ids(splits["train"])["row_id"]) | set(with_row_ids(splits["validation"])["row_id"])
-    if incumbent_data_run and incumbent_data_run != candidate_data_run:
-        theirs = tracking.load_splits(incumbent_data_run, ("train", "validation"))
-        seen |= {r for frame in theirs.values() for r in with_row_ids(frame)["row_id"]}
-    keep = ~gate["row_id"].isin(seen)
-    return gate[keep].reset_index(drop=True), int((~keep).sum())
-
-
-def predict_version(registered_model: str, version: str, texts: list[str]) -> np.ndarray:
-    """Class ids predicted by one registered version (fp32 or int8), at the max_length it was logged with."""
-    with serving.load(f"models:/{registered_model}/{version}") as model:
-        return model.logits(texts).argmax(axis=1)
-
-
 # --- serving cost: the frontier and the pick within a latency budget ----------------------------------------
 
 COST_COLUMNS = ["latency_p50_ms", "latency_p95_ms", "throughput_per_s", "peak_memory_mb", "model_size_mb"]
 INT8_VS_FP32 = ["delta_f1_macro", "delta_ci_low", "delta_ci_high", "mcnemar_p", "agreement"]  # paired, test rows
 
 
-def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.DataFrame:
-    """One row per model and variant (its fp32 model as evaluate ran it, and its int8 variant): test macro F1 with
-    its interval against the measured cost; `pareto` marks the rows no other row beats on both F1 and latency."""
-    by_train = {run.data.tags.get("agnews.train_run_id"): run for run in evals}
+INT8_TOLERANCE = -0.01  # an int8 variant is accepted when its paired Δ macro F1's lower end is above this
+
+
+def int8_accepted(delta_ci_low: float, tolerance: float = INT8_TOLERANCE) -> bool:
+    """int8 agrees with its fp32 model: the lower end of the paired interval of (int8 - fp32) macro F1 on the test
+    rows is above `tolerance` (NaN, i.e. not measured, is not acceptance)."""
+    return bool(delta_ci_low > tolerance)
+
+
+def frontier(ranked: pd.DataFrame, evaluations: dict, budget_ms: float = 0.0,
+             int8_tolerance: float = INT8_TOLERANCE) -> pd.DataFrame:
+    """One row per model and variant (its fp32 model as its chosen evaluate run ran it, and its int8 variant):
+    test macro F1 with its interval against the measured cost; `pareto` marks the rows no other row beats on both
+    F1 and latency; `accepted` is False for an int8 variant that does not agree with fp32 (never the budget pick)."""
+    by_train = evaluations
     rows = []
     for model in ranked.to_dict("records"):
         run = by_train.get(model["train_run_id"])
@@ -208,12 +222,15 @@ def frontier(ranked: pd.DataFrame, evals: list, budget_ms: float = 0.0) -> pd.Da
                 "num_parameters": model["num_parameters"]}
         rows.append({**base, "variant": "fp32", "compute": run.data.params.get("serving_precision", "") if run else "",
                      "registered_version": model["registered_version"], "val_f1_macro": model["val_f1_macro"],
+                     "evaluate_run_id": run.info.run_id if run else "", "accepted": True,
                      "test_f1_macro": model["test_f1_macro"], "test_f1_macro_ci_low": model["test_f1_macro_ci_low"],
                      "test_f1_macro_ci_high": model["test_f1_macro_ci_high"],
                      **{c: m.get(c, float("nan")) for c in COST_COLUMNS}})
         if "int8_test_f1_macro" in m:
             rows.append({**base, "variant": "int8", "compute": "int8", "registered_version": run.data.tags.get(
                 "agnews.int8_registered_version", ""), "val_f1_macro": m["int8_val_f1_macro"],
+                "evaluate_run_id": run.info.run_id,
+                "accepted": int8_accepted(m.get("int8_delta_ci_low", float("nan")), int8_tolerance),
                 **{c: m[f"int8_{c}"] for c in ("test_f1_macro", "test_f1_macro_ci_low", "test_f1_macro_ci_high")},
                 **{c: m.get(f"int8_{c}", float("nan")) for c in COST_COLUMNS + INT8_VS_FP32}})
     table = pd.DataFrame(rows)
@@ -238,14 +255,14 @@ def _pareto(table: pd.DataFrame) -> list[bool]:
 
 
 def _budget_pick_index(table: pd.DataFrame, budget_ms: float):
-    fits = table[table["latency_p50_ms"] <= budget_ms]
+    fits = table[(table["latency_p50_ms"] <= budget_ms) & table["accepted"].astype(bool)]
     if fits.empty:
         return None
     return fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).index[0]
 
 
 def budget_pick(table: pd.DataFrame, budget_ms: float) -> dict | None:
-    """The best row within the budget by validation macro F1 (ties: the faster); None when nothing fits."""
+    """The best accepted row within the budget by validation macro F1 (ties: the faster); None when nothing fits."""
     index = _budget_pick_index(table, budget_ms)
     return None if index is None else table.loc[index].to_dict()
 
@@ -262,3 +279,37 @@ def check_measured(table: pd.DataFrame) -> None:
         names = ", ".join(f"{r.model} (train run {r.train_run_id})" for r in missing.itertuples())
         raise PipelineError(f"no latency measured for {names}; run evaluate on it first (this version's evaluate "
                             "logs latency_p50_ms) or drop -P latency_budget_ms")
+
+
+# --- how each model trained: the per-epoch metrics of the run that represents it ----------------------------
+
+EPOCH_METRICS = ("val_accuracy", "val_f1_macro", "val_loss", "train_loss")  # logged by train/distill, step = epoch
+
+
+def _metric_by_epoch(client, run_id: str, name: str) -> dict[int, float]:
+    points = sorted(client.get_metric_history(run_id, name), key=lambda p: p.timestamp)
+    return {int(p.step): float(p.value) for p in points}  # a step logged twice keeps its latest value
+
+
+def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> dict:
+    """Per model (ranked order), a report.ModelHistory of the run that represents it (its best seed's): every
+    epoch's val_accuracy, val_f1_macro, val_loss and train_loss, its best epoch, its validation macro F1 interval
+    and the confusion matrix of its validation predictions. Plain data: report.md's per-model section is written
+    from it without MLflow."""
+    from agnews.report import ModelHistory  # the shape the report reads; the report imports nothing from here
+
+    client = mlflow.MlflowClient()
+    out = {}
+    for row in ranked.to_dict("records"):
+        run_id = row["train_run_id"]
+        series = {name: _metric_by_epoch(client, run_id, name) for name in EPOCH_METRICS}
+        epochs = sorted(set().union(*series.values()))
+        frame = predictions.get(run_id)
+        out[row["model"]] = ModelHistory(
+            epochs=epochs, **{name: [values.get(e, float("nan")) for e in epochs] for name, values in series.items()},
+            best_epoch=int(row["best_epoch"]) if pd.notna(row.get("best_epoch")) else None,
+            seed=int(row["seed"]) if pd.notna(row.get("seed")) else None,
+            version=str(row.get("registered_version", "")),
+            val_f1_ci=(row.get("val_f1_macro_ci_low", float("nan")), row.get("val_f1_macro_ci_high", float("nan"))),
+            confusion=confusion(frame) if frame is not None else None)
+    return out

@@ -17,17 +17,18 @@ IGNORE = -100  # the label of an unlabelled row: only the teacher's soft label t
 
 def soft_label_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, temperature: float,
                     alpha: float) -> torch.Tensor:
-    """alpha * cross-entropy on the labelled rows + (1 - alpha) * T^2 * KL(teacher_T || student_T) on every row.
+    """The mean over the batch's rows of each row's loss: alpha * cross-entropy (0 on an unlabelled row, label
+    IGNORE) + (1 - alpha) * T^2 * KL(teacher_T || student_T).
 
-    T^2 keeps the soft term's gradients on the scale of the hard term's as T grows (Hinton et al. 2015)."""
+    Defined per row, so a row's weight does not depend on which other rows share its batch: a labelled row counts
+    the same alone among pool rows as among labelled rows (a mean of the cross-entropy over the labelled rows
+    only would give a lone labelled row in a batch of 16 sixteen times the weight of one in an all-labelled
+    batch). T^2 keeps the soft term's gradients on the scale of the hard term's as T grows (Hinton et al. 2015)."""
     t = temperature
     soft = F.kl_div(F.log_softmax(student.float() / t, dim=-1), F.log_softmax(teacher.float() / t, dim=-1),
-                    reduction="batchmean", log_target=True) * t * t
-    labelled = labels != IGNORE
-    if not labelled.any():
-        return (1 - alpha) * soft
-    hard = F.cross_entropy(student.float()[labelled], labels[labelled])
-    return alpha * hard + (1 - alpha) * soft
+                    reduction="none", log_target=True).sum(dim=-1) * t * t
+    hard = F.cross_entropy(student.float(), labels, ignore_index=IGNORE, reduction="none")  # 0 where IGNORE
+    return (alpha * hard + (1 - alpha) * soft).mean()
 
 
 class DistillTrainer(Trainer):

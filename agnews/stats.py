@@ -139,9 +139,11 @@ class PairedResult:
         return self.ci_low > 0 or self.ci_high < 0
 
 
-def paired(labels, predictions_a, predictions_b, metric: str = "f1_macro", seed: int = 0) -> PairedResult:
-    """Bootstrap delta and McNemar's test for a against b."""
-    delta, low, high = paired_bootstrap_delta(labels, predictions_a, predictions_b, metric=metric, seed=seed)
+def paired(labels, predictions_a, predictions_b, metric: str = "f1_macro", seed: int = 0,
+           confidence: float = CONFIDENCE) -> PairedResult:
+    """Bootstrap delta (interval at `confidence`) and McNemar's test for a against b."""
+    delta, low, high = paired_bootstrap_delta(labels, predictions_a, predictions_b, metric=metric, seed=seed,
+                                              confidence=confidence)
     b, c = _discordant(labels, predictions_a, predictions_b)
     return PairedResult(n=len(np.asarray(labels)), delta=delta, ci_low=low, ci_high=high,
                         mcnemar_p=mcnemar_p(labels, predictions_a, predictions_b), discordant=b + c)

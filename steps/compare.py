@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cli, comparison, plots, registry, report, staging, tracking
+from agnews import cli, comparison, gate, plots, report, staging, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.compare")
@@ -20,6 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run_ids", default="", help="comma list of train/evaluate run ids; default: siblings")
     parser.add_argument("--registered_model", type=cli.registered_model_name, default="agnews-classifier")
     cli.add_gate_arguments(parser)
+    cli.add_int8_tolerance(parser)
     return parser.parse_args(argv)
 
 
@@ -33,21 +34,10 @@ def _tables(args: argparse.Namespace):
                             "pass -P registered_model=<their registered model>")
     predictions = {r.info.run_id: comparison.validation_predictions(r) for r in trains}
     comparison.check_same_rows(trains, predictions)
-    runs = comparison.run_table(trains, evals, predictions)
+    evaluations = comparison.chosen_evaluations(trains, evals, *comparison.own_parent())
+    runs = comparison.run_table(trains, evaluations, predictions)
     ranked = comparison.add_paired_columns(comparison.model_table(runs), predictions)
-    return runs, ranked, predictions, evals
-
-
-def _candidate(args: argparse.Namespace, ranked, costs):
-    """The best-ranked model within the latency budget (all of them without one) and the ones ranked above it
-    that are over it; (None, all) when none fits."""
-    if not args.latency_budget_ms:
-        return ranked.iloc[0], []
-    comparison.check_measured(costs)
-    fast = comparison.fp32_latency(costs) <= args.latency_budget_ms
-    fits = ranked["train_run_id"].map(fast).to_numpy(bool)
-    first = int(fits.argmax()) if fits.any() else len(ranked)
-    return (ranked.iloc[first] if first < len(ranked) else None), [ranked.iloc[k] for k in range(first)]
+    return runs, ranked, predictions, evaluations
 
 
 def _over_budget_reason(row, costs, budget: float) -> str:
@@ -55,28 +45,23 @@ def _over_budget_reason(row, costs, budget: float) -> str:
     return f"p50 latency {latency:.1f} ms is over the budget of {budget:g} ms (-P latency_budget_ms)"
 
 
-def _decide(args: argparse.Namespace, candidate) -> registry.Decision:
+def _decide(args: argparse.Namespace, candidate) -> gate.Decision:
     """Score the candidate and the incumbent on gate rows neither saw, and apply the promotion rule."""
-    incumbent = registry.version_by_alias(args.registered_model, registry.CHAMPION)
-    needs_rows = incumbent is not None and str(incumbent.version) != candidate.registered_version
-    rows, excluded = (comparison.gate_rows(candidate.data_run_id, incumbent.tags.get("data_run_id") or
-                                           _data_run_of(incumbent)) if needs_rows else (None, 0))
-    texts = rows["text"].tolist() if rows is not None else []
-    return registry.gate(
-        candidate.registered_version, candidate.model, incumbent, rows["label"].to_numpy() if rows is not None else [],
-        lambda: comparison.predict_version(args.registered_model, candidate.registered_version, texts),
-        lambda: comparison.predict_version(args.registered_model, str(incumbent.version), texts),
-        args.min_improvement, excluded)
+    incumbent = gate.version_by_alias(args.registered_model, gate.CHAMPION)
+    rows = None
+    if incumbent is not None and str(incumbent.version) != candidate.registered_version:
+        rows = gate.rows_for(mlflow.get_run(candidate.train_run_id), incumbent, args.gate_data_run_id)
+    scorer = lambda version: lambda texts: gate.predict_version(args.registered_model, version, texts)  # noqa: E731
+    return gate.decide(candidate.registered_version, candidate.model, incumbent, rows,
+                       scorer(candidate.registered_version), scorer(str(incumbent.version) if incumbent else ""),
+                       args.min_improvement, args.min_gate_rows)
 
 
-def _data_run_of(version) -> str:
-    return mlflow.get_run(version.run_id).data.tags.get("agnews.data_run_id", "") if version.run_id else ""
-
-
-def _write(runs, ranked, predictions, costs, decision: registry.Decision, args) -> None:
+def _write(runs, ranked, predictions, costs, decision: gate.Decision, args) -> None:
     leader = predictions[ranked.loc[0, "train_run_id"]]
     text = report.render(ranked, runs, vars(decision), comparison.confusion(leader), args.min_improvement,
-                         costs, args.latency_budget_ms)
+                         costs, args.latency_budget_ms,
+                         training=comparison.training_histories(ranked, predictions))
     with tempfile.TemporaryDirectory() as tmp:
         ranked.to_csv(Path(tmp) / "comparison.csv", index=False)
         costs.to_csv(Path(tmp) / "frontier.csv", index=False)
@@ -91,29 +76,35 @@ def _write(runs, ranked, predictions, costs, decision: registry.Decision, args) 
     log.info("report:\n%s", text)
 
 
-def compare(args: argparse.Namespace) -> registry.Decision:
-    runs, ranked, predictions, evals = _tables(args)
+def compare(args: argparse.Namespace) -> gate.Decision:
+    if args.gate_data_run_id:
+        tracking.get_run(args.gate_data_run_id, "prepare_data", "train")
+    runs, ranked, predictions, evaluations = _tables(args)
     tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
-                         "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"])})
-    costs = comparison.frontier(ranked, evals, args.latency_budget_ms)
-    candidate, over = _candidate(args, ranked, costs)
-    with registry.promotion_lock(args.registered_model):  # read incumbent -> decide -> set alias, one at a time
+                         "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"]),
+                         "gate_data_run_id": args.gate_data_run_id, "min_gate_rows": args.min_gate_rows,
+                         "int8_tolerance": args.int8_tolerance})
+    costs = comparison.frontier(ranked, evaluations, args.latency_budget_ms, args.int8_tolerance)
+    if args.latency_budget_ms:
+        comparison.check_measured(costs)
+    candidate, over = gate.candidate(ranked, comparison.fp32_latency(costs), args.latency_budget_ms)
+    with gate.promotion_lock(args.registered_model):  # read incumbent -> decide -> set alias, one at a time
+        journal = gate.Journal(args.registered_model)  # every tag below is put back if the step fails
         if candidate is None:  # nothing fits the budget: the best-ranked model is the (refused) candidate
             candidate, over = ranked.iloc[0], over[1:]
-            decision = registry.over_budget(candidate.registered_version, candidate.model, registry.version_by_alias(
-                args.registered_model, registry.CHAMPION), _over_budget_reason(candidate, costs,
-                                                                               args.latency_budget_ms))
+            decision = gate.over_budget(candidate.registered_version, candidate.model, gate.version_by_alias(
+                args.registered_model, gate.CHAMPION), _over_budget_reason(candidate, costs, args.latency_budget_ms))
         else:
             decision = _decide(args, candidate)
         for row in over:  # ranked above the candidate, refused for their latency alone
-            registry.mark_over_budget(args.registered_model, row.registered_version,
-                                      _over_budget_reason(row, costs, args.latency_budget_ms))
+            gate.mark_over_budget(journal, row.registered_version,
+                                  _over_budget_reason(row, costs, args.latency_budget_ms))
         _write(runs, ranked, predictions, costs, decision, args)
         mlflow.set_tags({"agnews.candidate_model": candidate.model, "agnews.candidate_version":
                          candidate.registered_version, "agnews.promotion_decision": decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,
                             "candidate_val_f1_macro_mean": candidate.val_f1_macro_mean})
-        registry.apply(args.registered_model, decision, mlflow.active_run().info.run_id)  # last: the alias
+        gate.apply(journal, decision, mlflow.active_run().info.run_id)  # last: the alias
     return decision
 
 

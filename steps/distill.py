@@ -37,7 +37,8 @@ def _teacher(uri: str) -> tuple[str, dict[str, str]]:
         return uri, {"agnews.teacher_uri": uri}
     name, version = resolved
     tags = mlflow.MlflowClient().get_model_version(name, version).tags
-    return f"models:/{name}/{version}", {"agnews.teacher_uri": uri, "agnews.teacher_version": version,
+    return f"models:/{name}/{version}", {"agnews.teacher_uri": uri, "agnews.teacher_registered_model": name,
+                                         "agnews.teacher_version": version,
                                          "agnews.teacher_model": tags.get("model", ""),
                                          "agnews.teacher_base_model": tags.get("base_model", "")}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cli, metrics, plots, registry, serving, stats, tracking, training
+from agnews import cache, cli, comparison, gate, metrics, plots, registry, serving, stats, tracking, training
 from agnews.data import LABELS, with_row_ids
 from agnews.errors import PipelineError
 
@@ -76,13 +76,31 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path) -> None:
     _log_table(_labelled(test, logits), "predictions_int8.csv")
     log.info("int8: test macro F1 %+.4f vs fp32 [%+.4f, %+.4f], p50 %.1f ms, %.1f MB", paired.delta, paired.ci_low,
              paired.ci_high, cost["latency_p50_ms"], cost["model_size_mb"])
-    if args.register_int8:
+    accepted = comparison.int8_accepted(paired.ci_low, args.int8_tolerance)
+    mlflow.set_tag("agnews.int8_accepted", str(accepted).lower())
+    if not accepted:
+        why = (f"int8 does not agree with fp32: the lower end of its paired test macro-F1 difference "
+               f"{paired.ci_low:+.4f} is not above -P int8_tolerance={args.int8_tolerance:g}")
+        mlflow.set_tag("agnews.int8_rejected", why + ("; not registered" if args.register_int8 else ""))
+        log.warning("%s; it is kept out of the budget pick%s", why, " and not registered" if args.register_int8 else "")
+    if args.register_int8 and accepted:
         name = train_run.data.tags[tracking.MODEL_TAG]
         version = registry.register(info.model_uri, train_run.data.tags["agnews.registered_model"], {
             "model": f"{name}-int8", "variant": "int8", "base_model": train_run.data.tags.get("agnews.base_model", ""),
             "train_run_id": train_run.info.run_id, "evaluate_run_id": mlflow.active_run().info.run_id,
             "data_run_id": train_run.data.tags.get("agnews.data_run_id", "")})
         mlflow.set_tag("agnews.int8_registered_version", version)
+
+
+def _check_unseen(test, train_run, data_run_id: str) -> None:
+    """Test rows must be rows the model never trained, validated or distilled on (by row id)."""
+    seen = gate.seen_rows(train_run, partial=True) or set()
+    overlap = test[test["row_id"].isin(seen)]
+    if len(overlap):
+        raise PipelineError(
+            f"{len(overlap)} test rows of data run {data_run_id} are rows train run {train_run.info.run_id} trained "
+            f"or validated on (e.g. row_id {overlap['row_id'].iloc[0]}); evaluate it on its own data run (leave "
+            "-P data_run_id empty) or on a prepare_data run drawn from other rows")
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
@@ -93,12 +111,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     data_run = tracking.get_run(data_run_id, "prepare_data", "train")
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}
     test = splits["test"]
+    _check_unseen(test, train_run, data_run_id)  # before anything is logged as a result
     model_name = train_run.data.tags[tracking.MODEL_TAG]
     mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
                      "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id,
                      "agnews.cpu": serving.cpu_description()})
+    mlflow.set_tag(cache.INPUT_TAG, cache.machine_key(args.precision))  # what main reuses by
     tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
-                         "int8": args.int8, "register_int8": args.register_int8})
+                         "int8": args.int8, "register_int8": args.register_int8,
+                         "int8_tolerance": args.int8_tolerance})
     tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
 
     texts, threads = test["text"].tolist(), training.configure_threads()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 from mlflow.exceptions import ExecutionException
@@ -49,14 +51,18 @@ def _child(entry_point: str, run_name: str, parameters: dict) -> str:
 
 
 class Steps:
-    """Launches children, or reuses a finished run with the same parameters, code and inputs (`-P reuse`)."""
+    """Launches children, or reuses a finished run with the same parameters, code and inputs (`-P reuse`).
+    `inputs` is the input key the step's runs tag (cache.INPUT_TAG), or a function computing it: only called when
+    reusing (hashing a model folder the first time takes seconds)."""
 
     def __init__(self, reuse: bool):
         self.reuse, self.reused = reuse, {}
 
-    def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str = "") -> str:
+    def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> str:
+        if not self.reuse:
+            return _child(entry_point, run_name, parameters)
         experiment = mlflow.active_run().info.experiment_id
-        found = cache.find(experiment, entry_point, parameters, inputs) if self.reuse else None
+        found = cache.find(experiment, entry_point, parameters, inputs() if callable(inputs) else inputs)
         if found is None:
             return _child(entry_point, run_name, parameters)
         log.info("reusing run %s for %r: same parameters, code and inputs", found, run_name)
@@ -73,7 +79,8 @@ def run_pipeline(args: argparse.Namespace) -> None:
     tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds))})
     steps = Steps(args.reuse)
     data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
-    data_run_id = steps.run("prepare_data", "prepare_data", data, cache.input_digest(args.data))
+    data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+    machine = functools.cache(functools.partial(cache.machine_key, args.precision))  # evaluate's cost depends on it
     training = {k: getattr(args, k) for k in TRAINING_KEYS}
     train_run_ids = []
     for name, spec in zip(names, specs):
@@ -81,13 +88,13 @@ def run_pipeline(args: argparse.Namespace) -> None:
             suffix = f" seed {seed}" if len(seeds) > 1 else ""
             train_run_ids.append(steps.run("train", f"train {spec.name}{suffix}", {
                 "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **training},
-                cache.input_digest(spec.checkpoint)))
+                functools.partial(cache.input_digest, spec.checkpoint)))
             steps.run("evaluate", f"evaluate {spec.name}{suffix}", {
                 "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision,
-                "int8": args.int8, "register_int8": args.register_int8})
+                "int8": args.int8, "register_int8": args.register_int8}, machine)
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
-    gate = {"registered_model": args.registered_model, "min_improvement": args.min_improvement,
-            "latency_budget_ms": args.latency_budget_ms}
+    gate = {k: getattr(args, k) for k in ("registered_model", "min_improvement", "latency_budget_ms",
+                                          "gate_data_run_id", "min_gate_rows", "int8_tolerance")}
     _child("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate})
     if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
         student = _child("distill", "distill", {

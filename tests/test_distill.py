@@ -33,9 +33,9 @@ def test_soft_label_loss_matches_a_hand_computation():
     t, alpha = 2.0, 0.3
     p = np.exp(teacher.numpy() / t) / np.exp(teacher.numpy() / t).sum(1, keepdims=True)
     log_q = student.numpy() / t - np.log(np.exp(student.numpy() / t).sum(1, keepdims=True))
-    kl = (p * (np.log(p) - log_q)).sum(1).mean() * t * t  # batchmean over all 3 rows
+    kl = (p * (np.log(p) - log_q)).sum(1).mean() * t * t  # mean over all 3 rows
     log_s = student.numpy() - np.log(np.exp(student.numpy()).sum(1, keepdims=True))
-    ce = -(log_s[0, 0] + log_s[2, 1]) / 2  # labelled rows only
+    ce = -(log_s[0, 0] + log_s[2, 1]) / 3  # per row (0 on the unlabelled one), mean over all 3 rows
     expected = alpha * ce + (1 - alpha) * kl
     got = distill.soft_label_loss(student, teacher, labels, t, alpha).item()
     assert got == pytest.approx(expected, rel=1e-5)
@@ -143,3 +143,68 @@ def test_main_with_distill_adds_the_student_under_the_same_gate(tmp_path, fixtur
     assert len(compares) == 2 and student.info.run_id not in compares[0].data.params["run_ids"]
     assert student.info.run_id in compares[1].data.params["run_ids"]
     assert compares[1].data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
+
+
+# --- the soft-label loss is defined per row: a batch's loss is the mean of its rows' losses ---
+
+def _row_loss_by_hand(student: list[float], teacher: list[float], label: int, t: float, alpha: float) -> float:
+    """One row's loss written out with math: alpha * -log softmax(student)[label] (0 unlabelled)
+    + (1 - alpha) * T^2 * sum_i p_i (log p_i - log q_i), p = softmax(teacher / T), q = softmax(student / T)."""
+    import math
+
+    def softmax(xs):
+        exps = [math.exp(x) for x in xs]
+        return [e / sum(exps) for e in exps]
+
+    p, q = softmax([x / t for x in teacher]), softmax([x / t for x in student])
+    kl = sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+    ce = 0.0 if label == distill.IGNORE else -math.log(softmax(student)[label])
+    return alpha * ce + (1 - alpha) * t * t * kl
+
+
+def test_soft_label_loss_per_row_with_closed_form_numbers():
+    # row 0, labelled 0: student uniform (CE = ln 2), teacher at T=2 gives p = (3/4, 1/4) against q = (1/2, 1/2)
+    # row 1, unlabelled: student and teacher agree, so it adds 0 but still counts in the mean
+    student = torch.tensor([[0.0, 0.0], [1.0, -1.0]])
+    teacher = torch.tensor([[2 * np.log(3.0), 0.0], [1.0, -1.0]])
+    labels = torch.tensor([0, distill.IGNORE])
+    t, alpha = 2.0, 0.25
+    kl = 0.75 * np.log(0.75 / 0.5) + 0.25 * np.log(0.25 / 0.5)
+    expected = (alpha * np.log(2.0) + (1 - alpha) * t * t * kl + 0.0) / 2
+    assert distill.soft_label_loss(student, teacher, labels, t, alpha).item() == pytest.approx(expected, rel=1e-6)
+    # alone in its batch the labelled row's loss is the whole per-row loss, not halved
+    alone = distill.soft_label_loss(student[:1], teacher[:1], labels[:1], t, alpha).item()
+    assert alone == pytest.approx(alpha * np.log(2.0) + (1 - alpha) * t * t * kl, rel=1e-6)
+
+
+def test_soft_label_loss_three_classes_by_hand():
+    student = [[1.0, 0.0, -1.0], [0.5, 0.5, 0.0], [-0.3, 0.2, 0.9]]
+    teacher = [[2.0, 0.0, 0.0], [0.0, 1.0, -1.0], [0.1, 0.1, 0.4]]
+    labels = [2, distill.IGNORE, 1]
+    t, alpha = 3.0, 0.6
+    expected = sum(_row_loss_by_hand(s, te, y, t, alpha) for s, te, y in zip(student, teacher, labels)) / 3
+    got = distill.soft_label_loss(torch.tensor(student), torch.tensor(teacher), torch.tensor(labels), t, alpha)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_label_loss_does_not_depend_on_batch_composition():
+    """A labelled row among 15 pool rows weighs what it weighs among 15 labelled rows and what it weighs alone."""
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(31, 3, generator=generator), torch.randn(31, 3, generator=generator)
+    labels = torch.randint(0, 3, (31,), generator=generator)
+    labels[1:16] = distill.IGNORE  # row 0 labelled, rows 1-15 pool, rows 16-30 labelled
+    t, alpha = 2.0, 0.5
+
+    def loss(rows: list[int]) -> float:
+        return distill.soft_label_loss(student[rows], teacher[rows], labels[rows], t, alpha).item()
+
+    with_pool, with_labelled = [0, *range(1, 16)], [0, *range(16, 31)]
+    one_at_a_time = [loss([k]) for k in with_pool]
+    assert loss(with_pool) == pytest.approx(np.mean(one_at_a_time), rel=1e-5)
+    assert one_at_a_time[0] == pytest.approx(_row_loss_by_hand(student[0].tolist(), teacher[0].tolist(),
+                                                               int(labels[0]), t, alpha), rel=1e-5)
+    # row 0's contribution to the summed loss: 16 * loss(batch) - 15 * loss(batch without row 0)
+    among_pool = 16 * loss(with_pool) - 15 * loss(with_pool[1:])
+    among_labelled = 16 * loss(with_labelled) - 15 * loss(with_labelled[1:])
+    assert among_pool == pytest.approx(among_labelled, rel=1e-4) and among_pool == pytest.approx(loss([0]), rel=1e-4)
+

@@ -33,8 +33,8 @@ def trained(tmp_path_factory, fixture_csv, tiny_model):
         yield project, client, runs
 
 
-def _compare(project, *run_ids: str) -> str:
-    result = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={','.join(run_ids)}",
+def _compare(project, run_id: str, *params: str) -> str:
+    result = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={run_id}", *params,
                         cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
@@ -68,6 +68,7 @@ def test_gate_in_every_branch(trained):
     tags = client.get_model_version(MODEL, _version(strong)).tags
     assert tags["promotion_decision"] == "promoted" and _alias(client, "champion") == _version(strong)
     assert tags["incumbent_version"] == _version(weak) and tags["gate_rows"] == "40"
+    assert tags["gate_decision_number"] == "1" and tags["gate_confidence"] == "0.9500"
     assert float(tags["gate_delta_ci_low"]) > 0 and float(tags["gate_mcnemar_p"]) < 0.05
     assert client.get_model_version(MODEL, _version(weak)).tags["replaced_by_version"] == _version(strong)
 
@@ -83,11 +84,18 @@ def test_gate_in_every_branch(trained):
     assert float(tags["gate_delta_ci_low"]) <= 0 <= float(tags["gate_delta_ci_high"])
     assert _alias(client, "champion") == _version(strong) and _alias(client, "challenger") == _version(again)
 
-    _compare(project, other.info.run_id)  # incumbent trained on split 42, candidate on split 7: re-scored
+    # incumbent trained on split 42, candidate on split 7: only the rows neither saw are left, fewer than the
+    # 30 a decision needs by default, so the gate does not decide (and says what to pass)
+    _compare(project, other.info.run_id)
+    tags = client.get_model_version(MODEL, _version(other)).tags
+    assert tags["promotion_decision"] == "undecided" and "fewer than the 30" in tags["promotion_reason"]
+    assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40
+    assert _alias(client, "champion") == _version(strong)
+    _compare(project, other.info.run_id, "-P", "min_gate_rows=10")  # the user accepts fewer rows: re-scored
     tags = client.get_model_version(MODEL, _version(other)).tags
     assert tags["promotion_decision"] in ("kept_incumbent", "promoted")
     assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40
-    assert tags["incumbent_version"] == _version(strong)
+    assert tags["incumbent_version"] == _version(strong) and tags["gate_decision_number"] == "1"
 
 
 def test_compare_report_and_table_have_intervals(trained):

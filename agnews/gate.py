@@ -1,0 +1,343 @@
+"""The promotion policy in one place: which version is the candidate, which rows the gate scores (none that either
+model trained, validated or distilled on), how many rows a decision needs, the rule and its error-rate spending
+across the decisions one gate sample makes, and the registry tags it writes (put back if the step then fails).
+
+The rule: the candidate takes `champion` only if the lower end of the paired bootstrap interval of its macro-F1
+lead on the gate rows is above `min_improvement`. The k-th decision made on one gate sample uses a two-sided
+interval at level 1 - ALPHA / 2**(k-1) (95%, 97.5%, 98.75%, ...): each decision's one-sided false-promotion rate is
+at most ALPHA / 2**k, so over every decision ever made on those rows it is at most ALPHA / 2 + ALPHA / 4 + ... =
+ALPHA (as far as the percentile bootstrap's coverage is exact; it is approximate on few rows)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass, fields
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from agnews import serving, stats, store, tracking
+from agnews.data import with_row_ids
+from agnews.errors import PipelineError
+
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
+ALPHA = 0.05  # the first decision's two-sided level: a 95% interval, as every decision used before spending
+MIN_GATE_ROWS = 30  # the documented floor: fewer rows and the percentile bootstrap of macro F1 is not to be trusted
+DECISIONS_TAG = "agnews.gate_decisions"  # on the data run whose gate split decided: how many decisions it made
+TRAINING_STEPS = ("train", "distill")
+
+
+def confidence(k: int) -> float:
+    """The interval level of the k-th decision (k >= 1) on one gate sample: 1 - ALPHA / 2**(k-1)."""
+    if k < 1:
+        raise ValueError(f"decision number {k} < 1")
+    return 1 - ALPHA / 2 ** (k - 1)
+
+
+@dataclass
+class Decision:
+    """What the gate decided for the candidate, written onto its version as tags."""
+
+    decision: str  # one of report.DECISIONS
+    candidate_model: str
+    candidate_version: str
+    incumbent_version: str = ""
+    incumbent_model: str = ""
+    min_improvement: float = 0.0
+    gate_rows: int = 0
+    gate_excluded: int = 0
+    gate_delta_f1_macro: float = float("nan")
+    gate_delta_ci_low: float = float("nan")
+    gate_delta_ci_high: float = float("nan")
+    gate_mcnemar_p: float = float("nan")
+    candidate_gate_f1_macro: float = float("nan")
+    incumbent_gate_f1_macro: float = float("nan")
+    gate_data_run_id: str = ""
+    gate_decision_number: int = 0  # k: this was the k-th decision on those gate rows
+    gate_confidence: float = float("nan")  # the interval level k allows
+    reason: str = ""
+
+    def tags(self) -> dict[str, str]:
+        values = {k: v for k, v in asdict(self).items() if k != "decision"}
+        out = {"promotion_decision": self.decision}
+        for key, value in values.items():
+            if value == "" or (isinstance(value, float) and value != value) or (key == "gate_decision_number"
+                                                                                 and not value):
+                continue
+            out[key] = f"{value:.4f}" if isinstance(value, float) else str(value)
+        return out
+
+
+# Figures a decision may or may not have (NaN or ""): an older decision's must not outlive a newer one's.
+GATE_TAGS = {f.name for f in fields(Decision)} - {"decision", "candidate_model", "candidate_version",
+                                                  "min_improvement", "reason"}
+
+
+# --- which version competes ---------------------------------------------------------------------------------
+
+def candidate(ranked: pd.DataFrame, latency: pd.Series, budget_ms: float):
+    """The best-ranked model whose fp32 p50 latency (by train run id) is within the budget (the best-ranked without
+    one), and the models ranked above it that are over; (None, all) when none fits."""
+    if not budget_ms:
+        return ranked.iloc[0], []
+    fits = ranked["train_run_id"].map(latency <= budget_ms).fillna(False).to_numpy(bool)
+    first = int(fits.argmax()) if fits.any() else len(ranked)
+    return (ranked.iloc[first] if first < len(ranked) else None), [ranked.iloc[k] for k in range(first)]
+
+
+def version_by_alias(registered_model: str, alias: str) -> ModelVersion | None:
+    try:
+        return mlflow.MlflowClient().get_model_version_by_alias(registered_model, alias)
+    except MlflowException:
+        return None
+
+
+# --- which rows ---------------------------------------------------------------------------------------------
+
+def training_run(version: ModelVersion) -> mlflow.entities.Run | None:
+    """The train/distill run behind a registered version (an int8 version's run is its evaluate run), or None
+    when it cannot be known (registered by hand from a path, or the run was deleted)."""
+    run_id = version.run_id or version.tags.get("train_run_id", "")
+    for _ in range(2):  # version -> (evaluate run ->) training run
+        if not run_id:
+            return None
+        try:
+            run = mlflow.get_run(run_id)
+        except MlflowException:
+            return None
+        if run.data.tags.get(tracking.STEP_TAG) in TRAINING_STEPS:
+            return run
+        run_id = run.data.tags.get("agnews.train_run_id", "")
+    return None
+
+
+def seen_rows(run: mlflow.entities.Run, depth: int = 0, partial: bool = False) -> set[str] | None:
+    """Row ids a training run learned from or chose on: its data run's train and validation splits, and for a
+    distilled model the unlabelled pool and whatever its teacher saw. None when its data is unknown (`partial`:
+    the rows that are known instead)."""
+    data_run = run.data.tags.get("agnews.data_run_id", "")
+    if not data_run:
+        return None
+    splits = tracking.load_splits(data_run, ("train", "validation"))
+    seen = {r for frame in splits.values() for r in with_row_ids(frame)["row_id"]}
+    if run.data.tags.get(tracking.STEP_TAG) == "distill":
+        seen |= set(with_row_ids(tracking.load_unlabeled(data_run))["row_id"])
+        teacher = _teacher_run(run)
+        teacher_seen = seen_rows(teacher, depth + 1, partial) if teacher is not None and depth < 3 else None
+        if teacher_seen is None and not partial:
+            return None  # a student carries what its teacher learned: unknown teacher rows, unknown student rows
+        seen |= teacher_seen or set()
+    return seen
+
+
+def _teacher_run(run: mlflow.entities.Run) -> mlflow.entities.Run | None:
+    tags = run.data.tags
+    uri = tags.get("agnews.teacher_uri", "")
+    if uri.startswith("runs:/"):
+        with contextlib.suppress(MlflowException):
+            return mlflow.get_run(uri[len("runs:/"):].split("/")[0])
+    name, version = tags.get("agnews.teacher_registered_model", ""), tags.get("agnews.teacher_version", "")
+    if name and version:
+        with contextlib.suppress(MlflowException):
+            return training_run(mlflow.MlflowClient().get_model_version(name, version))
+    return None
+
+
+def unseen(gate: pd.DataFrame, *seen: set[str]) -> tuple[pd.DataFrame, int]:
+    """The gate rows none of the `seen` sets holds; (rows, how many were excluded)."""
+    excluded = set().union(*seen)
+    keep = ~gate["row_id"].isin(excluded)
+    return gate[keep].reset_index(drop=True), int((~keep).sum())
+
+
+@dataclass
+class GateRows:
+    rows: pd.DataFrame | None  # None: no rows the gate may decide on (see `why`)
+    excluded: int
+    data_run_id: str
+    why: str = ""
+
+
+def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_data_run_id: str = "") -> GateRows:
+    """The gate split of `gate_data_run_id` (default: the candidate's data run) minus every row either model
+    trained, validated or distilled on. An incumbent whose rows cannot be known only allows rows the user names."""
+    source = gate_data_run_id or candidate_run.data.tags["agnews.data_run_id"]
+    gate = with_row_ids(tracking.load_splits(source, ("gate",))["gate"])
+    incumbent_run = training_run(incumbent)
+    theirs = seen_rows(incumbent_run) if incumbent_run is not None else None
+    ours = seen_rows(candidate_run)
+    unknown = [who for who, rows in ((f"champion version {incumbent.version}", theirs), ("the candidate", ours))
+               if rows is None]
+    if unknown and not gate_data_run_id:
+        return GateRows(None, 0, source, (
+            f"the rows {' and '.join(unknown)} trained on cannot be known (no training run with a data run behind "
+            "it, e.g. registered by hand, or a teacher that cannot be traced), so any gate row may be one it saw; "
+            "pass -P gate_data_run_id=<a prepare_data run whose gate rows it never saw> to decide"))
+    rows, excluded = unseen(gate, ours or set(), theirs or set())
+    return GateRows(rows, excluded, source)
+
+
+# --- the rule -----------------------------------------------------------------------------------------------
+
+def decisions_made(data_run_id: str) -> int:
+    return int(mlflow.get_run(data_run_id).data.tags.get(DECISIONS_TAG, "0") or 0)
+
+
+def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, rows: GateRows | None,
+           predict_candidate, predict_incumbent, min_improvement: float, min_rows: int = MIN_GATE_ROWS,
+           seed: int = 0) -> Decision:
+    """Apply the rule. `predict_*(texts)` are only called when a comparison is made; `rows` only read then."""
+    if incumbent is None:
+        return Decision("first_champion", model, candidate_version, min_improvement=min_improvement,
+                        reason="no version held champion; the candidate becomes the first champion")
+    inc_model = incumbent.tags.get("model", "") or incumbent.tags.get("base_model", "")
+    base = dict(candidate_model=model, candidate_version=candidate_version, incumbent_version=str(incumbent.version),
+                incumbent_model=inc_model, min_improvement=min_improvement)
+    if str(incumbent.version) == candidate_version:
+        return Decision("already_champion", **base,
+                        reason="the candidate is the champion's own version; nothing changes")
+    if rows.rows is None:
+        return Decision("undecided", **base, gate_data_run_id=rows.data_run_id,
+                        reason=f"not decided, version {incumbent.version} keeps champion: {rows.why}")
+    n = len(rows.rows)
+    if n < min_rows:
+        return Decision("undecided", **base, gate_rows=n, gate_excluded=rows.excluded,
+                        gate_data_run_id=rows.data_run_id, reason=(
+                            f"not decided, version {incumbent.version} keeps champion: only {n} gate rows neither "
+                            f"model saw ({rows.excluded} excluded), fewer than the {min_rows} a decision needs; "
+                            "prepare data with a larger -P gate_size and train the candidate on it, or pass "
+                            "-P gate_data_run_id=<a prepare_data run with unseen gate rows>"))
+    k = decisions_made(rows.data_run_id) + 1
+    level = confidence(k)
+    texts, labels = rows.rows["text"].tolist(), rows.rows["label"].to_numpy()
+    a, b = predict_candidate(texts), predict_incumbent(texts)
+    result = stats.paired(labels, a, b, "f1_macro", seed=seed, confidence=level)
+    promoted = result.ci_low > min_improvement
+    decision = Decision(
+        "promoted" if promoted else "kept_incumbent", **base, gate_rows=n, gate_excluded=rows.excluded,
+        gate_delta_f1_macro=result.delta, gate_delta_ci_low=result.ci_low, gate_delta_ci_high=result.ci_high,
+        gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a),
+        incumbent_gate_f1_macro=stats.score("f1_macro", labels, b), gate_data_run_id=rows.data_run_id,
+        gate_decision_number=k, gate_confidence=level)
+    verdict = "above" if promoted else "not above"
+    decision.reason = (f"on {n} gate rows ({rows.excluded} excluded) the candidate's macro-F1 lead over version "
+                       f"{incumbent.version} is {result.delta:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}] "
+                       f"({level:.2%} interval: decision {k} on these gate rows), McNemar p={result.mcnemar_p:.3g}; "
+                       f"the lower end is {verdict} min_improvement {min_improvement:.4f}")
+    return decision
+
+
+def over_budget(candidate_version: str, model: str, incumbent: ModelVersion | None, reason: str) -> Decision:
+    """No model fits the latency budget: nothing is promoted, the incumbent (if any) keeps `champion`."""
+    kept = f"version {incumbent.version} keeps champion" if incumbent else "no champion is set"
+    return Decision("over_budget", model, candidate_version, str(incumbent.version) if incumbent else "",
+                    (incumbent.tags.get("model", "") if incumbent else ""),
+                    reason=f"no trained (fp32) model fits the latency budget; the best-ranked one's {reason}; {kept}")
+
+
+def predict_version(registered_model: str, version: str, texts: list[str]) -> np.ndarray:
+    """Class ids predicted by one registered version (fp32 or int8), at the max_length it was logged with."""
+    with serving.load(f"models:/{registered_model}/{version}") as model:
+        return model.logits(texts).argmax(axis=1)
+
+
+# --- what it writes, undone on failure -------------------------------------------------------------------------
+
+class Journal:
+    """Every version tag and data-run tag this compare writes, with the value it replaced; if the step fails
+    afterwards, `tracking.step_run` puts them all back (no decision outlives a compare that did not finish)."""
+
+    def __init__(self, registered_model: str):
+        self.name, self.client = registered_model, mlflow.MlflowClient()
+        self._versions: dict[tuple[str, str], str | None] = {}
+        self._runs: dict[tuple[str, str], str | None] = {}
+        tracking.on_failure(f"gate tags of {registered_model}", self.restore)
+
+    def set_version_tag(self, version: str, key: str, value: str | None) -> None:
+        """Set (or, with None, delete) a tag on a version, remembering the first value it had."""
+        if (version, key) not in self._versions:
+            self._versions[(version, key)] = self.client.get_model_version(self.name, version).tags.get(key)
+        if value is None:
+            with contextlib.suppress(MlflowException):
+                self.client.delete_model_version_tag(self.name, version, key)
+        else:
+            self.client.set_model_version_tag(self.name, version, key, value[:5000])
+
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        if (run_id, key) not in self._runs:
+            self._runs[(run_id, key)] = mlflow.get_run(run_id).data.tags.get(key)
+        self.client.set_tag(run_id, key, value)
+
+    def restore(self) -> None:
+        for (version, key), old in self._versions.items():
+            if old is None:
+                with contextlib.suppress(MlflowException):
+                    self.client.delete_model_version_tag(self.name, version, key)
+            else:
+                self.client.set_model_version_tag(self.name, version, key, old)
+        for (run_id, key), old in self._runs.items():
+            if old is None:
+                with contextlib.suppress(MlflowException):
+                    self.client.delete_tag(run_id, key)
+            else:
+                self.client.set_tag(run_id, key, old)
+
+
+def mark_over_budget(journal: Journal, version: str, reason: str) -> None:
+    """A model ranked above the candidate but refused for its latency; the champion's own record is left alone."""
+    champion = version_by_alias(journal.name, CHAMPION)
+    if champion is not None and str(champion.version) == str(version):
+        return
+    journal.set_version_tag(version, "promotion_decision", "over_budget")
+    journal.set_version_tag(version, "promotion_reason", reason)
+
+
+def promotion_lock(registered_model: str):
+    """Held from reading the incumbent to setting the alias, so two compares at once cannot both promote."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in registered_model)  # a file name
+    return store.lock(mlflow.get_tracking_uri(), f"promotion-{safe}")
+
+
+def apply(journal: Journal, decision: Decision, selected_by_run: str) -> None:
+    """Tags first (and the decision counted on its gate rows), aliases last; if the step fails after this, tags,
+    count and aliases are put back as they were."""
+    name, client = journal.name, journal.client
+    before = {alias: version_by_alias(name, alias) for alias in (CHAMPION, CHALLENGER)}
+    current = before[CHAMPION]
+    if (str(current.version) if current else "") != decision.incumbent_version:
+        raise PipelineError(f"the champion of {name} moved while this compare ran (now version "
+                            f"{current.version if current else 'none'}); re-run compare")
+    tags = {**decision.tags(), "promotion_reason": decision.reason, "selected_by_run": selected_by_run}
+    stale = set(client.get_model_version(name, decision.candidate_version).tags) & GATE_TAGS - set(tags)
+    for key in stale:  # left by an earlier decision on this version; this one has no such figure
+        journal.set_version_tag(decision.candidate_version, key, None)
+    for key, value in tags.items():
+        journal.set_version_tag(decision.candidate_version, key, value)
+    if decision.gate_decision_number:  # the rows were looked at: the next decision on them spends less
+        journal.set_run_tag(decision.gate_data_run_id, DECISIONS_TAG, str(decision.gate_decision_number))
+
+    def restore() -> None:
+        for alias, version in before.items():
+            if version is None:
+                with contextlib.suppress(MlflowException):
+                    client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, version.version)
+
+    tracking.on_failure(f"aliases of {name}", restore)
+    if decision.decision in ("first_champion", "promoted"):
+        if decision.incumbent_version:
+            journal.set_version_tag(decision.incumbent_version, "replaced_by_version", decision.candidate_version)
+        client.set_registered_model_alias(name, CHAMPION, decision.candidate_version)
+        challenger = before[CHALLENGER]
+        if challenger is not None and str(challenger.version) == decision.candidate_version:
+            client.delete_registered_model_alias(name, CHALLENGER)
+    elif decision.decision == "kept_incumbent":
+        client.set_registered_model_alias(name, CHALLENGER, decision.candidate_version)
+    log.info("%s: %s", decision.decision, decision.reason)
+    if decision.decision == "undecided":
+        log.warning("gate: %s", decision.reason)

@@ -1,0 +1,184 @@
+"""The promotion policy (agnews/gate.py) and compare's choice of evaluate runs, in-process and fast: error-rate
+spending, the row floor, unknown training rows, tag rollback, which evaluate run compare reads, int8 acceptance."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from agnews import comparison, gate, stats, tracking
+from agnews.errors import PipelineError
+
+
+def _version(version="1", tags=None, run_id=""):
+    return SimpleNamespace(version=version, tags=tags or {}, run_id=run_id)
+
+
+def _rows(n: int, data_run_id: str = "data") -> gate.GateRows:
+    frame = pd.DataFrame({"row_id": [f"r{i}" for i in range(n)], "text": [f"t{i}" for i in range(n)],
+                          "label": [i % 4 for i in range(n)]})
+    return gate.GateRows(frame, 3, data_run_id)
+
+
+def _never(texts):
+    raise AssertionError("the gate scored a model although it may not decide")
+
+
+# --- error-rate spending ------------------------------------------------------------------------------------
+
+def test_each_decision_on_one_gate_sample_spends_half_the_remaining_alpha():
+    levels = [gate.confidence(k) for k in range(1, 30)]
+    assert levels[:3] == pytest.approx([0.95, 0.975, 0.9875])
+    one_sided = [(1 - level) / 2 for level in levels]
+    assert sum(one_sided) < gate.ALPHA  # the guarantee the README states: all decisions together, at most ALPHA
+    with pytest.raises(ValueError):
+        gate.confidence(0)
+
+
+# --- which rows, how many -----------------------------------------------------------------------------------
+
+def test_unseen_excludes_rows_either_model_saw():
+    frame = pd.DataFrame({"row_id": ["a", "b", "c", "d"], "text": list("abcd"), "label": [0, 1, 2, 3]})
+    rows, excluded = gate.unseen(frame, {"a"}, {"c", "z"})
+    assert rows["row_id"].tolist() == ["b", "d"] and excluded == 2
+
+
+@pytest.mark.parametrize("n", [0, 1, 29])
+def test_too_few_gate_rows_keep_the_incumbent_without_scoring(n):
+    decision = gate.decide("2", "cand", _version("1"), _rows(n), _never, _never, 0.0, min_rows=30)
+    assert decision.decision == "undecided" and decision.gate_rows == n
+    assert f"only {n} gate rows" in decision.reason and "-P gate_data_run_id=" in decision.reason
+    assert "gate_size" in decision.reason
+
+
+def test_unknown_training_rows_keep_the_incumbent_and_say_what_to_pass():
+    rows = gate.GateRows(None, 0, "data", "the rows champion version 1 trained on cannot be known ...")
+    decision = gate.decide("2", "cand", _version("1"), rows, _never, _never, 0.0)
+    assert decision.decision == "undecided" and "cannot be known" in decision.reason
+    assert decision.tags()["promotion_decision"] == "undecided"
+
+
+def test_first_and_already_champion_need_no_rows():
+    assert gate.decide("1", "m", None, None, _never, _never, 0.0).decision == "first_champion"
+    assert gate.decide("1", "m", _version("1"), None, _never, _never, 0.0).decision == "already_champion"
+
+
+def test_kth_decision_uses_the_spent_level_and_is_counted(store):
+    with mlflow.start_run() as data_run:
+        mlflow.set_tag(gate.DECISIONS_TAG, "2")  # two decisions already made on these rows
+    rows = _rows(200, data_run.info.run_id)
+    labels = rows.rows["label"].to_numpy()
+    better = labels.copy()
+    worse = np.where(np.arange(len(labels)) % 5 == 0, (labels + 1) % 4, labels)  # wrong on every fifth row
+    decision = gate.decide("2", "cand", _version("1"), rows, lambda t: better, lambda t: worse, 0.0)
+    assert decision.gate_decision_number == 3 and decision.gate_confidence == pytest.approx(0.9875)
+    assert decision.decision == "promoted" and "98.75% interval: decision 3" in decision.reason
+    narrow = gate.decide("2", "cand", _version("1"), gate.GateRows(rows.rows, 0, data_run.info.run_id),
+                         lambda t: better, lambda t: worse, 0.0)
+    assert narrow.gate_delta_ci_low == decision.gate_delta_ci_low  # same k, same rows: same interval
+    wide = stats.paired(labels, better, worse, "f1_macro", confidence=0.95)
+    assert decision.gate_delta_ci_low <= wide.ci_low  # a later decision needs more evidence
+
+
+# --- tags written by compare are put back when it fails ------------------------------------------------------
+
+def _registered(client, name: str, n: int) -> list[str]:
+    client.create_registered_model(name)
+    return [str(client.create_model_version(name, source=f"file:///tmp/model{i}").version) for i in range(n)]
+
+
+def test_a_failing_compare_restores_tags_count_and_aliases(store):
+    client = mlflow.MlflowClient()
+    v1, v2, v3 = _registered(client, "m", 3)
+    client.set_model_version_tag("m", v2, "promotion_decision", "kept_incumbent")  # an earlier decision's record
+    client.set_model_version_tag("m", v2, "gate_rows", "40")
+    client.set_registered_model_alias("m", gate.CHAMPION, v1)
+    with mlflow.start_run() as data_run:
+        pass
+    decision = gate.Decision("promoted", "cand", v2, v1, "inc", gate_rows=100, gate_delta_ci_low=0.01,
+                             gate_data_run_id=data_run.info.run_id, gate_decision_number=1, gate_confidence=0.95,
+                             reason="because")
+    before = {v: dict(client.get_model_version("m", v).tags) for v in (v1, v2, v3)}
+    with pytest.raises(SystemExit, match="error: boom"):
+        with tracking.step_run("compare", "compare"):
+            journal = gate.Journal("m")
+            gate.mark_over_budget(journal, v3, "p50 over budget")
+            gate.apply(journal, decision, "run")
+            assert client.get_model_version("m", v1).tags["replaced_by_version"] == v2
+            assert str(client.get_model_version_by_alias("m", gate.CHAMPION).version) == v2
+            raise PipelineError("boom")  # e.g. the report could not be published
+    assert {v: dict(client.get_model_version("m", v).tags) for v in (v1, v2, v3)} == before
+    assert str(client.get_model_version_by_alias("m", gate.CHAMPION).version) == v1
+    assert gate.DECISIONS_TAG not in client.get_run(data_run.info.run_id).data.tags
+
+
+def test_a_finished_compare_counts_the_decision_on_its_gate_rows(store):
+    client = mlflow.MlflowClient()
+    v1, v2 = _registered(client, "m", 2)
+    client.set_registered_model_alias("m", gate.CHAMPION, v1)
+    with mlflow.start_run() as data_run:
+        pass
+    decision = gate.Decision("kept_incumbent", "cand", v2, v1, gate_rows=100, gate_data_run_id=data_run.info.run_id,
+                             gate_decision_number=1, gate_confidence=0.95)
+    with tracking.step_run("compare", "compare"):
+        gate.apply(gate.Journal("m"), decision, "run")
+    assert gate.decisions_made(data_run.info.run_id) == 1
+    assert str(client.get_model_version_by_alias("m", gate.CHALLENGER).version) == v2
+    undecided = gate.Decision("undecided", "cand", v2, v1, gate_data_run_id=data_run.info.run_id, reason="few rows")
+    with tracking.step_run("compare", "compare"):
+        gate.apply(gate.Journal("m"), undecided, "run")
+    assert gate.decisions_made(data_run.info.run_id) == 1  # no rows were looked at: nothing spent
+    assert client.get_model_version("m", v2).tags["promotion_decision"] == "undecided"
+
+
+# --- which evaluate run compare reads ------------------------------------------------------------------------
+
+def _run(run_id: str, start: int, tags: dict, status: str = "FINISHED"):
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start, status=status),
+                           data=SimpleNamespace(tags=tags))
+
+
+def test_compare_reads_its_siblings_evaluate_run_else_the_newest():
+    train = _run("t", 0, {})
+    old = _run("old", 1, {"agnews.train_run_id": "t", "mlflow.parentRunId": "main1"})
+    new = _run("new", 2, {"agnews.train_run_id": "t"})
+    failed = _run("failed", 3, {"agnews.train_run_id": "t"}, "FAILED")
+    other = _run("other", 4, {"agnews.train_run_id": "x"})
+    evals = [new, old, failed, other]  # newest first, as search_runs returns them
+    assert comparison.chosen_evaluations([train], evals)["t"].info.run_id == "new"
+    assert comparison.chosen_evaluations([train], list(reversed(evals)))["t"].info.run_id == "new"
+    assert comparison.chosen_evaluations([train], evals, "main1")["t"].info.run_id == "old"  # the sibling
+    assert comparison.chosen_evaluations([train], evals, "main2", {"old"})["t"].info.run_id == "old"  # reused
+    assert comparison.chosen_evaluations([train], [failed]) == {}
+
+
+# --- int8 acceptance and the budget pick ----------------------------------------------------------------------
+
+def test_int8_that_disagrees_with_fp32_is_never_the_budget_pick():
+    assert comparison.int8_accepted(-0.005) and not comparison.int8_accepted(-0.02)
+    assert not comparison.int8_accepted(float("nan")) and comparison.int8_accepted(-0.015, tolerance=-0.02)
+    ranked = pd.DataFrame([{"model": "m", "train_run_id": "t", "num_parameters": 1, "registered_version": "1",
+                            "val_f1_macro": 0.8, "test_f1_macro": 0.8, "test_f1_macro_ci_low": 0.7,
+                            "test_f1_macro_ci_high": 0.9}])
+    metrics = {"latency_p50_ms": 10.0, "int8_latency_p50_ms": 2.0, "int8_test_f1_macro": 0.79,
+               "int8_test_f1_macro_ci_low": 0.7, "int8_test_f1_macro_ci_high": 0.88, "int8_val_f1_macro": 0.81,
+               "int8_delta_ci_low": -0.03}
+    run = SimpleNamespace(info=SimpleNamespace(run_id="e"), data=SimpleNamespace(
+        metrics=metrics, params={"serving_precision": "fp32"}, tags={}))
+    table = comparison.frontier(ranked, {"t": run}, budget_ms=5.0)
+    assert table.set_index("variant").loc["int8", "accepted"] == False  # noqa: E712 (numpy bool)
+    assert comparison.budget_pick(table, 5.0) is None  # the only row within 5 ms is a rejected int8 variant
+    assert comparison.budget_pick(comparison.frontier(ranked, {"t": run}, 5.0, int8_tolerance=-0.05), 5.0)[
+        "variant"] == "int8"
+
+
+def test_candidate_is_the_best_ranked_within_budget():
+    ranked = pd.DataFrame({"train_run_id": ["a", "b", "c"], "model": ["A", "B", "C"]})
+    latency = pd.Series({"a": 20.0, "b": 5.0, "c": 1.0})
+    chosen, over = gate.candidate(ranked, latency, 10.0)
+    assert chosen.model == "B" and [r.model for r in over] == ["A"]
+    assert gate.candidate(ranked, latency, 0.5)[0] is None
+    assert gate.candidate(ranked, latency, 0)[0].model == "A"
