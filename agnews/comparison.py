@@ -255,7 +255,8 @@ def _pareto(table: pd.DataFrame) -> list[bool]:
 
 
 def _budget_pick_index(table: pd.DataFrame, budget_ms: float):
-    fits = table[(table["latency_p50_ms"] <= budget_ms) & table["accepted"].astype(bool)]
+    accepted = table["accepted"].astype(bool) if "accepted" in table else True  # int8 that agrees with fp32
+    fits = table[(table["latency_p50_ms"] <= budget_ms) & accepted]
     if fits.empty:
         return None
     return fits.sort_values(["val_f1_macro", "latency_p50_ms"], ascending=[False, True]).index[0]

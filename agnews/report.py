@@ -473,15 +473,15 @@ def _model_version(decision: dict, role: str) -> str:
 def _gate_scope(decision: dict) -> str:
     rows, excluded = _num(decision.get("gate_rows")), _num(decision.get("gate_excluded"))
     scope = f"on {int(rows)} gate rows" if rows is not None else "on the gate rows"
+    notes = []
     if excluded:
-        scope += f" ({int(excluded)} excluded because either model trained, validated or distilled on them)"
+        notes.append(f"{int(excluded)} excluded because either model trained, validated or distilled on them")
     elif excluded == 0:
-        scope += " (none excluded)"
+        notes.append("none excluded")
     k, level = _num(decision.get("gate_decision_number")), _num(decision.get("gate_confidence"))
     if k is not None and level is not None:  # error-rate spending: every decision on these rows narrows alpha
-        scope += (f", decision {int(k)} made on these gate rows, so its interval is at the {level:.2%} level "
-                  f"(at most 5% chance over all decisions on them of promoting a model that is not better)")
-    return scope
+        notes.append(f"decision {int(k)} made on these gate rows, so a {level:.2%} interval")
+    return scope + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _gate_numbers(decision: dict, incumbent: str) -> str:
@@ -615,7 +615,9 @@ def _decision_section(decision: dict, min_improvement: float) -> list[str]:
     return ["## Promotion decision", "",
             f"Rule: the candidate takes `champion` only if the lower end of its gate interval (candidate minus "
             f"incumbent macro F1) is above min_improvement {min_improvement:.3f}; otherwise the incumbent keeps "
-            "`champion` and the candidate gets `challenger`.", "",
+            "`champion` and the candidate gets `challenger`. The k-th decision on one gate sample uses a "
+            "1 - 0.05/2^(k-1) interval, so all decisions on those rows together promote a model that is not better "
+            "with at most 5% chance.", "",
             decision_sentence(decision, min_improvement), ""]
 
 

@@ -82,6 +82,8 @@ def run_pipeline(args: argparse.Namespace) -> None:
     data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))  # evaluate's cost depends on it
     training = {k: getattr(args, k) for k in TRAINING_KEYS}
+    scoring = {"data_run_id": data_run_id, "precision": args.precision, "int8": args.int8,
+               "register_int8": args.register_int8, "int8_tolerance": args.int8_tolerance}
     train_run_ids = []
     for name, spec in zip(names, specs):
         for seed in seeds:
@@ -89,9 +91,8 @@ def run_pipeline(args: argparse.Namespace) -> None:
             train_run_ids.append(steps.run("train", f"train {spec.name}{suffix}", {
                 "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **training},
                 functools.partial(cache.input_digest, spec.checkpoint)))
-            steps.run("evaluate", f"evaluate {spec.name}{suffix}", {
-                "train_run_id": train_run_ids[-1], "data_run_id": data_run_id, "precision": args.precision,
-                "int8": args.int8, "register_int8": args.register_int8}, machine)
+            steps.run("evaluate", f"evaluate {spec.name}{suffix}", {"train_run_id": train_run_ids[-1], **scoring},
+                      machine)
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
     gate = {k: getattr(args, k) for k in ("registered_model", "min_improvement", "latency_budget_ms",
                                           "gate_data_run_id", "min_gate_rows", "int8_tolerance")}
@@ -101,9 +102,7 @@ def run_pipeline(args: argparse.Namespace) -> None:
             "teacher": f"models:/{args.registered_model}@champion", "model": args.student,
             "data_run_id": data_run_id, "seed": args.seed, **training,
             **{k: getattr(args, k) for k in ("student_layers", "unlabeled_size", "temperature", "alpha")}})
-        _child("evaluate", "evaluate distilled", {"train_run_id": student, "data_run_id": data_run_id,
-                                                  "precision": args.precision, "int8": args.int8,
-                                                  "register_int8": args.register_int8})
+        _child("evaluate", "evaluate distilled", {"train_run_id": student, **scoring})
         _child("compare", "compare with the distilled student", {"run_ids": ",".join([*train_run_ids, student]),
                                                                  **gate})
 

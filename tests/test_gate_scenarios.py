@@ -117,7 +117,7 @@ def test_each_decision_on_one_gate_sample_is_counted_and_spends_alpha(world):
         _set_champion(client, _version(runs["weak"]))
     report = open(mlflow.artifacts.download_artifacts(run_id=latest(client, "compare").info.run_id,
                                                       artifact_path="comparison/report.md")).read()
-    assert f"decision {before + 2} made on these gate rows" in report
+    assert f"decision {before + 2} made on these gate rows, so a {gate.confidence(before + 2):.2%} interval" in report
 
 
 def test_an_incumbent_registered_by_hand_is_not_judged_on_rows_it_may_have_seen(world, tmp_path):

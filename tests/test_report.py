@@ -147,7 +147,7 @@ def test_the_report_says_how_many_decisions_the_gate_rows_made():
     decision = GATE | {"decision": "kept_incumbent", "gate_delta_f1_macro": -0.012, "gate_delta_ci_low": -0.041,
                        "gate_delta_ci_high": 0.015, "gate_decision_number": 3, "gate_confidence": 0.9875}
     text = report.decision_sentence(decision)
-    assert "decision 3 made on these gate rows, so its interval is at the 98.75% level" in text
+    assert "decision 3 made on these gate rows, so a 98.75% interval)" in text
 
 
 def test_an_undecided_gate_says_why_and_what_to_pass():

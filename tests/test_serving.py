@@ -41,17 +41,21 @@ def evaluated(tmp_path_factory, fixture_csv):
             train = latest(client, "train")
             assert run_step("evaluate", *step_args(train_run_id=train.info.run_id, register_int8=register)) is None
             runs[name] = (train, latest(client, "evaluate"))
+        # asked to register an int8 variant that must agree better than it can (its Δ lower end above +0.5)
+        assert run_step("evaluate", *step_args(train_run_id=runs["small"][0].info.run_id, register_int8="true",
+                                               int8_tolerance="0.5")) is None
+        runs["rejected"] = (runs["small"][0], latest(client, "evaluate"))
         yield project, client, runs
 
 
 def test_cost_metrics_present_and_sane(evaluated):
     _, _, runs = evaluated
-    for train, evaluate in runs.values():
+    for train, evaluate in (runs["small"], runs["large"]):
         m = evaluate.data.metrics
         for prefix in ("", "int8_"):
             assert 0 < m[f"{prefix}latency_p50_ms"] <= m[f"{prefix}latency_p95_ms"] < 10_000
             assert m[f"{prefix}throughput_per_s"] > 0 and m[f"{prefix}model_size_mb"] > 0
-            assert m[f"{prefix}peak_memory_mb"] >= 0
+            assert np.isfinite(m[f"{prefix}peak_memory_mb"])  # its size is checked in test_peak_memory_*
         assert m["num_parameters"] == train.data.metrics["num_parameters"] > 0
         assert evaluate.data.params["serving_precision"] in ("fp32", "bf16") and evaluate.data.tags["agnews.cpu"]
     small, large = runs["small"][1].data.metrics, runs["large"][1].data.metrics
@@ -90,6 +94,24 @@ def test_int8_registered_and_loaded_by_the_serving_loader(evaluated):
     assert model.variant == "int8" and probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
+def test_int8_that_does_not_agree_with_fp32_is_not_registered(evaluated):
+    _, client, runs = evaluated
+    evaluate = runs["rejected"][1]
+    assert evaluate.data.tags["agnews.int8_accepted"] == "false"
+    assert "int8_tolerance=0.5" in evaluate.data.tags["agnews.int8_rejected"] and "not registered" in \
+        evaluate.data.tags["agnews.int8_rejected"]
+    assert "agnews.int8_registered_version" not in evaluate.data.tags
+    assert not [v for v in client.search_model_versions(f"name = '{MODEL}'") if v.tags.get("model") == "small-int8"]
+    assert runs["large"][1].data.tags["agnews.int8_accepted"] == "true"  # default tolerance -0.01: registered
+
+
+def test_peak_memory_measures_what_the_block_allocated():
+    with serving.peak_memory() as peak:
+        block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
+        block[::512] += 1
+    assert 150 <= peak() <= 400
+
+
 def test_int8_served_over_http(evaluated):
     project, _, runs = evaluated
     version = runs["large"][1].data.tags["agnews.int8_registered_version"]
@@ -99,7 +121,7 @@ def test_int8_served_over_http(evaluated):
 
 
 def _compare(project, runs, budget: float):
-    ids = ",".join(train.info.run_id for train, _ in runs.values())
+    ids = ",".join(runs[k][0].info.run_id for k in ("small", "large"))
     result = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={ids}",
                         "-P", f"latency_budget_ms={budget}", cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
