@@ -371,7 +371,7 @@ def test_two_mains_at_once_on_a_new_sqlite_store(tmp_path, fixture_csv, tiny_mod
     """Both succeed: the schema is created once under a lock, the experiment once, and each run logs the
     figures it drew itself (staged per run, then published into graficas/)."""
     project = project_copy(tmp_path / "project")
-    params = ["-P", f"data={fixture_csv}", *SMALL, *TINY]
+    params = ["-P", f"data={fixture_csv}", *SMALL, *TINY, "-P", "int8=false"]
     first = start_mlflow_cli(project, "-P", f"models={tiny_model}", *params)
     second = start_mlflow_cli(project, "-P", f"models={tiny_model}", *params, "-P", "seed=7")
     outputs = [proc.communicate(timeout=900) for proc in (first, second)]

@@ -1,6 +1,6 @@
-"""The champion/challenger gate in every branch, through the real `mlflow run -e compare` CLI.
+"""The champion/challenger gate in every branch.
 
-Models are trained in-process (fast) into the project's own store; each compare is a real CLI run. The
+Models are trained and compared in-process (fast) in the project's own store; one compare is a real CLI run. The
 sequence on one store: no incumbent -> first_champion; the same version again -> already_champion; a clearly
 better one -> promoted; a clearly worse one -> kept_incumbent (+ challenger); a near-identical one -> kept; one
 trained on another split -> the incumbent is re-scored on gate rows neither model saw."""
@@ -33,11 +33,10 @@ def trained(tmp_path_factory, fixture_csv, tiny_model):
         yield project, client, runs
 
 
-def _compare(project, run_id: str, *params: str) -> str:
-    result = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={run_id}", *params,
-                        cwd=project)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stderr
+def _compare(project, run_id: str, **params: str) -> None:
+    """compare in-process (the CLI path is test_runs_on_different_splits_are_not_ranked_together's)."""
+    message = run_step("compare", *step_args(run_ids=run_id, **params))
+    assert message is None, message
 
 
 def _version(run) -> str:
@@ -91,7 +90,7 @@ def test_gate_in_every_branch(trained):
     assert tags["promotion_decision"] == "undecided" and "fewer than the 30" in tags["promotion_reason"]
     assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40
     assert _alias(client, "champion") == _version(strong)
-    _compare(project, other.info.run_id, "-P", "min_gate_rows=10")  # the user accepts fewer rows: re-scored
+    _compare(project, other.info.run_id, min_gate_rows="10")  # the user accepts fewer rows: re-scored
     tags = client.get_model_version(MODEL, _version(other)).tags
     assert tags["promotion_decision"] in ("kept_incumbent", "promoted")
     assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40

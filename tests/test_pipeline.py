@@ -170,7 +170,7 @@ def test_main_again_reuses_finished_steps(main_run, fixture_csv):
 
 def test_main_with_other_epochs_reruns_train_and_downstream(main_run, fixture_csv):
     project, client = main_run
-    _main_again(project, fixture_csv, epochs="2")
+    _main_again(project, fixture_csv, epochs="2", int8="false")  # int8 is main_run's to check
     parent = _newest_main(client)
     children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "evaluate", "train",
@@ -191,7 +191,8 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     [version] = client.search_model_versions("name = 'agnews-classifier'")
     assert version.run_id == run.info.run_id and version.tags["model"] == "tiny-bert"
     evaluate = mlflow_cli("run", ".", "-e", "evaluate", "--env-manager", "local", "-P",
-                          f"train_run_id={run.info.run_id}", "--experiment-name", "alone", cwd=project)
+                          f"train_run_id={run.info.run_id}", "-P", "int8=false", "--experiment-name", "alone",
+                          cwd=project)
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
     compare = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={run.info.run_id}",
                          "--experiment-name", "alone", cwd=project)
@@ -245,7 +246,8 @@ def test_a_weaker_model_on_other_rows_does_not_take_champion(main_run, tmp_path,
     weak = build_tiny_bert(tmp_path / "tiny-weak", hidden=16, seed=3)
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={weak}", "-P",
                         f"data={fixture_csv}", *SMALL,
-                        "-P", "seed=7", "-P", "epochs=1", "-P", "learning_rate=1e-6", cwd=project)
+                        "-P", "seed=7", "-P", "epochs=1", "-P", "learning_rate=1e-6", "-P", "int8=false",
+                        "-P", "min_gate_rows=10", cwd=project)  # 40-row gates: ~20 rows neither model saw
     assert result.returncode == 0, result.stderr[-4000:]
     assert client.get_model_version_by_alias("agnews-classifier", "champion").version == champion.version
     challenger = client.get_model_version_by_alias("agnews-classifier", "challenger")

@@ -64,7 +64,8 @@ def test_two_mains_at_once_against_postgres_backed_server(tracking_server, tmp_p
     each run logs its own figures, the promotions one after the other), artifacts proxied by the server."""
     url, artifacts = tracking_server
     project = project_copy(tmp_path / "project")
-    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL_AND_TINY]
+    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL_AND_TINY, "-P", "int8=false",
+              "-P", "min_gate_rows=10"]  # the other seed's 40-row gate keeps ~20 rows neither model saw
     procs = [start_mlflow_cli(project, *params, *extra, env={"MLFLOW_TRACKING_URI": url})
              for extra in ([], ["-P", "seed=7"])]
     outputs = [proc.communicate(timeout=900) for proc in procs]
