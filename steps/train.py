@@ -42,7 +42,8 @@ def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
         tracking.log_lineage(splits, tracking.data_uri(run))
         return splits, args.data_run_id
-    return tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed), mlflow.active_run().info.run_id
+    return (tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args)),
+            mlflow.active_run().info.run_id)
 
 
 def run_training(args: argparse.Namespace, rank: int) -> None:
