@@ -92,7 +92,7 @@ class StepParser(argparse.ArgumentParser):
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="hf:fancyzhx/ag_news",
-                        help="hf:<dataset id>, a CSV/TSV/Parquet/JSONL file (.gz/.bz2/.xz too) or a save_to_disk folder")
+                        help="hf:<id>, a CSV/TSV/Parquet/JSONL file (also .gz/.bz2/.xz), a save_to_disk folder")
     parser.add_argument("--train_size", type=_whole_type("train_size", 2), default=1000)
     parser.add_argument("--val_size", type=_whole_type("val_size", 2), default=500)
     parser.add_argument("--test_size", type=_whole_type("test_size", 2), default=500)

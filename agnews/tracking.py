@@ -177,7 +177,11 @@ def prepare_splits(data: str, sizes: SampleSizes, seed: int,
     """Sample the splits and log them into the active run: parameters as `-P` names them, the task (label set,
     text columns) as data/labels.json, class counts, duplicate counts, the input digest `main` reuses runs by, the
     Parquet files and dataset inputs."""
-    sample = sample_splits(data, sizes, seed, options)
+    return log_sample(data, sizes, seed, options, sample_splits(data, sizes, seed, options))
+
+
+def log_sample(data: str, sizes: SampleSizes, seed: int, options: DataOptions, sample) -> dict[str, pd.DataFrame]:
+    """Log a drawn sample (agnews.data.Sample) into the active run; its splits."""
     log_params({"data": data, "train_size": sizes.train, "val_size": sizes.validation, "test_size": sizes.test,
                 "gate_size": sizes.gate, "seed": seed, **data_option_params(options)})
     log_task(sample.task)
@@ -193,8 +197,11 @@ def prepare_splits(data: str, sizes: SampleSizes, seed: int,
 
 def data_option_params(options: DataOptions) -> dict[str, str]:
     """The reading options as `-P` spells them (labels: the names given, comma-joined; empty when inferred)."""
+    labels = ",".join(options.labels)
+    if any("," in name for name in options.labels):  # a comma list cannot hold them: the JSON form can
+        labels = json.dumps(list(options.labels), ensure_ascii=False)
     return {"text_columns": ",".join(options.text_columns), "label_column": options.label_column,
-            "labels": ",".join(options.labels), "data_config": options.data_config,
+            "labels": labels, "data_config": options.data_config,
             "train_split": options.train_split, "test_split": options.test_split}
 
 
