@@ -315,7 +315,7 @@ def _metric_by_epoch(client, run_id: str, name: str) -> dict[int, float]:
     return {int(p.step): float(p.value) for p in points}  # a step logged twice keeps its latest value
 
 
-def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> dict:
+def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame], task: Task) -> dict:
     """Per model (ranked order), a report.ModelHistory of the run that represents it (its best seed's): every
     epoch's val_accuracy, val_f1_macro, val_loss and train_loss, its best epoch, its validation macro F1 interval
     and the confusion matrix of its validation predictions. Plain data: report.md's per-model section is written
@@ -335,5 +335,5 @@ def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame
             seed=int(row["seed"]) if pd.notna(row.get("seed")) else None,
             version=str(row.get("registered_version", "")),
             val_f1_ci=(row.get("val_f1_macro_ci_low", float("nan")), row.get("val_f1_macro_ci_high", float("nan"))),
-            confusion=confusion(frame) if frame is not None else None)
+            confusion=confusion(frame, task) if frame is not None else None)
     return out

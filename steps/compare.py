@@ -62,7 +62,7 @@ def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task
     leader = predictions[ranked.loc[0, "train_run_id"]]
     text = report.render(ranked, runs, vars(decision), comparison.confusion(leader, task), args.min_improvement,
                          costs, args.latency_budget_ms,
-                         training=comparison.training_histories(ranked, predictions))
+                         training=comparison.training_histories(ranked, predictions, task))
     with tempfile.TemporaryDirectory() as tmp:
         ranked.to_csv(Path(tmp) / "comparison.csv", index=False)
         costs.to_csv(Path(tmp) / "frontier.csv", index=False)

@@ -208,12 +208,13 @@ def test_broken_model_folder_is_refused(case, pattern, store, fixture_csv, tiny_
 
 def test_model_with_another_label_count_gets_a_fresh_four_way_head(tiny_model, tmp_path):
     from agnews.models import load_tokenizer_and_model, resolve_model
+    from agnews.task import AG_NEWS
 
     folder = shutil.copytree(tiny_model, tmp_path / "two-labels")
     config = json.loads((folder / "config.json").read_text())
     config.update(id2label={"0": "neg", "1": "pos"}, label2id={"neg": 0, "pos": 1})
     (folder / "config.json").write_text(json.dumps(config))
-    _, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    _, model = load_tokenizer_and_model(resolve_model(str(folder)), AG_NEWS)
     assert model.config.num_labels == 4 and model.config.id2label[3] == "Sci/Tech"
     assert model.classifier.out_features == 4
 
