@@ -37,16 +37,16 @@ class Batch:
 def model_task(model_uri: str) -> Task:
     """The task behind a model (its version's or runs:/ run, then that run's data run), read before loading it so
     bad input fails first; AG News when it cannot be traced (a model registered by hand)."""
-    run_id = ""
-    resolved = serving.registered_version(model_uri)
-    if resolved is not None:
-        run_id = mlflow.MlflowClient().get_model_version(*resolved).run_id or ""
-    elif model_uri.startswith("runs:/"):
-        run_id = model_uri[len("runs:/"):].split("/")[0]
-    try:
+    run_id, run = "", None
+    try:  # a version or run that does not exist: loading the model says so, in its own words
+        resolved = serving.registered_version(model_uri)
+        if resolved is not None:
+            run_id = mlflow.MlflowClient().get_model_version(*resolved).run_id or ""
+        elif model_uri.startswith("runs:/"):
+            run_id = model_uri[len("runs:/"):].split("/")[0]
         run = mlflow.get_run(run_id) if run_id else None
     except MlflowException:
-        run = None
+        pass
     data_run = run.data.tags.get("agnews.data_run_id", "") if run is not None else ""
     return tracking.load_task(data_run) if data_run else AG_NEWS
 
