@@ -91,19 +91,42 @@ class StepParser(argparse.ArgumentParser):
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="hf:fancyzhx/ag_news", help="hf:<dataset id>, or a local CSV/Parquet path")
-    parser.add_argument("--train_size", type=_whole_type("train_size", 4), default=1000)
-    parser.add_argument("--val_size", type=_whole_type("val_size", 4), default=500)
-    parser.add_argument("--test_size", type=_whole_type("test_size", 4), default=500)
+    parser.add_argument("--data", default="hf:fancyzhx/ag_news",
+                        help="hf:<id>, a CSV/TSV/Parquet/JSONL file (also .gz/.bz2/.xz), a save_to_disk folder")
+    parser.add_argument("--train_size", type=_whole_type("train_size", 2), default=1000)
+    parser.add_argument("--val_size", type=_whole_type("val_size", 2), default=500)
+    parser.add_argument("--test_size", type=_whole_type("test_size", 2), default=500)
     parser.add_argument("--gate_size", type=_whole_type("gate_size", 0), default=500,
                         help="rows only the promotion gate scores; 0: no gate split")
     parser.add_argument("--seed", type=_whole_type("seed", 0), default=42)
+    add_task_arguments(parser)
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a source is read: its text and label columns, the label set, a hub dataset's config and splits."""
+    from agnews import task  # no pandas at parse time beyond what task needs
+
+    parser.add_argument("--text_columns", type=task.parse_columns, default=(),
+                        help="columns joined into the text, e.g. headline,body (default: text)")
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("--labels", type=task.parse_labels, default=(),
+                        help="class names in id order, comma list or JSON list; default: from the data")
+    parser.add_argument("--data_config", default="", help="a hub dataset's configuration name")
+    parser.add_argument("--train_split", default="train")
+    parser.add_argument("--test_split", default="test")
 
 
 def sample_sizes(args: argparse.Namespace):
     from agnews.data import SampleSizes  # pandas and scikit-learn: only when sampling
 
     return SampleSizes(args.train_size, args.val_size, args.test_size, args.gate_size)
+
+
+def data_options(args: argparse.Namespace):
+    from agnews.data import DataOptions
+
+    return DataOptions(tuple(args.text_columns), args.label_column.strip() or "label", tuple(args.labels),
+                       args.data_config.strip(), args.train_split.strip() or "train", args.test_split.strip() or "test")
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:

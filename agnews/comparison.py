@@ -12,6 +12,7 @@ import pandas as pd
 
 from agnews import cli, metrics, stats, tracking
 from agnews.errors import PipelineError
+from agnews.task import Task, check_same
 
 log = logging.getLogger(__name__)
 VAL_COLUMNS = ["val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
@@ -68,6 +69,26 @@ def test_predictions(run) -> pd.DataFrame | None:
     return frame.sort_values("row_id").reset_index(drop=True)
 
 
+def task_of(run) -> Task:
+    """The task of a train/distill run: what its data run wrote (AG News for runs from before labels.json)."""
+    return tracking.load_task(run.data.tags.get("agnews.data_run_id", ""))
+
+
+def shared_task(trains: list) -> Task:
+    """The one label set every run was trained on: runs of different label sets have no common metric."""
+    first = task_of(trains[0])
+    for run in trains[1:]:
+        check_same(first, task_of(run), f"train run {run.info.run_id} ({run.data.tags.get(tracking.MODEL_TAG)})",
+                   f"compare only runs trained on one label set (run {trains[0].info.run_id} has the first); "
+                   "pass -P run_ids=<runs of one prepare_data run>")
+    return first
+
+
+def classes(frame: pd.DataFrame) -> int:
+    """The class count a predictions table was written with: one prob_<name> column per class."""
+    return sum(str(c).startswith("prob_") for c in frame.columns) or stats.N_CLASSES
+
+
 def check_same_rows(trains: list, predictions: dict[str, pd.DataFrame]) -> None:
     """Runs ranked together must have been validated on the same rows."""
     groups: dict[frozenset, list[str]] = {}
@@ -86,7 +107,8 @@ def _interval_columns(prefix: str, frame: pd.DataFrame | None, seed: int) -> dic
     for metric in stats.METRICS:
         low = high = float("nan")
         if frame is not None and len(frame):
-            low, high = stats.bootstrap_ci(frame["label"], frame["predicted"], metric, seed=seed)
+            low, high = stats.bootstrap_ci(frame["label"], frame["predicted"], metric, seed=seed,
+                                           classes=classes(frame))
         out[f"{prefix}_{metric}_ci_low"], out[f"{prefix}_{metric}_ci_high"] = low, high
     return out
 
@@ -162,7 +184,8 @@ def add_paired_columns(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame
     ranked = ranked.copy()
     leader = predictions[ranked.loc[0, "train_run_id"]]
     results = [None] + [stats.paired(leader["label"], leader["predicted"],
-                                     _aligned(leader, predictions[run_id])["predicted"], "f1_macro", seed=seed)
+                                     _aligned(leader, predictions[run_id])["predicted"], "f1_macro", seed=seed,
+                                     classes=classes(leader))
                         for run_id in ranked["train_run_id"].iloc[1:]]
     nan = float("nan")
     ranked["delta_f1_macro"] = [r.delta if r else nan for r in results]
@@ -177,8 +200,8 @@ def _aligned(reference: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     return other.set_index("row_id").loc[reference["row_id"]].reset_index()
 
 
-def confusion(predictions: pd.DataFrame) -> pd.DataFrame:
-    return metrics.confusion(predictions["label"], predictions["predicted"])
+def confusion(predictions: pd.DataFrame, task: Task) -> pd.DataFrame:
+    return metrics.confusion(predictions["label"], predictions["predicted"], task)
 
 
 def histories(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -292,7 +315,7 @@ def _metric_by_epoch(client, run_id: str, name: str) -> dict[int, float]:
     return {int(p.step): float(p.value) for p in points}  # a step logged twice keeps its latest value
 
 
-def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame]) -> dict:
+def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame], task: Task) -> dict:
     """Per model (ranked order), a report.ModelHistory of the run that represents it (its best seed's): every
     epoch's val_accuracy, val_f1_macro, val_loss and train_loss, its best epoch, its validation macro F1 interval
     and the confusion matrix of its validation predictions. Plain data: report.md's per-model section is written
@@ -312,5 +335,5 @@ def training_histories(ranked: pd.DataFrame, predictions: dict[str, pd.DataFrame
             seed=int(row["seed"]) if pd.notna(row.get("seed")) else None,
             version=str(row.get("registered_version", "")),
             val_f1_ci=(row.get("val_f1_macro_ci_low", float("nan")), row.get("val_f1_macro_ci_high", float("nan"))),
-            confusion=confusion(frame) if frame is not None else None)
+            confusion=confusion(frame, task) if frame is not None else None)
     return out

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import html
 import io
+import json
 import logging
 import lzma
 import numbers
@@ -19,17 +20,18 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from agnews import ag_news, task
+from agnews.ag_news import DEFAULT_DATA
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 
-LABELS = ("World", "Sports", "Business", "Sci/Tech")
 HUB_PREFIX = "hf:"
-DEFAULT_DATA = "hf:fancyzhx/ag_news"
 SPLITS = ("train", "validation", "test", "gate")
 COLUMNS = ("row_id", "text", "label")
 SIZE_PARAMS = {"train": "train_size", "validation": "val_size", "test": "test_size", "gate": "gate_size"}
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
+_SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what datasets' save_to_disk writes into its folder
 
 # The AG corpus lost the "&" of numeric entities ("it #39;s", "US #36;5") and uses "\" for line breaks.
 _NUMERIC_ENTITY = re.compile(r"(?:&| )?#(\d{1,5});")
@@ -89,18 +91,23 @@ class SampleSizes:
 
     def __post_init__(self) -> None:
         for split in SPLITS:  # refused at construction, so no half-drawn sample ever exists
-            object.__setattr__(self, split, _whole_size(split, getattr(self, split)))
+            object.__setattr__(self, split, _whole_size(split, getattr(self, split), task.MIN_CLASSES))
+
+    def check_classes(self, classes: int) -> None:
+        """Each split needs a row per class: checked once the label set is known, before any draw."""
+        for split in SPLITS:
+            _whole_size(split, getattr(self, split), classes)
 
 
-def _whole_size(split: str, value: object) -> int:
+def _whole_size(split: str, value: object, classes: int) -> int:
     param = SIZE_PARAMS[split]
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         raise PipelineError(f"-P {param}={value} is not a whole number; pass a whole number of rows")
     value = int(value)  # 3.0 must not reach scikit-learn, which reads floats as fractions
     if split == "gate" and value == 0:  # no promotion gate wanted
         return 0
-    if value < len(LABELS):
-        allowed = f"0 (no gate split) or at least {len(LABELS)}" if split == "gate" else f"at least {len(LABELS)}"
+    if value < classes:
+        allowed = f"0 (no gate split) or at least {classes}" if split == "gate" else f"at least {classes}"
         raise PipelineError(f"-P {param}={value} must be {allowed} (one row per class)")
     return value
 
@@ -112,6 +119,7 @@ class Sample:
     duplicates_removed: int  # exact duplicate texts dropped (same label)
     conflicts_removed: int  # rows of texts that carried two labels
     unlabeled: pd.DataFrame | None = None  # row_id, text: rows no split drew, labels dropped (distillation)
+    task: task.Task = task.AG_NEWS  # the label set the ids index, the columns the texts came from
 
 
 UNLABELED_CAP = 20_000  # the unlabelled pool prepare_data logs: enough for distillation on CPU, small on disk
@@ -119,24 +127,61 @@ UNLABELED_CAP = 20_000  # the unlabelled pool prepare_data logs: enough for dist
 
 # --- reading -------------------------------------------------------------------------------------
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """A `text,label` CSV/Parquet (label 0-3) or the original headerless CSV (class 1-4, title, description)."""
+@dataclass(frozen=True)
+class DataOptions:
+    """How to read a source: which columns hold the text and the label, the label set, which hub splits."""
+    text_columns: tuple[str, ...] = ()  # empty: `text` (or the AG News headerless format)
+    label_column: str = "label"
+    labels: tuple[str, ...] = ()  # class names in id order; empty: from the data (see task.encode_labels)
+    data_config: str = ""  # a hub dataset's configuration (name), e.g. "sst2" of glue
+    train_split: str = "train"  # hub dataset / save_to_disk DatasetDict splits
+    test_split: str = "test"
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.text_columns or ("text",)
+
+
+@dataclass(frozen=True)
+class _Labelled:
+    """A source read: cleaned texts, class ids, the label set they index."""
+    frame: pd.DataFrame  # text, label (id)
+    labels: tuple[str, ...]
+
+
+def _table_format(path: Path) -> tuple[str, str]:
+    """(format, compression suffix): `x.jsonl.gz` -> ("jsonl", ".gz"); anything unknown reads as CSV."""
+    suffixes = [s.lower() for s in path.suffixes]
+    compression = suffixes.pop() if suffixes and suffixes[-1] in _OPENERS else ""
+    kind = suffixes[-1].lstrip(".") if suffixes else ""
+    return (kind if kind in ("tsv", "parquet", "jsonl", "json") else "csv"), compression
+
+
+def _read_table(path: Path, options: DataOptions = DataOptions()) -> _Labelled:
+    """A CSV/TSV/Parquet/JSON Lines table with a header (.gz/.bz2/.xz too), or the original headerless AG News
+    CSV (class 1-4, title, description)."""
     _check_is_file(path)
-    if path.suffix.lower() == ".parquet":
-        return _validate(_read_parquet(path), path)
+    kind, _ = _table_format(path)
+    if kind == "parquet":
+        return _labelled(_read_parquet(path), path, options)
     content = _decode(path)
     if not content.strip():
         raise PipelineError(f"{path} has only blank lines; {FORMATS}")
-    first_row = _first_row(content, ",", path)
-    if {"text", "label"} & {v.strip().lower() for v in first_row}:  # a header: validate names the missing column
-        return _validate(_read_csv(content, path, header=0), path)
-    if len(first_row) != 3:
-        _refuse_other_separator(content, path)
-        raise PipelineError(f"{path} has {len(first_row)} columns and no 'text,label' header; {FORMATS}")
-    raw = _read_csv(content, path, header=None, names=["cls", "title", "description"])
-    frame = pd.DataFrame({"text": raw["title"] + " " + raw["description"],
-                          "label": pd.to_numeric(raw["cls"], errors="coerce") - 1})
-    return _validate(frame, path, label_hint="class must be 1-4 in the AG News format", shown_labels=raw["cls"])
+    if kind in ("jsonl", "json"):
+        return _labelled(_read_json_lines(content, path), path, options)
+    separator = "\t" if kind == "tsv" else ","
+    first_row = _first_row(content, separator, path)
+    wanted = {c.lower() for c in (*options.columns, options.label_column)}
+    if wanted & {v.strip().lower() for v in first_row}:  # a header: _labelled names the missing column
+        return _labelled(_read_csv(content, path, header=0, sep=separator), path, options)
+    if len(first_row) != 3 or options.text_columns:
+        if separator == ",":
+            _refuse_other_separator(content, path)
+        raise PipelineError(f"{path} has {len(first_row)} columns and no header naming "
+                            f"{', '.join(sorted(wanted))}; {FORMATS}")
+    raw = _read_csv(content, path, header=None, names=ag_news.HEADERLESS_COLUMNS, sep=separator)
+    frame = ag_news.headerless_frame(raw, path, options.labels or ag_news.LABELS)
+    return _Labelled(_with_texts(frame, path), options.labels or ag_news.LABELS)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -146,12 +191,32 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path} is not a readable Parquet file ({cause(exc)}); {FORMATS}") from exc
 
 
+def _read_json_lines(content: str, path: Path) -> pd.DataFrame:
+    """One JSON object per line (blank lines skipped); the error names the line."""
+    records = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise PipelineError(f"{path} line {number} is not JSON ({cause(exc)}); write one JSON object per line "
+                                '(JSON Lines), e.g. {"text": "...", "label": "..."}') from exc
+        if not isinstance(record, dict):
+            raise PipelineError(f"{path} line {number} is a JSON {type(record).__name__}, not an object; write one "
+                                'object per line, e.g. {"text": "...", "label": "..."}')
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
 def _check_is_file(path: Path) -> None:
     if path.is_dir():
-        raise PipelineError(f"data path {path} is a folder, not a file; pass -P data=<csv or parquet path> "
-                            f"or {DEFAULT_DATA}")
+        raise PipelineError(f"data path {path} is a folder but not a dataset saved with save_to_disk (no "
+                            f"{' or '.join(_SAVED_MARKERS)}); pass -P data=<csv, tsv, parquet or jsonl file>, such a "
+                            f"folder, or {DEFAULT_DATA}")
     if not path.is_file():
-        raise PipelineError(f"data file not found: {path}; pass -P data=<csv or parquet path> or {DEFAULT_DATA}")
+        raise PipelineError(f"data file not found: {path}; pass -P data=<csv, tsv, parquet or jsonl path> "
+                            f"or {DEFAULT_DATA}")
     if path.stat().st_size == 0:
         raise PipelineError(f"{path} is empty (0 bytes); {FORMATS}")
 
@@ -184,7 +249,8 @@ def _refuse_other_separator(content: str, path: Path) -> None:
         row = [v.strip().lower() for v in _first_row(content, separator, path)]
         if {"text", "label"} <= set(row) or len(row) == 3:
             raise PipelineError(f"{path} looks {name}-separated; save it comma-separated ('text,label' columns "
-                                "or the AG News format class,title,description without header)")
+                                "or the AG News format class,title,description without header)"
+                                + (", or name it .tsv" if separator == "\t" else ""))
 
 
 def _read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
@@ -194,28 +260,54 @@ def _read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
         raise PipelineError(f"{path} is not a readable CSV ({cause(exc)}); {FORMATS}") from exc
 
 
-def _validate(frame: pd.DataFrame, source: object, label_hint: str = "label must be 0-3",
-              shown_labels: pd.Series | None = None) -> pd.DataFrame:
-    """Columns, labels and texts checked; errors name the first bad data row (1-based) as the file has it."""
-    missing = {"text", "label"} - set(frame.columns)
+def _labelled(frame: pd.DataFrame, source: object, options: DataOptions,
+              names: tuple[str, ...] = ()) -> _Labelled:
+    """Columns, labels and texts checked; errors name the first bad data row (1-based) as the file has it.
+    `names`: the label names the source itself defines (a hub dataset's ClassLabel), used unless -P labels."""
+    missing = [c for c in (*options.columns, options.label_column) if c not in frame.columns]
     if missing:
-        raise PipelineError(f"{source} lacks column(s) {sorted(missing)}; expected 'text' and 'label' (0-3)")
+        raise PipelineError(f"{source} lacks column(s) {missing} (it has {', '.join(map(str, frame.columns))}); "
+                            "pass -P text_columns=<col,col> and -P label_column=<col>, or rename them 'text' and "
+                            "'label'")
     if frame.empty:
         raise PipelineError(f"{source} has no data rows; add rows or pass another file")
-    extra = [str(c) for c in frame.columns if c not in COLUMNS]
+    extra = [str(c) for c in frame.columns if c not in {*options.columns, options.label_column, "row_id"}]
     if extra:
-        log.warning("%s: ignoring extra column(s) %s; only 'text' and 'label' are used", source, extra)
-    labels = pd.to_numeric(frame["label"], errors="coerce")
-    bad = np.flatnonzero(~labels.isin(range(len(LABELS))))
-    if len(bad):
-        shown = (frame["label"] if shown_labels is None else shown_labels).iloc[bad[0]]
-        raise PipelineError(f"{source} row {bad[0] + 1} has unknown label '{shown}'; "
-                            f"{label_hint} ({', '.join(LABELS)})")
+        log.warning("%s: ignoring extra column(s) %s; only %s are used", source, extra,
+                    ", ".join(map(repr, (*options.columns, options.label_column))))
+    ids, labels = task.encode_labels(frame[options.label_column], source, options.labels or names)
+    text = _joined(frame, options.columns)
+    return _Labelled(_with_texts(pd.DataFrame({"text": text.to_numpy(), "label": ids}), source), labels)
+
+
+def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    """The text columns as one string per row, in the order given (AG News: title, then description)."""
+    parts = [frame[c].fillna("").astype(str) for c in columns]
+    text = parts[0]
+    for part in parts[1:]:
+        text = text + " " + part
+    return text
+
+
+def _with_texts(frame: pd.DataFrame, source: object) -> pd.DataFrame:
     text = frame["text"].fillna("").astype(str).map(clean_text)
     empty = np.flatnonzero(text.str.len() == 0)
     if len(empty):
         raise PipelineError(f"{source} row {empty[0] + 1} has empty text; fill it or drop the row")
-    return pd.DataFrame({"text": text.to_numpy(), "label": labels.astype(int).to_numpy()})
+    return pd.DataFrame({"text": text.to_numpy(), "label": frame["label"].astype(int).to_numpy()})
+
+
+def _one_label_set(parts: dict[str, _Labelled], options: DataOptions, source: str,
+                   frames: dict[str, pd.DataFrame], names: tuple[str, ...]) -> dict[str, _Labelled]:
+    """Train and test parts read apart infer their own label sets; both must index one set (their union, sorted)."""
+    sets = {p.labels for p in parts.values()}
+    if len(sets) == 1:
+        return parts
+    if options.labels or names:  # given names: already one set
+        return parts
+    joint = tuple(sorted(set().union(*sets)))
+    log.info("%s: the splits' label sets differ; using their union %s", source, joint)
+    return {k: _labelled(frames[k], f"{source}[{k}]", options, joint) for k in parts}
 
 
 def hub_error_message(dataset_id: str, exc: BaseException) -> str:
@@ -241,20 +333,49 @@ def _is_offline(exc: BaseException) -> bool:
     return False
 
 
-def _load_hub(dataset_id: str) -> dict[str, pd.DataFrame]:
+def _load_hub(dataset_id: str, options: DataOptions):
     if not dataset_id:
         raise PipelineError(f"data '{HUB_PREFIX}' names no dataset; pass -P data={DEFAULT_DATA} or a local csv")
     import datasets  # heavy import, only needed for hub data
 
     try:
-        ds = datasets.load_dataset(dataset_id)
-    except Exception as exc:  # network, auth, missing cache or id: the user gets the type and first line
+        return datasets.load_dataset(dataset_id, options.data_config or None)
+    except Exception as exc:  # network, auth, missing cache, id or config: the user gets the type and first line
         raise PipelineError(hub_error_message(dataset_id, exc)) from exc
-    missing = {"train", "test"} - set(ds)
+
+
+def _load_saved(path: Path):
+    """A folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except Exception as exc:  # a half-written or foreign folder
+        raise PipelineError(f"cannot load the saved dataset {path} ({cause(exc)}); pass a folder written by "
+                            "save_to_disk, or a data file") from exc
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in _SAVED_MARKERS)
+
+
+def _class_names(dataset, column: str) -> tuple[str, ...]:
+    """The names a `datasets` ClassLabel column carries (ag_news: World, Sports, Business, Sci/Tech); () if none."""
+    feature = getattr(dataset, "features", {}).get(column)
+    return tuple(getattr(feature, "names", None) or ())
+
+
+def _read_splits(ds, source: str, options: DataOptions) -> dict[str, _Labelled]:
+    """The train and test splits of a DatasetDict (hub or save_to_disk), read and checked."""
+    wanted = {"train": options.train_split, "test": options.test_split}
+    missing = sorted({split for split in wanted.values() if split not in ds})
     if missing:
-        raise PipelineError(f"hub dataset {dataset_id!r} lacks split(s) {sorted(missing)} (it has {sorted(ds)}); "
-                            "pass a dataset with train and test splits, or -P data=<local csv>")
-    return {split: _validate(ds[split].to_pandas(), f"{dataset_id}[{split}]") for split in ("train", "test")}
+        raise PipelineError(f"dataset {source!r} lacks split(s) {missing} (it has {sorted(ds)}); pass "
+                            "-P train_split=<name> and -P test_split=<name> from those, or -P data=<local file>")
+    names = () if options.labels else _class_names(ds[options.train_split], options.label_column)
+    frames = {part: ds[split].to_pandas() for part, split in wanted.items()}
+    parts = {part: _labelled(frames[part], f"{source}[{wanted[part]}]", options, names) for part in wanted}
+    return _one_label_set(parts, options, source, frames, names)
 
 
 # --- sampling ------------------------------------------------------------------------------------
@@ -286,39 +407,42 @@ def _check_size(available: int, wanted: int, what: str, source: str, removed: st
                             "lower the sizes or use a larger dataset")
 
 
-def _draw_error(split: str, n: int, frame: pd.DataFrame, reason: str,
+def _draw_error(split: str, n: int, frame: pd.DataFrame, labels: tuple[str, ...], reason: str,
                 fix: str = "lower the sizes or add rows to the small classes") -> PipelineError:
-    counts = ", ".join(f"{name} {count}" for name, count in class_counts(frame).items())
+    counts = ", ".join(f"{name} {count}" for name, count in class_counts(frame, labels).items())
     return PipelineError(f"cannot draw the {split} split ({SIZE_PARAMS[split]}={n}) stratified by label from the "
                          f"{len(frame)} rows left ({counts}): {reason}; {fix}")
 
 
-def _take(frame: pd.DataFrame, split: str, n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _take(frame: pd.DataFrame, split: str, n: int, seed: int,
+          labels: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split off `n` rows stratified by label, each class present; returns (taken, rest)."""
     if n == 0:
         return frame.iloc[:0], frame
-    if 0 < len(frame) - n < len(LABELS):  # scikit-learn stratifies the rest too: it needs a row per class
-        raise _draw_error(split, n, frame, f"it would leave {len(frame) - n} rows, fewer than the {len(LABELS)} "
+    classes = len(labels)
+    if 0 < len(frame) - n < classes:  # scikit-learn stratifies the rest too: it needs a row per class
+        raise _draw_error(split, n, frame, labels, f"it would leave {len(frame) - n} rows, fewer than the {classes} "
                           "classes stratified sampling needs",
-                          f"pass -P {SIZE_PARAMS[split]}={len(frame)} (all rows) or at most {len(frame) - len(LABELS)}")
+                          f"pass -P {SIZE_PARAMS[split]}={len(frame)} (all rows) or at most {len(frame) - classes}")
     if n == len(frame):
         taken, rest = frame, frame.iloc[:0]
     else:
         try:
             taken, rest = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
         except ValueError as exc:  # e.g. a class with a single row
-            raise _draw_error(split, n, frame, cause(exc)) from exc
-    absent = [name for name, count in class_counts(taken).items() if count == 0]
+            raise _draw_error(split, n, frame, labels, cause(exc)) from exc
+    absent = [name for name, count in class_counts(taken, labels).items() if count == 0]
     if absent:
-        raise _draw_error(split, n, frame, f"it would get no {', '.join(absent)} rows")
+        raise _draw_error(split, n, frame, labels, f"it would get no {', '.join(absent)} rows")
     return taken, rest
 
 
-def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int,
+               labels: tuple[str, ...]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Gate, then validation, then train, from one pool; and what is left of it."""
-    gate, pool = _take(pool, "gate", sizes.gate, seed)
-    validation, pool = _take(pool, "validation", sizes.validation, seed)
-    train, rest = _take(pool, "train", sizes.train, seed)
+    gate, pool = _take(pool, "gate", sizes.gate, seed, labels)
+    validation, pool = _take(pool, "validation", sizes.validation, seed, labels)
+    train, rest = _take(pool, "train", sizes.train, seed, labels)
     return {"gate": gate, "validation": validation, "train": train}, rest
 
 
@@ -329,35 +453,49 @@ def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
     return with_row_ids(rest[["text"]].reset_index(drop=True))
 
 
-def _sample_local(data: str, sizes: SampleSizes, seed: int) -> Sample:
-    frame = _read_table(Path(data).expanduser())
+def _task(labels: tuple[str, ...], options: DataOptions) -> task.Task:
+    return task.Task(labels, options.columns, options.label_column)
+
+
+def _sample_one(source: str, read: _Labelled, sizes: SampleSizes, seed: int, options: DataOptions) -> Sample:
+    """One labelled table (a file, a saved Dataset): test, then gate, validation and train from what is left."""
+    frame, labels = read.frame, read.labels
+    task.check_every_class(frame["label"].to_numpy(), labels, source)
+    sizes.check_classes(len(labels))
     pool, duplicates, conflicts = _deduplicate(frame)
     _check_size(len(pool), sizes.train + sizes.validation + sizes.test + sizes.gate,
-                "train_size + val_size + test_size + gate_size", data, _removed(duplicates, conflicts))
-    test, pool = _take(pool, "test", sizes.test, seed)
-    splits, rest = _draw_rest(pool, sizes, seed)
-    return _finish({"test": test, **splits}, len(frame), duplicates, conflicts, _unlabeled(rest, seed))
+                "train_size + val_size + test_size + gate_size", source, _removed(duplicates, conflicts))
+    test, pool = _take(pool, "test", sizes.test, seed, labels)
+    splits, rest = _draw_rest(pool, sizes, seed, labels)
+    return _finish({"test": test, **splits}, len(frame), duplicates, conflicts, _unlabeled(rest, seed),
+                   _task(labels, options))
 
 
-def _sample_hub(data: str, sizes: SampleSizes, seed: int) -> Sample:
-    hub = _load_hub(data[len(HUB_PREFIX):])
-    both = pd.concat([hub["test"].assign(part="test"), hub["train"].assign(part="train")], ignore_index=True)
+def _sample_two(source: str, parts: dict[str, _Labelled], sizes: SampleSizes, seed: int,
+                options: DataOptions) -> Sample:
+    """A dataset with its own train and test splits: test from its test split, the rest from its train split."""
+    labels = parts["train"].labels
+    both = pd.concat([parts["test"].frame.assign(part="test"), parts["train"].frame.assign(part="train")],
+                     ignore_index=True)
+    task.check_every_class(both["label"].to_numpy(), labels, source)
+    sizes.check_classes(len(labels))
     kept, duplicates, conflicts = _deduplicate(both)  # test first: a text in both stays in test only
     test_pool, pool = (kept[kept["part"] == part].drop(columns="part") for part in ("test", "train"))
     removed = _removed(duplicates, conflicts)
     _check_size(len(pool), sizes.train + sizes.validation + sizes.gate, "train_size + val_size + gate_size",
-                f"{data}[train]", removed)
-    _check_size(len(test_pool), sizes.test, "test_size", f"{data}[test]", removed)
-    test = _take(test_pool, "test", sizes.test, seed)[0]
-    splits, rest = _draw_rest(pool, sizes, seed)  # the pool comes from the hub's train split only
-    return _finish({"test": test, **splits}, len(both), duplicates, conflicts, _unlabeled(rest, seed))
+                f"{source}[{options.train_split}]", removed)
+    _check_size(len(test_pool), sizes.test, "test_size", f"{source}[{options.test_split}]", removed)
+    test = _take(test_pool, "test", sizes.test, seed, labels)[0]
+    splits, rest = _draw_rest(pool, sizes, seed, labels)  # the pool comes from the train split only
+    return _finish({"test": test, **splits}, len(both), duplicates, conflicts, _unlabeled(rest, seed),
+                   _task(labels, options))
 
 
 def _finish(splits: dict[str, pd.DataFrame], rows_read: int, duplicates: int, conflicts: int,
-            unlabeled: pd.DataFrame) -> Sample:
+            unlabeled: pd.DataFrame, the_task: task.Task) -> Sample:
     ordered = {name: with_row_ids(splits[name].reset_index(drop=True))[list(COLUMNS)] for name in SPLITS}
     _check_disjoint({**ordered, "unlabeled": unlabeled})
-    return Sample(ordered, rows_read, duplicates, conflicts, unlabeled)
+    return Sample(ordered, rows_read, duplicates, conflicts, unlabeled, the_task)
 
 
 def _check_disjoint(splits: dict[str, pd.DataFrame]) -> None:
@@ -370,13 +508,23 @@ def _check_disjoint(splits: dict[str, pd.DataFrame]) -> None:
                             f"{first}); the sample is not disjoint, report this bug in agnews.data")
 
 
-def sample_splits(data: str, sizes: SampleSizes, seed: int) -> Sample:
-    """Four disjoint, stratified, seeded samples of de-duplicated texts; from the hub, test is its test split."""
+def sample_splits(data: str, sizes: SampleSizes, seed: int, options: DataOptions = DataOptions()) -> Sample:
+    """Four disjoint, stratified, seeded samples of de-duplicated texts. From the hub or a saved DatasetDict, test
+    comes from its test split; from a file or a saved Dataset, all four from its rows."""
     if data.startswith(HUB_PREFIX):
-        return _sample_hub(data, sizes, seed)
-    return _sample_local(data, sizes, seed)
+        dataset_id = data[len(HUB_PREFIX):]
+        return _sample_two(data, _read_splits(_load_hub(dataset_id, options), dataset_id, options), sizes, seed,
+                           options)
+    path = Path(data).expanduser()
+    if _is_saved_dataset(path):
+        saved = _load_saved(path)
+        if isinstance(saved, dict):  # a DatasetDict (a dict of splits): its own train and test splits
+            return _sample_two(data, _read_splits(saved, data, options), sizes, seed, options)
+        return _sample_one(data, _labelled(saved.to_pandas(), data, options,
+                                           _class_names(saved, options.label_column)), sizes, seed, options)
+    return _sample_one(data, _read_table(path, options), sizes, seed, options)
 
 
-def class_counts(frame: pd.DataFrame) -> dict[str, int]:
+def class_counts(frame: pd.DataFrame, labels: tuple[str, ...] = ag_news.LABELS) -> dict[str, int]:
     counts = frame["label"].value_counts()
-    return {LABELS[i]: int(counts.get(i, 0)) for i in range(len(LABELS))}
+    return {name: int(counts.get(i, 0)) for i, name in enumerate(labels)}

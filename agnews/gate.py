@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from agnews import serving, stats, store, tracking
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
+from agnews.task import Task, check_same
 
 log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -160,6 +161,7 @@ class GateRows:
     excluded: int
     data_run_id: str
     why: str = ""
+    classes: int = 4  # the gate data run's label count (macro F1 averages over all of them)
 
 
 def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_data_run_id: str = "") -> GateRows:
@@ -168,17 +170,31 @@ def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_d
     source = gate_data_run_id or candidate_run.data.tags["agnews.data_run_id"]
     gate = with_row_ids(tracking.load_splits(source, ("gate",))["gate"])
     incumbent_run = training_run(incumbent)
+    labels = _one_label_set(candidate_run, incumbent, incumbent_run, source)
     theirs = seen_rows(incumbent_run) if incumbent_run is not None else None
     ours = seen_rows(candidate_run)
     unknown = [who for who, rows in ((f"champion version {incumbent.version}", theirs), ("the candidate", ours))
                if rows is None]
     if unknown and not gate_data_run_id:
-        return GateRows(None, 0, source, (
+        return GateRows(None, 0, source, classes=labels.num_labels, why=(
             f"the rows {' and '.join(unknown)} trained on cannot be known (no training run with a data run behind "
             "it, e.g. registered by hand, or a teacher that cannot be traced), so any gate row may be one it saw; "
             "pass -P gate_data_run_id=<a prepare_data run whose gate rows it never saw> to decide"))
     rows, excluded = unseen(gate, ours or set(), theirs or set())
-    return GateRows(rows, excluded, source)
+    return GateRows(rows, excluded, source, classes=labels.num_labels)
+
+
+def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
+                   incumbent_run: mlflow.entities.Run | None, gate_source: str) -> Task:
+    """Candidate, champion and gate rows must share one label set: class 2 of one is not class 2 of another."""
+    ours = tracking.load_task(candidate_run.data.tags.get("agnews.data_run_id", ""))
+    if incumbent_run is not None:
+        check_same(ours, tracking.load_task(incumbent_run.data.tags.get("agnews.data_run_id", "")),
+                   f"champion version {incumbent.version} of {incumbent.name}",
+                   "register models of this label set under their own name: pass -P registered_model=<new name>")
+    check_same(ours, tracking.load_task(gate_source), f"gate data run {gate_source}",
+               "pass -P gate_data_run_id=<a prepare_data run of the candidate's label set>")
+    return ours
 
 
 # --- the rule -----------------------------------------------------------------------------------------------
@@ -215,13 +231,13 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
     level = confidence(k)
     texts, labels = rows.rows["text"].tolist(), rows.rows["label"].to_numpy()
     a, b = predict_candidate(texts), predict_incumbent(texts)
-    result = stats.paired(labels, a, b, "f1_macro", seed=seed, confidence=level)
+    result = stats.paired(labels, a, b, "f1_macro", seed=seed, confidence=level, classes=rows.classes)
     promoted = result.ci_low > min_improvement
     decision = Decision(
         "promoted" if promoted else "kept_incumbent", **base, gate_rows=n, gate_excluded=rows.excluded,
         gate_delta_f1_macro=result.delta, gate_delta_ci_low=result.ci_low, gate_delta_ci_high=result.ci_high,
-        gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a),
-        incumbent_gate_f1_macro=stats.score("f1_macro", labels, b), gate_data_run_id=rows.data_run_id,
+        gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a, rows.classes),
+        incumbent_gate_f1_macro=stats.score("f1_macro", labels, b, rows.classes), gate_data_run_id=rows.data_run_id,
         gate_decision_number=k, gate_confidence=level)
     verdict = "above" if promoted else "not above"
     decision.reason = (f"on {n} gate rows ({rows.excluded} excluded) the candidate's macro-F1 lead over version "

@@ -8,8 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from agnews.data import LABELS
 from agnews.errors import PipelineError, cause
+from agnews.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -118,23 +118,24 @@ def distinct_names(specs: list[ModelSpec]) -> list[ModelSpec]:
     return out
 
 
-def label_maps() -> tuple[dict[int, str], dict[str, int]]:
-    return dict(enumerate(LABELS)), {name: i for i, name in enumerate(LABELS)}
+def label_maps(task: Task) -> tuple[dict[int, str], dict[str, int]]:
+    return task.id2label, task.label2id
 
 
-def load_tokenizer_and_model(spec: ModelSpec):
-    """Load with a fresh 4-way classification head; never runs remote code, never unpickles beyond tensors."""
+def load_tokenizer_and_model(spec: ModelSpec, task: Task):
+    """Load with a fresh classification head over the task's labels (served predictions carry their names); never
+    runs remote code, never unpickles beyond tensors."""
     import pickle
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    id2label, label2id = label_maps()
+    id2label, label2id = label_maps(task)
     local = Path(spec.checkpoint).is_dir()
     where = "the local folder" if local else "the Hugging Face Hub or its cache"
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.checkpoint, trust_remote_code=False)
         model = AutoModelForSequenceClassification.from_pretrained(
-            spec.checkpoint, num_labels=len(LABELS), id2label=id2label, label2id=label2id,
+            spec.checkpoint, num_labels=task.num_labels, id2label=id2label, label2id=label2id,
             ignore_mismatched_sizes=True, trust_remote_code=False,  # torch.load stays weights_only (the default)
         )
     except pickle.UnpicklingError as exc:

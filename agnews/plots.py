@@ -17,7 +17,6 @@ from matplotlib.container import ErrorbarContainer  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from agnews import staging  # noqa: E402
-from agnews.data import LABELS  # noqa: E402
 
 _PRESET_COLOURS = {"tinybert": "#1f77b4", "bert-mini": "#ff7f0e", "distilbert": "#2ca02c"}
 _PALETTE = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -100,10 +99,13 @@ def training_curves(model: str, history: pd.DataFrame, best_epoch: int) -> list[
 def confusion_matrix(model: str, counts: pd.DataFrame) -> Path:
     """Counts in each cell, shaded by the row-normalised rate (recall of the true class)."""
     rates = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
-    fig, ax = plt.subplots(figsize=(6, 5))
+    names, size = [str(n) for n in counts.index], len(counts)  # the task's classes, as the data run named them
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * size + 1.6), max(5.0, 1.1 * size + 0.6)))
     image = ax.imshow(rates.to_numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set(title=f"{model}: confusion matrix (test)", xlabel="Predicted class", ylabel="True class",
-           xticks=range(len(LABELS)), yticks=range(len(LABELS)), xticklabels=LABELS, yticklabels=LABELS)
+           xticks=range(size), yticks=range(size), xticklabels=names, yticklabels=names)
+    if size > 4:  # long or many names would overlap side by side
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     for (i, j), value in np.ndenumerate(counts.to_numpy()):
         ax.text(j, i, f"{value}\n{rates.iat[i, j]:.0%}", ha="center", va="center",
                 color="white" if rates.iat[i, j] > 0.5 else "black")

@@ -8,27 +8,47 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
-from agnews import data, metrics  # data's private readers: one reading path for training and predicting
-from agnews.data import LABELS, clean_text
+from agnews import data, metrics, serving, tracking  # data's private readers: one reading path for train and predict
+from agnews.data import clean_text
 from agnews.errors import PipelineError
+from agnews.task import AG_NEWS, Task
 
 log = logging.getLogger(__name__)
 
 OUTPUT_SUFFIXES = (".csv", ".parquet")
-PROB_COLUMNS = [f"prob_{name.replace('/', '_')}" for name in LABELS]  # as metrics.predictions_table names them
-INPUT_FORMATS = ("expected a 'text' column, or 'title' and 'description' columns (optional 'label': 0-3 or a class "
-                 "name), or the AG News format (class 1-4, title, description; no header)")
+PROB_COLUMNS = AG_NEWS.prob_columns  # an AG News model's; any model's are its task's prob_columns
+INPUT_FORMATS = ("expected a 'text' column, the model's text columns (AG News: 'title' and 'description'; optional "
+                 "label column: class ids or names), or the AG News format (class 1-4, title, description; no header)")
 _HEADER_NAMES = {"text", "title", "description", "label"}
-_LABEL_NAMES = {key.lower(): i for i, name in enumerate(LABELS) for key in (name, name.replace("/", "_"))}
 
 
 @dataclass(frozen=True)
 class Batch:
     texts: list[str]  # cleaned (what the model was trained on), in file order, duplicates kept
-    labels: np.ndarray | None  # 0-3, when the input carries labels
+    labels: np.ndarray | None  # class ids into `label_names`, when the input carries labels
+    label_names: tuple[str, ...] = AG_NEWS.labels
+
+
+def model_task(model_uri: str) -> Task:
+    """The task behind a model (its version's or runs:/ run, then that run's data run), read before loading it so
+    bad input fails first; AG News when it cannot be traced (a model registered by hand)."""
+    run_id, run = "", None
+    try:  # a version or run that does not exist: loading the model says so, in its own words
+        resolved = serving.registered_version(model_uri)
+        if resolved is not None:
+            run_id = mlflow.MlflowClient().get_model_version(*resolved).run_id or ""
+        elif model_uri.startswith("runs:/"):
+            run_id = model_uri[len("runs:/"):].split("/")[0]
+        run = mlflow.get_run(run_id) if run_id else None
+    except MlflowException:
+        pass
+    data_run = run.data.tags.get("agnews.data_run_id", "") if run is not None else ""
+    return tracking.load_task(data_run) if data_run else AG_NEWS
 
 
 def user_path(value: str) -> Path:
@@ -56,22 +76,27 @@ def output_path(value: str) -> Path | None:
     return path
 
 
-def read_input(value: str) -> Batch:
-    """Texts and optional labels from a CSV/Parquet with `text` or `title`+`description` columns, or the headerless
-    AG News CSV; errors name the first bad data row (1-based) as the file has it."""
+def read_input(value: str, task: Task = AG_NEWS) -> Batch:
+    """Texts and optional labels from a CSV/TSV/Parquet/JSONL with `text`, the task's text columns or
+    `title`+`description`, or the headerless AG News CSV; errors name the first bad data row (1-based)."""
     path = _input_file(value)
-    if path.suffix.lower() == ".parquet":
-        return _from_columns(data._read_parquet(path), path)
+    kind, _ = data._table_format(path)
+    if kind == "parquet":
+        return _from_columns(data._read_parquet(path), path, task)
     content = data._decode(path)  # also .gz/.bz2/.xz, and a located error for non-UTF-8 bytes
     if not content.strip():
         raise PipelineError(f"{path} has only blank lines; {INPUT_FORMATS}")
-    first_row = data._first_row(content, ",", path)
-    if _HEADER_NAMES & {v.strip().lower() for v in first_row}:
-        return _from_columns(data._read_csv(content, path, header=0), path)
-    if len(first_row) == 3:
-        raw = data._read_csv(content, path, header=None, names=["class", "title", "description"])
-        labels = _labels(raw["class"], path, first=1, hint="class must be 1-4 in the AG News format")
-        return Batch(_clean(raw["title"] + " " + raw["description"], path), labels)
+    if kind in ("jsonl", "json"):
+        return _from_columns(data._read_json_lines(content, path), path, task)
+    separator = "\t" if kind == "tsv" else ","
+    first_row = data._first_row(content, separator, path)
+    known = _HEADER_NAMES | {c.lower() for c in (*task.text_columns, task.label_column)}
+    if known & {v.strip().lower() for v in first_row}:
+        return _from_columns(data._read_csv(content, path, header=0, sep=separator), path, task)
+    if len(first_row) == 3 and task.num_labels == 4:
+        raw = data._read_csv(content, path, header=None, names=["class", "title", "description"], sep=separator)
+        labels = _labels(raw["class"], path, task.labels, first=1, hint="class must be 1-4 in the AG News format")
+        return Batch(_clean(raw["title"] + " " + raw["description"], path), labels, task.labels)
     data._refuse_other_separator(content, path)
     raise PipelineError(f"{path} has no 'text' column (first row: {len(first_row)} fields, no known header); "
                         f"{INPUT_FORMATS}")
@@ -90,36 +115,43 @@ def _input_file(value: str) -> Path:
     return path
 
 
-def _from_columns(frame: pd.DataFrame, path: Path) -> Batch:
+def _from_columns(frame: pd.DataFrame, path: Path, task: Task) -> Batch:
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    columns = [c.lower() for c in task.text_columns]
     if "text" in frame.columns:
         text = _strings(frame["text"])
+    elif set(columns) <= set(frame.columns):  # the columns the model's data run joined, in that order
+        text = data._joined(frame, tuple(columns))
     elif {"title", "description"} <= set(frame.columns):
         text = _strings(frame["title"]) + " " + _strings(frame["description"])
     else:
-        raise PipelineError(f"{path} has no 'text' column (columns: {', '.join(map(str, frame.columns))}); "
-                            f"{INPUT_FORMATS}")
+        raise PipelineError(f"{path} has no 'text' column nor the model's text columns {', '.join(columns)} "
+                            f"(columns: {', '.join(map(str, frame.columns))}); {INPUT_FORMATS}")
     if frame.empty:
         raise PipelineError(f"{path} has a header but no data rows; add rows to classify")
-    labels = _labels(frame["label"], path, first=0, hint="label must be 0-3 or a class name") \
-        if "label" in frame.columns else None
-    return Batch(_clean(text, path), labels)
+    label_column = next((c for c in (task.label_column.lower(), "label") if c in frame.columns), None)
+    hint = f"label must be 0-{task.num_labels - 1} or a class name"
+    labels = _labels(frame[label_column], path, task.labels, first=0, hint=hint) if label_column else None
+    return Batch(_clean(text, path), labels, task.labels)
 
 
 def _strings(column: pd.Series) -> pd.Series:
     return column.fillna("").astype(str)  # Parquet may hold None/NaN where a CSV holds ""
 
 
-def _labels(values: pd.Series, path: Path, first: int, hint: str) -> np.ndarray:
-    """Class ids 0-3 from numbers (`first` is the number of class 0) or, for 0-based labels, class names."""
+def _labels(values: pd.Series, path: Path, names: tuple[str, ...], first: int, hint: str) -> np.ndarray:
+    """Class ids from numbers (`first` is the number of class 0) or, for 0-based labels, class names (as named,
+    case-insensitive, or their metric-safe form)."""
     ids = pd.to_numeric(values, errors="coerce") - first
-    ids = ids.where(ids.isin(metrics.CLASS_IDS))
-    if first == 0:  # names only where numbers are 0-3: the 1-4 format has no names
-        ids = ids.fillna(_strings(values).str.strip().str.lower().map(_LABEL_NAMES))
+    ids = ids.where(ids.isin(range(len(names))))
+    if first == 0:  # names only where numbers are ids: the 1-4 format has no names
+        by_name = {key.lower(): i for i, name in enumerate(names)
+                   for key in (name, Task(names).metric_names[i])}
+        ids = ids.fillna(_strings(values).str.strip().str.lower().map(by_name))
     bad = np.flatnonzero(ids.isna().to_numpy())
     if len(bad):
         raise PipelineError(f"{path} row {bad[0] + 1} has unknown label '{values.iloc[bad[0]]}'; {hint} "
-                            f"({', '.join(LABELS)})")
+                            f"({', '.join(names)})")
     return ids.astype(int).to_numpy()
 
 
@@ -131,17 +163,22 @@ def _clean(text: pd.Series, path: Path) -> list[str]:
     return cleaned.tolist()
 
 
-def predictions_table(batch: Batch, probabilities: np.ndarray) -> pd.DataFrame:
-    """One row per input row, in input order: text, predicted label and name, true ones if known, probabilities."""
-    if probabilities.shape != (len(batch.texts), len(LABELS)):
-        raise ValueError(f"expected probabilities of shape {(len(batch.texts), len(LABELS))}, "
+def predictions_table(batch: Batch, probabilities: np.ndarray,
+                      labels: tuple[str, ...] = AG_NEWS.labels) -> pd.DataFrame:
+    """One row per input row, in input order: text, predicted label and name, true ones if known, and one
+    prob_<metric-safe name> column per class of the model (`labels`: its classes in logit order)."""
+    if probabilities.shape != (len(batch.texts), len(labels)):
+        raise ValueError(f"expected probabilities of shape {(len(batch.texts), len(labels))}, "
                          f"got {probabilities.shape}")
+    if batch.labels is not None and tuple(batch.label_names) != tuple(labels):
+        raise PipelineError(f"the model's labels [{', '.join(labels)}] are not its data run's "
+                            f"[{', '.join(batch.label_names)}]; predict with a model trained by this project")
     predicted = probabilities.argmax(axis=1)
-    table = pd.DataFrame({"text": batch.texts, "label": predicted, "label_name": [LABELS[i] for i in predicted]})
+    table = pd.DataFrame({"text": batch.texts, "label": predicted, "label_name": [labels[i] for i in predicted]})
     if batch.labels is not None:
         table["true_label"] = batch.labels
-        table["true_label_name"] = [LABELS[i] for i in batch.labels]
-    for i, column in enumerate(PROB_COLUMNS):
+        table["true_label_name"] = [labels[i] for i in batch.labels]
+    for i, column in enumerate(Task(tuple(labels)).prob_columns):
         table[column] = probabilities[:, i].round(5)
     return table
 
@@ -150,7 +187,8 @@ def scores(table: pd.DataFrame) -> dict[str, float]:
     """accuracy and macro F1 (precision, recall) against the input's labels; {} when it has none."""
     if "true_label" not in table.columns:
         return {}
-    return metrics.summary(table["true_label"].to_numpy(), table["label"].to_numpy())
+    classes = sum(str(c).startswith("prob_") for c in table.columns)
+    return metrics.summary(table["true_label"].to_numpy(), table["label"].to_numpy(), classes=classes)
 
 
 def write(table: pd.DataFrame, path: Path) -> None:

@@ -10,26 +10,28 @@ import mlflow
 import pandas as pd
 
 from agnews import metrics, models, plots, registry, tracking, training
+from agnews.task import Task
 
 log = logging.getLogger(__name__)
 
 
-def _log_validation_predictions(frame: pd.DataFrame, logits) -> None:
+def _log_validation_predictions(frame: pd.DataFrame, logits, task: Task) -> None:
     """The best epoch's validation predictions, by stable row id: compare pairs models row by row."""
     with tempfile.TemporaryDirectory() as tmp:
-        metrics.predictions_table(frame, logits).drop(columns="text").to_csv(Path(tmp) / "validation.csv", index=False)
+        table = metrics.predictions_table(frame, logits, task).drop(columns="text")
+        table.to_csv(Path(tmp) / "validation.csv", index=False)
         mlflow.log_artifact(str(Path(tmp) / "validation.csv"), "predictions")
 
 
 def publish(name: str, model, tokenizer, result: training.TrainResult, validation: pd.DataFrame,
-            max_length: int, registered_model: str, version_tags: dict[str, str]) -> str:
+            max_length: int, registered_model: str, version_tags: dict[str, str], task: Task) -> str:
     """Log everything a trained model leaves, then register it; the registered version."""
     mlflow.log_metrics({"best_epoch": result.best_epoch, "num_parameters": models.count_parameters(model),
                         "train_seconds": result.train_seconds, "epochs_run": len(result.history),
                         **{f"best_{k}": v for k, v in result.best.items() if k.startswith("val_")}})
     history = pd.DataFrame(result.history)
     mlflow.log_table(history, "history.json")
-    _log_validation_predictions(validation, result.best_val_logits)
+    _log_validation_predictions(validation, result.best_val_logits, task)
     for path in plots.training_curves(name, history, result.best_epoch):
         tracking.log_plot(path)
     from transformers import pipeline  # the served artefact: labels by name, one call per text list

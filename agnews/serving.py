@@ -19,7 +19,6 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 
 from agnews import cli, metrics
-from agnews.data import LABELS
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
@@ -34,6 +33,11 @@ class Classifier:
     variant = ""
     size_mb = float("nan")
     batch_size = 32
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Class names in logit order, as the model carries them (its data run's label set)."""
+        raise NotImplementedError
 
     def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
         raise NotImplementedError
@@ -57,13 +61,18 @@ class TorchClassifier(Classifier):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(device).eval()
-        out = np.zeros((len(texts), len(LABELS)), dtype=np.float32)
+        out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             for index in _batches(texts, batch_size or self.batch_size, progress, self.precision):
                 encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
                                          padding=True, return_tensors="pt").to(device)
                 out[index] = self.model(**encoded).logits.float().cpu().numpy()
         return out
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        id2label = self.model.config.id2label
+        return tuple(str(id2label[i]) for i in range(self.model.config.num_labels))
 
 
 @dataclass
@@ -75,6 +84,10 @@ class OnnxClassifier(Classifier):
 
     def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
         return self.python_model.logits(texts, batch_size or self.batch_size, progress)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.python_model.labels)
 
 
 def _batches(texts: list[str], size: int, progress: bool, what: str) -> Iterator[np.ndarray]:
@@ -233,5 +246,6 @@ def export_int8(classifier: TorchClassifier, folder: Path) -> float:
             logging.disable(logging.NOTSET)
     log.debug("exporter said: %s", out.getvalue())
     classifier.tokenizer.save_pretrained(folder)
-    (folder / "agnews.json").write_text(json.dumps({"labels": list(LABELS), "max_length": classifier.max_length}))
+    settings = {"labels": list(classifier.labels), "max_length": classifier.max_length}  # the task's, in logit order
+    (folder / "agnews.json").write_text(json.dumps(settings))
     return time.perf_counter() - start  # seconds

@@ -10,13 +10,12 @@ from sklearn.metrics import accuracy_score, f1_score
 METRICS = ("accuracy", "f1_macro")
 CONFIDENCE = 0.95
 N_RESAMPLES = 2000  # the issue asks for >= 1000 seeded resamples
-N_CLASSES = 4
-CLASS_IDS = list(range(N_CLASSES))
+N_CLASSES = 4  # AG News; every caller that knows its task passes `classes` (the data run's label count)
 BATCH_CELLS = 4_000_000  # resampled rows held at once; bounds memory on the full 7,600-row test set
 
 
-def _check(labels, *predictions) -> list[np.ndarray]:
-    """1-D integer arrays of one non-zero length with values in 0-3, else a one-line ValueError."""
+def _check(labels, *predictions, classes: int = N_CLASSES) -> list[np.ndarray]:
+    """1-D integer arrays of one non-zero length with values in 0..classes-1, else a one-line ValueError."""
     arrays = [np.asarray(x) for x in (labels, *predictions)]
     if any(a.ndim != 1 for a in arrays):
         raise ValueError(f"labels and predictions must be 1-D, got shapes {[a.shape for a in arrays]}")
@@ -24,8 +23,8 @@ def _check(labels, *predictions) -> list[np.ndarray]:
     if len(lengths) != 1 or 0 in lengths:
         raise ValueError(f"labels and predictions must have one non-zero length, got {[len(a) for a in arrays]}")
     arrays = [a.astype(np.int64) for a in arrays]
-    if any(a.min() < 0 or a.max() >= N_CLASSES for a in arrays):
-        raise ValueError(f"labels and predictions must be class ids 0-{N_CLASSES - 1}")
+    if any(a.min() < 0 or a.max() >= classes for a in arrays):
+        raise ValueError(f"labels and predictions must be class ids 0-{classes - 1}")
     return arrays
 
 
@@ -34,24 +33,24 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"unknown metric {metric!r}, expected one of {METRICS}")
 
 
-def score(metric: str, labels, predictions) -> float:
-    """The metric as scikit-learn defines it; macro F1 always over the 4 classes."""
+def score(metric: str, labels, predictions, classes: int = N_CLASSES) -> float:
+    """The metric as scikit-learn defines it; macro F1 always over all `classes` classes."""
     _check_metric(metric)
-    labels, predictions = _check(labels, predictions)
+    labels, predictions = _check(labels, predictions, classes=classes)
     if metric == "accuracy":
         return float(accuracy_score(labels, predictions))
-    return float(f1_score(labels, predictions, labels=CLASS_IDS, average="macro", zero_division=0))
+    return float(f1_score(labels, predictions, labels=list(range(classes)), average="macro", zero_division=0))
 
 
-def _batch_score(metric: str, labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+def _batch_score(metric: str, labels: np.ndarray, predictions: np.ndarray, classes: int = N_CLASSES) -> np.ndarray:
     """The metric of each row of (resamples, n) arrays; sklearn per resample is far too slow for 2000 resamples."""
     if metric == "accuracy":
         return (labels == predictions).mean(axis=-1)
     labels, predictions = np.atleast_2d(labels), np.atleast_2d(predictions)
     rows = len(labels)
     # one 4x4 confusion matrix per resample: offset each resample's cells so one bincount counts them all
-    cells = labels * N_CLASSES + predictions + (N_CLASSES * N_CLASSES) * np.arange(rows)[:, None]
-    matrix = np.bincount(cells.ravel(), minlength=rows * N_CLASSES ** 2).reshape(rows, N_CLASSES, N_CLASSES)
+    cells = labels * classes + predictions + (classes * classes) * np.arange(rows)[:, None]
+    matrix = np.bincount(cells.ravel(), minlength=rows * classes ** 2).reshape(rows, classes, classes)
     true_positive = np.diagonal(matrix, axis1=1, axis2=2)
     support = matrix.sum(axis=2) + matrix.sum(axis=1)  # 2tp + fp + fn, as sklearn's F1 denominator
     f1 = np.divide(2 * true_positive, support, out=np.zeros(true_positive.shape), where=support > 0)
@@ -72,38 +71,38 @@ def _interval(statistic, arrays: list[np.ndarray], n_resamples: int, seed: int,
 
 
 def bootstrap_ci(labels, predictions, metric: str = "f1_macro", n_resamples: int = N_RESAMPLES, seed: int = 0,
-                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+                 confidence: float = CONFIDENCE, classes: int = N_CLASSES) -> tuple[float, float]:
     """Percentile bootstrap interval of one model's metric, rows resampled with a seeded generator."""
     _check_metric(metric)
-    arrays = _check(labels, predictions)
-    statistic = lambda y, p, axis=-1: _batch_score(metric, y, p)
+    arrays = _check(labels, predictions, classes=classes)
+    statistic = lambda y, p, axis=-1: _batch_score(metric, y, p, classes)
     return _interval(statistic, arrays, n_resamples, seed, confidence)
 
 
 def paired_bootstrap_delta(labels, predictions_a, predictions_b, metric: str = "f1_macro",
                            n_resamples: int = N_RESAMPLES, seed: int = 0,
-                           confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+                           confidence: float = CONFIDENCE, classes: int = N_CLASSES) -> tuple[float, float, float]:
     """(score(a) - score(b), low, high); both models scored on the same resampled rows, so shared noise cancels."""
     _check_metric(metric)
-    arrays = _check(labels, predictions_a, predictions_b)
+    arrays = _check(labels, predictions_a, predictions_b, classes=classes)
     if np.array_equal(arrays[1], arrays[2]):  # exact zeros, not a bootstrap of float noise
         return 0.0, 0.0, 0.0
-    delta = score(metric, arrays[0], arrays[1]) - score(metric, arrays[0], arrays[2])
-    statistic = lambda y, a, b, axis=-1: _batch_score(metric, y, a) - _batch_score(metric, y, b)
+    delta = score(metric, arrays[0], arrays[1], classes) - score(metric, arrays[0], arrays[2], classes)
+    statistic = lambda y, a, b, axis=-1: _batch_score(metric, y, a, classes) - _batch_score(metric, y, b, classes)
     low, high = _interval(statistic, arrays, n_resamples, seed, confidence)
     return delta, low, high
 
 
-def _discordant(labels, predictions_a, predictions_b) -> tuple[int, int]:
+def _discordant(labels, predictions_a, predictions_b, classes: int = N_CLASSES) -> tuple[int, int]:
     """(b, c): rows only a gets right, rows only b gets right."""
-    labels, predictions_a, predictions_b = _check(labels, predictions_a, predictions_b)
+    labels, predictions_a, predictions_b = _check(labels, predictions_a, predictions_b, classes=classes)
     right_a, right_b = predictions_a == labels, predictions_b == labels
     return int(np.sum(right_a & ~right_b)), int(np.sum(~right_a & right_b))
 
 
-def mcnemar_p(labels, predictions_a, predictions_b) -> float:
+def mcnemar_p(labels, predictions_a, predictions_b, classes: int = N_CLASSES) -> float:
     """Exact two-sided McNemar p-value on correctness; 1.0 when the models never disagree on correctness."""
-    b, c = _discordant(labels, predictions_a, predictions_b)
+    b, c = _discordant(labels, predictions_a, predictions_b, classes)
     if b + c == 0:
         return 1.0
     return float(binomtest(b, n=b + c, p=0.5).pvalue)
@@ -140,10 +139,10 @@ class PairedResult:
 
 
 def paired(labels, predictions_a, predictions_b, metric: str = "f1_macro", seed: int = 0,
-           confidence: float = CONFIDENCE) -> PairedResult:
+           confidence: float = CONFIDENCE, classes: int = N_CLASSES) -> PairedResult:
     """Bootstrap delta (interval at `confidence`) and McNemar's test for a against b."""
     delta, low, high = paired_bootstrap_delta(labels, predictions_a, predictions_b, metric=metric, seed=seed,
-                                              confidence=confidence)
-    b, c = _discordant(labels, predictions_a, predictions_b)
+                                              confidence=confidence, classes=classes)
+    b, c = _discordant(labels, predictions_a, predictions_b, classes)
     return PairedResult(n=len(np.asarray(labels)), delta=delta, ci_low=low, ci_high=high,
-                        mcnemar_p=mcnemar_p(labels, predictions_a, predictions_b), discordant=b + c)
+                        mcnemar_p=mcnemar_p(labels, predictions_a, predictions_b, classes), discordant=b + c)

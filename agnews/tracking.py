@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -15,8 +16,8 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
-from agnews import cache, cli, signals, staging, store
-from agnews.data import SPLITS, SampleSizes, class_counts, sample_splits
+from agnews import cache, cli, signals, staging, store, task
+from agnews.data import SPLITS, DataOptions, SampleSizes, class_counts, sample_splits
 from agnews.errors import PipelineError
 from agnews.experiment import EXPERIMENT
 
@@ -171,20 +172,56 @@ def log_params(params: dict) -> None:
 
 # --- data hand-off -------------------------------------------------------------------------------
 
-def prepare_splits(data: str, sizes: SampleSizes, seed: int) -> dict[str, pd.DataFrame]:
-    """Sample the splits and log them into the active run: parameters as `-P` names them, class counts,
-    duplicate counts, the input digest `main` reuses runs by, the Parquet files and dataset inputs."""
-    sample = sample_splits(data, sizes, seed)
+def prepare_splits(data: str, sizes: SampleSizes, seed: int,
+                   options: DataOptions = DataOptions()) -> dict[str, pd.DataFrame]:
+    """Sample the splits and log them into the active run: parameters as `-P` names them, the task (label set,
+    text columns) as data/labels.json, class counts, duplicate counts, the input digest `main` reuses runs by, the
+    Parquet files and dataset inputs."""
+    return log_sample(data, sizes, seed, options, sample_splits(data, sizes, seed, options))
+
+
+def log_sample(data: str, sizes: SampleSizes, seed: int, options: DataOptions, sample) -> dict[str, pd.DataFrame]:
+    """Log a drawn sample (agnews.data.Sample) into the active run; its splits."""
     log_params({"data": data, "train_size": sizes.train, "val_size": sizes.validation, "test_size": sizes.test,
-                "gate_size": sizes.gate, "seed": seed})
-    log_params({f"{split}_count_{name.replace('/', '_')}": n
-                for split, frame in sample.splits.items() for name, n in class_counts(frame).items()})
+                "gate_size": sizes.gate, "seed": seed, **data_option_params(options)})
+    log_task(sample.task)
+    log_params({f"{split}_count_{safe}": n for split, frame in sample.splits.items()
+                for safe, n in zip(sample.task.metric_names, class_counts(frame, sample.task.labels).values())})
     mlflow.set_tag(cache.INPUT_TAG, cache.input_digest(data))
     mlflow.log_metrics({"rows_read": sample.rows_read, "duplicates_removed": sample.duplicates_removed,
                         "conflicting_label_rows_removed": sample.conflicts_removed})
     log_splits(sample.splits)
     log_unlabeled(sample.unlabeled)
     return sample.splits
+
+
+def data_option_params(options: DataOptions) -> dict[str, str]:
+    """The reading options as `-P` spells them (labels: the names given, comma-joined; empty when inferred)."""
+    labels = ",".join(options.labels)
+    if any("," in name for name in options.labels):  # a comma list cannot hold them: the JSON form can
+        labels = json.dumps(list(options.labels), ensure_ascii=False)
+    return {"text_columns": ",".join(options.text_columns), "label_column": options.label_column,
+            "labels": labels, "data_config": options.data_config,
+            "train_split": options.train_split, "test_split": options.test_split}
+
+
+def log_task(the_task: task.Task) -> None:
+    """data/labels.json (what later steps read), plus the label set as params and a tag to search runs by."""
+    mlflow.log_params({"num_labels": the_task.num_labels})
+    mlflow.set_tag("agnews.labels", json.dumps(list(the_task.labels), ensure_ascii=False)[:5000])
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(task.write(the_task, Path(tmp))), "data")
+
+
+def load_task(data_run_id: str) -> task.Task:
+    """The task a data run (prepare_data, or a self-preparing train) wrote; AG News for runs from before."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path=f"data/{task.TASK_FILE}",
+                                                       dst_path=tmp)
+        except (MlflowException, OSError):
+            return task.AG_NEWS  # prepared before labels.json existed: always AG News then
+        return task.read(Path(path).parent)
 
 
 def log_unlabeled(pool: pd.DataFrame | None) -> None:

@@ -122,7 +122,8 @@ class BestEpochKeeper(TrainerCallback):
 
     def compute_metrics(self, prediction) -> dict[str, float]:
         self.last_logits = np.asarray(prediction.predictions)
-        return metrics.summary(prediction.label_ids, np.argmax(prediction.predictions, axis=-1))
+        classes = self.last_logits.shape[-1]  # the model's head: the task's label count
+        return metrics.summary(prediction.label_ids, np.argmax(prediction.predictions, axis=-1), classes=classes)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:  # logging_strategy="epoch": the mean training loss of the epoch

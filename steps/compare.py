@@ -32,12 +32,13 @@ def _tables(args: argparse.Namespace):
     if wrong:
         raise PipelineError(f"runs registered into {sorted(map(str, wrong))}, not {args.registered_model!r}; "
                             "pass -P registered_model=<their registered model>")
+    task = comparison.shared_task(trains)  # different label sets: refused before anything is read or logged
     predictions = {r.info.run_id: comparison.validation_predictions(r) for r in trains}
     comparison.check_same_rows(trains, predictions)
     evaluations = comparison.chosen_evaluations(trains, evals, *comparison.own_parent())
     runs = comparison.run_table(trains, evaluations, predictions)
     ranked = comparison.add_paired_columns(comparison.model_table(runs), predictions)
-    return runs, ranked, predictions, evaluations
+    return runs, ranked, predictions, evaluations, task
 
 
 def _over_budget_reason(row, costs, budget: float) -> str:
@@ -57,11 +58,11 @@ def _decide(args: argparse.Namespace, candidate) -> gate.Decision:
                        args.min_improvement, args.min_gate_rows)
 
 
-def _write(runs, ranked, predictions, costs, decision: gate.Decision, args) -> None:
+def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task) -> None:
     leader = predictions[ranked.loc[0, "train_run_id"]]
-    text = report.render(ranked, runs, vars(decision), comparison.confusion(leader), args.min_improvement,
+    text = report.render(ranked, runs, vars(decision), comparison.confusion(leader, task), args.min_improvement,
                          costs, args.latency_budget_ms,
-                         training=comparison.training_histories(ranked, predictions))
+                         training=comparison.training_histories(ranked, predictions, task))
     with tempfile.TemporaryDirectory() as tmp:
         ranked.to_csv(Path(tmp) / "comparison.csv", index=False)
         costs.to_csv(Path(tmp) / "frontier.csv", index=False)
@@ -79,7 +80,7 @@ def _write(runs, ranked, predictions, costs, decision: gate.Decision, args) -> N
 def compare(args: argparse.Namespace) -> gate.Decision:
     if args.gate_data_run_id:
         tracking.get_run(args.gate_data_run_id, "prepare_data", "train")
-    runs, ranked, predictions, evaluations = _tables(args)
+    runs, ranked, predictions, evaluations, task = _tables(args)
     tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
                          "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"]),
                          "gate_data_run_id": args.gate_data_run_id, "min_gate_rows": args.min_gate_rows,
@@ -99,7 +100,7 @@ def compare(args: argparse.Namespace) -> gate.Decision:
         for row in over:  # ranked above the candidate, refused for their latency alone
             gate.mark_over_budget(journal, row.registered_version,
                                   _over_budget_reason(row, costs, args.latency_budget_ms))
-        _write(runs, ranked, predictions, costs, decision, args)
+        _write(runs, ranked, predictions, costs, decision, args, task)
         mlflow.set_tags({"agnews.candidate_model": candidate.model, "agnews.candidate_version":
                          candidate.registered_version, "agnews.promotion_decision": decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,

@@ -53,6 +53,7 @@ def _pool(data_run_id: str, size: int, seed: int) -> pd.DataFrame:
 def run(args: argparse.Namespace) -> str:
     tracking.get_run(args.data_run_id, "prepare_data", "train")
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(args.data_run_id, ("train", "validation")).items()}
+    task = tracking.load_task(args.data_run_id)
     pool = _pool(args.data_run_id, args.unlabeled_size, args.seed)
     teacher_uri, teacher_tags = _teacher(args.teacher)
     base = args.model or teacher_tags.get("agnews.teacher_base_model", "")
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> str:
         epochs=args.epochs, learning_rate=args.learning_rate or spec.default_learning_rate,
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
         early_stopping_patience=args.early_stopping_patience)
-    tokenizer, model = models.load_tokenizer_and_model(spec)
+    tokenizer, model = models.load_tokenizer_and_model(spec, task)
     if args.student_layers:
         distill.cut_layers(model, args.student_layers)
     models.check_max_length(spec, model, config.max_length)
@@ -84,6 +85,10 @@ def run(args: argparse.Namespace) -> str:
                          "data_run_id": args.data_run_id})
     frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
     with serving.load(teacher_uri, args.precision) as teacher_model:  # soft labels for labelled and pool rows
+        if teacher_model.labels != task.labels:  # its logits would teach other classes under the same ids
+            raise PipelineError(f"teacher {args.teacher!r} has labels [{', '.join(teacher_model.labels)}], not the "
+                                f"data run's [{', '.join(task.labels)}]; pass a teacher trained on this label set "
+                                "(-P teacher=models:/<its registered model>@champion)")
         logits = teacher_model.logits(frame["text"].tolist(), progress=True)
     log.info("distilling %s into %s (%s, %d layers) on %d labelled + %d unlabelled rows, T=%g, alpha=%g",
              teacher_uri, name, spec.checkpoint, model.config.num_hidden_layers, len(splits["train"]), len(pool),
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> str:
                            args.registered_model, {"model": name, "preset": spec.preset or "none",
                                                    "base_model": spec.checkpoint, "data_run_id": args.data_run_id,
                                                    "teacher_version": teacher_tags.get("agnews.teacher_version", ""),
-                                                   "student_layers": str(model.config.num_hidden_layers)})
+                                                   "student_layers": str(model.config.num_hidden_layers)}, task)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import mlflow
 
 from agnews import cache, cli, comparison, gate, metrics, plots, registry, serving, stats, tracking, training
-from agnews.data import LABELS, with_row_ids
+from agnews.data import with_row_ids
 from agnews.errors import PipelineError
+from agnews.task import Task, check_same
 
 log = logging.getLogger("steps.evaluate")
 
@@ -31,30 +32,31 @@ def _log_table(table, name: str) -> None:
         mlflow.log_artifact(str(Path(tmp) / name), "evaluation")
 
 
-def _labelled(test, logits):
-    table = metrics.predictions_table(test, logits)
-    table.insert(4, "true_label", [LABELS[i] for i in table["label"]])
-    table.insert(5, "predicted_label", [LABELS[i] for i in table["predicted"]])
+def _labelled(test, logits, task: Task):
+    table = metrics.predictions_table(test, logits, task)
+    table.insert(4, "true_label", [task.labels[i] for i in table["label"]])
+    table.insert(5, "predicted_label", [task.labels[i] for i in table["predicted"]])
     return table
 
 
-def _score_fp32(model_name: str, test, logits) -> dict[str, float]:
+def _score_fp32(model_name: str, test, logits, task: Task) -> dict[str, float]:
     predicted, labels = logits.argmax(axis=-1), test["label"].to_numpy()
-    scores = {**metrics.summary(labels, predicted, "test"), **metrics.per_class(labels, predicted, "test")}
+    scores = {**metrics.summary(labels, predicted, "test", task.num_labels),
+              **metrics.per_class(labels, predicted, "test", task)}
     mlflow.log_metrics(scores)
-    counts = metrics.confusion(labels, predicted)
+    counts = metrics.confusion(labels, predicted, task)
     with tempfile.TemporaryDirectory() as tmp:
         counts.to_csv(Path(tmp) / "confusion_matrix.csv")
-        normalized = metrics.confusion(labels, predicted, normalize=True).round(4)
+        normalized = metrics.confusion(labels, predicted, task, normalize=True).round(4)
         normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
         mlflow.log_artifacts(tmp, "evaluation")
-    _log_table(_labelled(test, logits), "predictions.csv")
+    _log_table(_labelled(test, logits, task), "predictions.csv")
     tracking.log_plot(plots.confusion_matrix(model_name, counts))
     log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])
     return scores
 
 
-def _int8(args, train_run, splits, fp32_predicted, folder: Path) -> None:
+def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> None:
     """Log the exported int8 variant, score it on the same test rows (paired against fp32) and on validation,
     measure its cost the same way, and register it when asked."""
     info = registry.log_int8_model(folder)
@@ -66,14 +68,16 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path) -> None:
         cost = serving.cost(model, test["text"].tolist())
         cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
     labels, predicted = test["label"].to_numpy(), logits.argmax(axis=-1)
-    paired = stats.paired(labels, predicted, fp32_predicted, "f1_macro")
-    low, high = stats.bootstrap_ci(labels, predicted, "f1_macro")
+    classes = task.num_labels
+    paired = stats.paired(labels, predicted, fp32_predicted, "f1_macro", classes=classes)
+    low, high = stats.bootstrap_ci(labels, predicted, "f1_macro", classes=classes)
     mlflow.log_metrics({f"int8_{k}": v for k, v in {
-        **metrics.summary(labels, predicted, "test"), **metrics.summary(validation["label"], val_predicted, "val"),
+        **metrics.summary(labels, predicted, "test", classes),
+        **metrics.summary(validation["label"], val_predicted, "val", classes),
         **cost, "test_f1_macro_ci_low": low, "test_f1_macro_ci_high": high,
         "agreement": float((predicted == fp32_predicted).mean()), "delta_f1_macro": paired.delta,
         "delta_ci_low": paired.ci_low, "delta_ci_high": paired.ci_high, "mcnemar_p": paired.mcnemar_p}.items()})
-    _log_table(_labelled(test, logits), "predictions_int8.csv")
+    _log_table(_labelled(test, logits, task), "predictions_int8.csv")
     log.info("int8: test macro F1 %+.4f vs fp32 [%+.4f, %+.4f], p50 %.1f ms, %.1f MB", paired.delta, paired.ci_low,
              paired.ci_high, cost["latency_p50_ms"], cost["model_size_mb"])
     accepted = comparison.int8_accepted(paired.ci_low, args.int8_tolerance)
@@ -103,12 +107,24 @@ def _check_unseen(test, train_run, data_run_id: str) -> None:
             "-P data_run_id empty) or on a prepare_data run drawn from other rows")
 
 
+def _task(train_run, data_run_id: str) -> Task:
+    """The test data's label set; it must be the one the model was trained on (ids mean the same classes)."""
+    task = tracking.load_task(data_run_id)
+    trained_on = train_run.data.tags.get("agnews.data_run_id", "")
+    if trained_on and trained_on != data_run_id:
+        check_same(tracking.load_task(trained_on), task, f"data run {data_run_id}",
+                   f"evaluate train run {train_run.info.run_id} on data of its own label set (leave -P data_run_id "
+                   "empty for its own data run)")
+    return task
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     if args.register_int8 and not args.int8:
         raise PipelineError("-P register_int8=true needs the int8 variant; pass -P int8=true (the default)")
     train_run = tracking.get_run(args.train_run_id, "train", "distill")
     data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
     data_run = tracking.get_run(data_run_id, "prepare_data", "train")
+    task = _task(train_run, data_run_id)
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}
     test = splits["test"]
     _check_unseen(test, train_run, data_run_id)  # before anything is logged as a result
@@ -131,11 +147,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
             cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
             tracking.log_params({"serving_precision": model.precision, "torch_threads": threads})
             export_seconds = serving.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
-        scores = _score_fp32(model_name, test, logits)
+        scores = _score_fp32(model_name, test, logits, task)
         mlflow.log_metrics({**cost, "num_parameters": train_run.data.metrics.get("num_parameters", float("nan"))})
         if export_seconds is not None:
             mlflow.log_metric("int8_export_seconds", export_seconds)
-            _int8(args, train_run, splits, logits.argmax(axis=-1), Path(tmp) / "onnx")
+            _int8(args, train_run, splits, logits.argmax(axis=-1), Path(tmp) / "onnx", task)
     return scores
 
 

@@ -76,9 +76,11 @@ def run_pipeline(args: argparse.Namespace) -> None:
     seeds = cli.seed_list(args.seeds, args.seed)
     # Unknown names fail before any child starts; two checkpoints with one short name get distinct names.
     specs = models.distinct_names([models.resolve_model(name) for name in names])
-    tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds))})
+    tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds)),
+                         **tracking.data_option_params(cli.data_options(args))})
     steps = Steps(args.reuse)
-    data = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
+    data = {**{k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")},
+            **tracking.data_option_params(cli.data_options(args))}  # how the source is read: part of the reuse key
     data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))  # evaluate's cost depends on it
     training = {k: getattr(args, k) for k in TRAINING_KEYS}

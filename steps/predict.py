@@ -52,11 +52,13 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     tracking.log_params({"input": args.input, "model_uri": model_uri, "output": args.output,
                          "precision": args.precision, "batch_size": args.batch_size})
     output = batch_predict.output_path(args.output)  # a bad output path fails before any work
-    batch = batch_predict.read_input(args.input)
-    with serving.load(_resolve(model_uri), precision=args.precision, batch_size=args.batch_size) as model:
+    resolved = _resolve(model_uri)
+    batch = batch_predict.read_input(args.input, batch_predict.model_task(resolved))  # bad input before the model
+    with serving.load(resolved, precision=args.precision, batch_size=args.batch_size) as model:
         mlflow.set_tag("agnews.model_variant", model.variant)
         probabilities = model.probabilities(batch.texts, progress=True)
-    table = batch_predict.predictions_table(batch, probabilities)
+        labels = model.labels
+    table = batch_predict.predictions_table(batch, probabilities, labels)
     scores = batch_predict.scores(table)
     mlflow.log_metrics({"rows": len(table), **scores})
     _log_table(table)

@@ -15,7 +15,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     with tracking.step_run("prepare_data", "prepare_data"):
         args = parse_args(argv)
-        tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed)
+        tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args))
 
 
 if __name__ == "__main__":

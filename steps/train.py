@@ -16,8 +16,9 @@ import mlflow
 import pandas as pd
 
 from agnews import cache, cli, models, results, tracking, training
-from agnews.data import with_row_ids
+from agnews.data import Sample, sample_splits, with_row_ids
 from agnews.errors import PipelineError
+from agnews.task import Task
 
 log = logging.getLogger("steps.train")
 
@@ -34,15 +35,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args([a for a in argv if a != "--"])  # torchrun ... -m steps.train -- <args>
 
 
-def _load_data(args: argparse.Namespace) -> tuple[dict[str, pd.DataFrame], str]:
-    """Splits from a prepare_data run, or prepared and logged inside this run (rank 0 only)."""
+@dataclasses.dataclass
+class _Data:
+    splits: dict[str, pd.DataFrame]  # train, validation
+    data_run_id: str
+    task: Task
+    sample: Sample | None = None  # drawn here, logged once the model has loaded (nothing logged for a bad model)
+
+
+def _load_data(args: argparse.Namespace) -> _Data:
+    """Splits and task from a prepare_data run, or drawn inside this run (rank 0 only)."""
     if args.data_run_id:
-        run = tracking.get_run(args.data_run_id, "prepare_data", "train")
+        tracking.get_run(args.data_run_id, "prepare_data", "train")
         loaded = tracking.load_splits(args.data_run_id, ("train", "validation"))
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
-        tracking.log_lineage(splits, tracking.data_uri(run))
-        return splits, args.data_run_id
-    return tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed), mlflow.active_run().info.run_id
+        return _Data(splits, args.data_run_id, tracking.load_task(args.data_run_id))
+    sample = sample_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args))
+    return _Data(sample.splits, mlflow.active_run().info.run_id, sample.task, sample)
+
+
+def _log_data(args: argparse.Namespace, data: _Data) -> None:
+    if data.sample is None:
+        tracking.log_lineage(data.splits, tracking.data_uri(mlflow.get_run(data.data_run_id)))
+    else:
+        tracking.log_sample(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args), data.sample)
 
 
 def run_training(args: argparse.Namespace, rank: int) -> None:
@@ -54,11 +70,13 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
         batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
         early_stopping_patience=args.early_stopping_patience)
     precision = training.resolve_precision(config.precision)
-    tokenizer, model = models.load_tokenizer_and_model(spec)  # model problems surface before data is logged
+    data = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
+    splits, data_run_id = data.splits, data.data_run_id
+    tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged
     models.check_max_length(spec, model, config.max_length)
-    splits, data_run_id = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     threads = training.configure_threads()
     if rank == 0:
+        _log_data(args, data)
         mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset,
                          "agnews.base_model": spec.checkpoint, "agnews.data_run_id": data_run_id,
                          cache.INPUT_TAG: cache.input_digest(spec.checkpoint)})
@@ -77,7 +95,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
         return
     results.publish(spec.name, model, tokenizer, result, splits["validation"], config.max_length,
                     args.registered_model, {"model": spec.name, "preset": spec.preset or "none",
-                                            "base_model": spec.checkpoint, "data_run_id": data_run_id})
+                                            "base_model": spec.checkpoint, "data_run_id": data_run_id}, data.task)
 
 
 def main(argv: list[str] | None = None) -> None:

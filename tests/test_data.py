@@ -7,8 +7,8 @@ import pytest
 from conftest import FIXTURE_ROWS, REAL_TEST_CSV
 
 from agnews import data
+from agnews.ag_news import LABELS
 from agnews.data import (
-    LABELS,
     SPLITS,
     SampleSizes,
     class_counts,
@@ -22,6 +22,7 @@ from agnews.errors import PipelineError
 
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
 CLASS_NAMES = "(World, Sports, Business, Sci/Tech)"
+NAME_THEM = "; for other classes name them in order with -P labels=<name,name,...>"
 NO_GATE = SampleSizes(4, 4, 4, 0)
 
 
@@ -196,18 +197,26 @@ BAD_FILES = {
                          "('text,label' columns or the AG News format class,title,description without header)"),
     "semicolon_rows": (b'3;"Title, x";desc\n', "{p} looks semicolon-separated; save it comma-separated "
                        "('text,label' columns or the AG News format class,title,description without header)"),
-    "missing_column": (b"text,category\nhello,1\n", "{p} lacks column(s) ['label']; expected 'text' and 'label' (0-3)"),
-    "two_columns_no_header": (b"a,b\n1,2\n", "{p} has 2 columns and no 'text,label' header; " + FORMATS),
+    "missing_column": (b"text,category\nhello,1\n", "{p} lacks column(s) ['label'] (it has text, category); pass "
+                       "-P text_columns=<col,col> and -P label_column=<col>, or rename them 'text' and 'label'"),
+    "two_columns_no_header": (b"a,b\n1,2\n", "{p} has 2 columns and no header naming label, text; " + FORMATS),
     "ragged": (b"text,label\na,1\nb,2,3,4\n", "{p} is not a readable CSV (ParserError: Error tokenizing data. "
                "C error: Expected 2 fields in line 3, saw 4); " + FORMATS),
     "agnews_class_0": (b'"0","t","d"\n', "{p} row 1 has unknown label '0'; class must be 1-4 in the AG News "
                        "format " + CLASS_NAMES),
     "agnews_class_5": (b'"1","t","d"\n"5","t","d"\n', "{p} row 2 has unknown label '5'; class must be 1-4 in the "
                        "AG News format " + CLASS_NAMES),
-    "label_4": (b"text,label\nhello,1\nworld,4\n", "{p} row 2 has unknown label '4'; label must be 0-3 " + CLASS_NAMES),
-    "label_minus_1": (b"text,label\nhello,-1\n", "{p} row 1 has unknown label '-1'; label must be 0-3 " + CLASS_NAMES),
-    "label_1.5": (b"text,label\nhello,1.5\n", "{p} row 1 has unknown label '1.5'; label must be 0-3 " + CLASS_NAMES),
-    "label_x": (b"text,label\nhello,x\n", "{p} row 1 has unknown label 'x'; label must be 0-3 " + CLASS_NAMES),
+    "label_4": (b"text,label\nhello,1\nworld,4\n", "{p} row 2 has unknown label '4'; label must be 0-3 " + CLASS_NAMES
+                + NAME_THEM),
+    "label_minus_1": (b"text,label\nhello,-1\n", "{p} row 1 has unknown label '-1'; label must be 0-3 " + CLASS_NAMES
+                      + NAME_THEM),
+    "label_1.5": (b"text,label\nhello,1.5\n", "{p} row 1 has unknown label '1.5'; label must be 0-3 " + CLASS_NAMES
+                  + NAME_THEM),
+    "label_x": (b"text,label\nhello,x\n", "{p} has a single class ('x'); a classifier needs at least 2: add rows of "
+                "other classes or pass another file"),
+    "label_x_among_numbers": (b"text,label\nhello,1\nworld,x\n", "{p} row 2 has label 'x' but row 1 has the number "
+                              "'1'; use class names throughout, or numbers with -P labels=<names in id order>"),
+    "blank_label": (b"text,label\nhello,1\nworld,\n", "{p} row 2 has no label; fill it or drop the row"),
     "empty_text": (b"text,label\nhello,1\n,2\n", "{p} row 2 has empty text; fill it or drop the row"),
     "blank_text": (b"text,label\nhello,1\n   ,2\n", "{p} row 2 has empty text; fill it or drop the row"),
     "agnews_empty_text": (b'"1","",""\n"2","t","d"\n', "{p} row 1 has empty text; fill it or drop the row"),
@@ -219,9 +228,8 @@ BAD_FILES = {
                            "cannot be less than 2. Classes with too few members are: [3]; lower the sizes or add rows "
                            "to the small classes"),
     "class_missing": (("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(30))).encode(),
-                      "cannot draw the test split (test_size=4) stratified by label from the 30 rows left (World 10, "
-                      "Sports 10, Business 10, Sci/Tech 0): it would get no Sci/Tech rows; lower the sizes or add "
-                      "rows to the small classes"),
+                      "{p} has no rows of class(es) Sci/Tech (label set: World, Sports, Business, Sci/Tech); pass "
+                      "-P labels=<only the classes the data has, in id order>"),
 }
 
 
@@ -242,22 +250,24 @@ def test_bad_parquet_files_fail_in_one_line(tmp_path):
         f"{tmp_path / 'nan.parquet'} row 2 has empty text; fill it or drop the row"
     pd.DataFrame({"text": ["a"], "label": [4]}).to_parquet(tmp_path / "label.parquet")
     assert _refused(str(tmp_path / "label.parquet")) == \
-        f"{tmp_path / 'label.parquet'} row 1 has unknown label '4'; label must be 0-3 {CLASS_NAMES}"
+        f"{tmp_path / 'label.parquet'} row 1 has unknown label '4'; label must be 0-3 {CLASS_NAMES}{NAME_THEM}"
 
 
 def test_missing_file_and_folder(tmp_path):
     assert _refused(str(tmp_path / "nope.csv")) == \
-        f"data file not found: {tmp_path / 'nope.csv'}; pass -P data=<csv or parquet path> or hf:fancyzhx/ag_news"
+        f"data file not found: {tmp_path / 'nope.csv'}; pass -P data=<csv, tsv, parquet or jsonl path> or " \
+        "hf:fancyzhx/ag_news"
     assert _refused(str(tmp_path)) == \
-        f"data path {tmp_path} is a folder, not a file; pass -P data=<csv or parquet path> or hf:fancyzhx/ag_news"
+        f"data path {tmp_path} is a folder but not a dataset saved with save_to_disk (no dataset_dict.json or " \
+        "state.json); pass -P data=<csv, tsv, parquet or jsonl file>, such a folder, or hf:fancyzhx/ag_news"
 
 
-@pytest.mark.parametrize("sizes, message", [
-    ((-1, 4, 4, 0), "-P train_size=-1 must be at least 4 (one row per class)"),
-    ((4, 0, 4, 0), "-P val_size=0 must be at least 4 (one row per class)"),
+@pytest.mark.parametrize("sizes, message", [  # at construction: no task has fewer than 2 classes
+    ((-1, 4, 4, 0), "-P train_size=-1 must be at least 2 (one row per class)"),
+    ((4, 0, 4, 0), "-P val_size=0 must be at least 2 (one row per class)"),
     ((4, 4, 2.5, 0), "-P test_size=2.5 is not a whole number; pass a whole number of rows"),
-    ((4, 4, 4, -1), "-P gate_size=-1 must be 0 (no gate split) or at least 4 (one row per class)"),
-    ((4, 4, 4, 2), "-P gate_size=2 must be 0 (no gate split) or at least 4 (one row per class)"),
+    ((4, 4, 4, -1), "-P gate_size=-1 must be 0 (no gate split) or at least 2 (one row per class)"),
+    ((4, 4, 4, 1), "-P gate_size=1 must be 0 (no gate split) or at least 2 (one row per class)"),
     ((4, 4, 4, 0.5), "-P gate_size=0.5 is not a whole number; pass a whole number of rows"),
     (("4",), "-P train_size=4 is not a whole number; pass a whole number of rows"),
 ])
@@ -265,6 +275,14 @@ def test_bad_sizes_fail_in_one_line(sizes, message):
     with pytest.raises(PipelineError) as err:
         SampleSizes(*sizes)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("sizes, message", [  # once the task is known: a row per class in every split
+    ((3, 4, 4, 0), "-P train_size=3 must be at least 4 (one row per class)"),
+    ((4, 4, 4, 2), "-P gate_size=2 must be 0 (no gate split) or at least 4 (one row per class)"),
+])
+def test_sizes_below_the_class_count_fail_once_the_labels_are_known(fixture_csv, sizes, message):
+    assert _refused(str(fixture_csv), SampleSizes(*sizes)) == message
 
 
 def test_whole_float_sizes_and_gate_zero_are_fine():
@@ -334,7 +352,7 @@ def _fake_hub(monkeypatch, **splits: list[tuple[str, int]]) -> None:
 
     built = datasets.DatasetDict({name: datasets.Dataset.from_pandas(pd.DataFrame(rows, columns=["text", "label"]))
                                   for name, rows in splits.items()})
-    monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id: built)
+    monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id, config=None: built)
 
 
 def test_hub_test_comes_from_its_test_split_without_duplicates_across_splits(monkeypatch):
@@ -354,5 +372,6 @@ def test_hub_test_comes_from_its_test_split_without_duplicates_across_splits(mon
 
 def test_hub_without_a_test_split_fails_in_one_line(monkeypatch):
     _fake_hub(monkeypatch, train=[("a", 0)])
-    assert _refused("hf:fake/news") == ("hub dataset 'fake/news' lacks split(s) ['test'] (it has ['train']); "
-                                        "pass a dataset with train and test splits, or -P data=<local csv>")
+    assert _refused("hf:fake/news") == ("dataset 'fake/news' lacks split(s) ['test'] (it has ['train']); pass "
+                                        "-P train_split=<name> and -P test_split=<name> from those, or "
+                                        "-P data=<local file>")

@@ -24,6 +24,7 @@ from conftest import (
 from agnews import distill
 from agnews.data import SPLITS
 from agnews.models import load_tokenizer_and_model, resolve_model
+from agnews.task import AG_NEWS
 
 MODEL = "agnews-classifier"
 def test_soft_label_loss_matches_a_hand_computation():
@@ -46,12 +47,12 @@ def test_soft_label_loss_matches_a_hand_computation():
 
 def test_layer_cut_saves_and_loads_with_n_layers(tmp_path):
     folder = build_tiny_bert(tmp_path / "deep", layers=4)
-    tokenizer, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    tokenizer, model = load_tokenizer_and_model(resolve_model(str(folder)), AG_NEWS)
     first = [p.clone() for p in model.bert.encoder.layer[0].parameters()]
     distill.cut_layers(model, 2)
     model.save_pretrained(tmp_path / "cut")
     tokenizer.save_pretrained(tmp_path / "cut")
-    _, loaded = load_tokenizer_and_model(resolve_model(str(tmp_path / "cut")))
+    _, loaded = load_tokenizer_and_model(resolve_model(str(tmp_path / "cut")), AG_NEWS)
     assert loaded.config.num_hidden_layers == 2 and len(loaded.bert.encoder.layer) == 2
     assert all(torch.equal(a, b) for a, b in zip(first, loaded.bert.encoder.layer[0].parameters()))
     out = loaded(**tokenizer(["game team score"], return_tensors="pt")).logits
@@ -61,7 +62,7 @@ def test_layer_cut_saves_and_loads_with_n_layers(tmp_path):
 
 
 def test_layer_decay_lowers_the_rate_layer_by_layer(tmp_path):
-    _, model = load_tokenizer_and_model(resolve_model(str(build_tiny_bert(tmp_path / "m", layers=3))))
+    _, model = load_tokenizer_and_model(resolve_model(str(build_tiny_bert(tmp_path / "m", layers=3))), AG_NEWS)
     groups = distill.layer_decay_groups(model, 1e-3, 0.5, 0.01)
     rate = {id(p): g["lr"] for g in groups for p in g["params"]}
     layers = model.bert.encoder.layer

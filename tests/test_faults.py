@@ -34,6 +34,8 @@ from conftest import (
     start_mlflow_cli,
 )
 
+from agnews.errors import PipelineError  # noqa: E402
+
 pytestmark = pytest.mark.faults
 
 GOOD = {"train_size": "80", "val_size": "40", "test_size": "40", "gate_size": "40"}
@@ -208,12 +210,13 @@ def test_broken_model_folder_is_refused(case, pattern, store, fixture_csv, tiny_
 
 def test_model_with_another_label_count_gets_a_fresh_four_way_head(tiny_model, tmp_path):
     from agnews.models import load_tokenizer_and_model, resolve_model
+    from agnews.task import AG_NEWS
 
     folder = shutil.copytree(tiny_model, tmp_path / "two-labels")
     config = json.loads((folder / "config.json").read_text())
     config.update(id2label={"0": "neg", "1": "pos"}, label2id={"neg": 0, "pos": 1})
     (folder / "config.json").write_text(json.dumps(config))
-    _, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    _, model = load_tokenizer_and_model(resolve_model(str(folder)), AG_NEWS)
     assert model.config.num_labels == 4 and model.config.id2label[3] == "Sci/Tech"
     assert model.classifier.out_features == 4
 
@@ -390,3 +393,42 @@ def test_two_mains_at_once_on_a_new_sqlite_store(tmp_path, fixture_csv, tiny_mod
     versions = client.search_model_versions("name = 'agnews-classifier'")
     assert len(versions) == 2 and all(client.get_run(v.run_id).info.status == "FINISHED" for v in versions)
     assert client.get_model_version_by_alias("agnews-classifier", "champion")
+
+
+# --- your own data: the task's refusals --------------------------------------------------------------------------
+
+def _topics(tmp_path: Path) -> Path:
+    from test_task import topic_rows, write_jsonl
+
+    return write_jsonl(tmp_path / "topics.jsonl", topic_rows(rows_per_class=30))
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    ({}, r"lacks column\(s\) \['text', 'label'\] \(it has headline, body, topic\); pass -P text_columns="),
+    ({"text_columns": "headline", "label_column": "topic", "labels": "deportes,deportes"},
+     r"-P labels=deportes,deportes lists deportes more than once"),
+    ({"text_columns": "headline", "label_column": "topic", "labels": "deportes,política,cine,economía y empresas"},
+     r"has no rows of class\(es\) cine"),
+    ({"text_columns": "headline", "label_column": "topic", "labels": "deportes,política"},
+     r"row \d+ has unknown label 'economía y empresas'; -P labels lists deportes, política"),
+])
+def test_prepare_data_refuses_a_bad_task(store, tmp_path, extra, pattern):
+    args = {"data": _topics(tmp_path), "train_size": 20, "val_size": 10, "test_size": 10, "gate_size": 0, **extra}
+    _assert_refused(run_step("prepare_data", *_params(**{k: str(v) for k, v in args.items()})), pattern, store)
+
+
+def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fixture_csv):
+    from agnews import comparison
+
+    sizes = {"train_size": "20", "val_size": "10", "test_size": "10", "gate_size": "10"}
+    assert run_step("prepare_data", *_params(data=str(fixture_csv), **sizes)) is None
+    assert run_step("prepare_data", *_params(data=str(_topics(tmp_path)), text_columns="headline,body",
+                                             label_column="topic", **sizes)) is None
+    client = mlflow.MlflowClient(store)
+    experiment = client.get_experiment_by_name("agnews-classification").experiment_id
+    data_runs = sorted(client.search_runs([experiment]), key=lambda r: r.info.start_time)
+    trains = [client.create_run(experiment, tags={"agnews.data_run_id": d.info.run_id, "agnews.model": f"m{i}"})
+              for i, d in enumerate(data_runs)]
+    with pytest.raises(PipelineError, match=r"train run \w+ \(m1\) has labels \[deportes, economía y empresas, "
+                                            r"política\], not \[World, Sports, Business, Sci/Tech\]; compare only"):
+        comparison.shared_task([client.get_run(r.info.run_id) for r in trains])

@@ -11,6 +11,7 @@ from conftest import REPO, build_tiny_bert
 from agnews import models
 from agnews.errors import PipelineError
 from agnews.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
+from agnews.task import AG_NEWS
 
 TINYBERT_ID = PRESETS["tinybert"].checkpoint
 
@@ -42,7 +43,7 @@ def test_minilm_preset_resolves_offline_to_the_package_folder(monkeypatch):
     assert (spec.name, spec.preset, spec.checkpoint) == ("minilm", "minilm", str(folder))
     assert spec.default_learning_rate == models.MINILM_LEARNING_RATE
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    tokenizer, model = load_tokenizer_and_model(spec)  # the real pretrained weights, no network
+    tokenizer, model = load_tokenizer_and_model(spec, AG_NEWS)  # the real pretrained weights, no network
     assert model.config.num_hidden_layers == 6 and len(tokenizer) == 30522
     monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)  # package not installed
     assert resolve_model("minilm").checkpoint == "sentence-transformers/all-MiniLM-L6-v2"  # hub id, or its cache
@@ -76,8 +77,8 @@ def test_unknown_model_fails_in_one_line(name):
 
 def _load_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_HOME and HF_HUB_OFFLINE at import: load in a process that starts with them."""
-    code = ("from agnews.models import load_tokenizer_and_model, resolve_model\n"
-            f"tok, model = load_tokenizer_and_model(resolve_model({model!r}))\n"
+    code = ("from agnews.models import load_tokenizer_and_model, resolve_model\nfrom agnews.task import AG_NEWS\n"
+            f"tok, model = load_tokenizer_and_model(resolve_model({model!r}), AG_NEWS)\n"
             "print(model.config.id2label, tok('game team')['input_ids'])")
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
@@ -99,5 +100,5 @@ def test_uncached_hub_id_offline_says_what_to_pass(tmp_path):
 
 def test_local_folder_loads_with_fresh_four_way_head(tmp_path):
     folder = build_tiny_bert(tmp_path / "m")
-    _, model = load_tokenizer_and_model(resolve_model(str(folder)))
+    _, model = load_tokenizer_and_model(resolve_model(str(folder)), AG_NEWS)
     assert model.classifier.out_features == 4

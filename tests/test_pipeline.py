@@ -11,7 +11,7 @@ import pytest
 from conftest import EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of
 from test_models import TINYBERT_ID, populate_hf_cache
 
-from agnews.data import LABELS
+from agnews.ag_news import LABELS
 
 PER_EPOCH = ["train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
 

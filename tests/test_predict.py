@@ -11,7 +11,8 @@ import pytest
 from conftest import latest, mlflow_cli, project_store, run_step, step_args, write_agnews_csv
 from sklearn.metrics import accuracy_score, f1_score
 
-from agnews.data import LABELS, clean_text
+from agnews.ag_news import LABELS
+from agnews.data import clean_text
 from agnews.predict import PROB_COLUMNS
 
 MODEL = "agnews-classifier"

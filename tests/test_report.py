@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from agnews import report
-from agnews.data import LABELS
+from agnews.ag_news import LABELS
+from agnews.task import AG_NEWS
 
 METRICS = ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
 GATE = {"candidate_model": "distilbert", "candidate_version": "5", "incumbent_model": "tinybert",
@@ -311,7 +312,7 @@ def test_training_histories_reads_the_representing_run_epoch_by_epoch(store):
     ranked = pd.DataFrame([{"model": "distilbert", "train_run_id": run.info.run_id, "best_epoch": 2, "seed": 42,
                             "registered_version": "3", "val_f1_macro_ci_low": 0.8, "val_f1_macro_ci_high": 0.88}])
     predictions = {run.info.run_id: pd.DataFrame({"row_id": [1, 2, 3], "label": [2, 3, 3], "predicted": [3, 3, 2]})}
-    got = comparison.training_histories(ranked, predictions)["distilbert"]
+    got = comparison.training_histories(ranked, predictions, AG_NEWS)["distilbert"]
     assert got.epochs == [1, 2] and got.val_f1_macro == pytest.approx([0.79, 0.84])
     assert got.val_loss == pytest.approx([0.6, 0.5]) and got.train_loss == pytest.approx([0.9, 0.6])
     assert (got.best_epoch, got.seed, got.version, got.val_f1_ci) == (2, 42, "3", (0.8, 0.88))

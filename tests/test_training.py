@@ -7,6 +7,7 @@ from agnews import metrics, training
 from agnews.data import SampleSizes, sample_splits
 from agnews.errors import PipelineError
 from agnews.models import load_tokenizer_and_model, resolve_model
+from agnews.task import AG_NEWS
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,7 @@ def splits(fixture_csv):
 
 
 def _fresh(tiny_model):
-    return load_tokenizer_and_model(resolve_model(str(tiny_model)))
+    return load_tokenizer_and_model(resolve_model(str(tiny_model)), AG_NEWS)
 
 
 def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, monkeypatch):

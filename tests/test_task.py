@@ -1,0 +1,229 @@
+"""The task module (label parsing, order, refusals, metric-safe names) and every reader, offline and fast; then a
+3-class string-label JSONL (headline, body, topic) through the pipeline's steps in-process and predict on a CSV."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+import lzma
+import random
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FILLER, WORDS, latest, project_store, run_step, step_args
+
+from agnews import task
+from agnews.data import DataOptions, SampleSizes, sample_splits
+from agnews.errors import PipelineError
+from agnews.task import AG_NEWS, Task
+
+SIZES = SampleSizes(12, 6, 6, 6)
+TOPICS = {"política": WORDS[1], "deportes": WORDS[2], "economía y empresas": WORDS[3]}  # non-ASCII, a space
+
+
+def _refused(call, *args, **kwargs) -> str:
+    with pytest.raises(PipelineError) as err:
+        call(*args, **kwargs)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def topic_rows(rows_per_class: int = 20, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"headline": " ".join(rng.sample(words, 3)).title(), "body": " ".join(rng.sample(words, 4)
+             + rng.sample(FILLER, 3)) + " café ünïcode", "topic": topic}
+            for topic, words in TOPICS.items() for _ in range(rows_per_class)]
+
+
+def write_jsonl(path, rows: list[dict], opener=open):
+    with opener(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    return path
+
+
+TOPIC_OPTIONS = DataOptions(text_columns=("headline", "body"), label_column="topic")
+
+
+# --- the task module ---------------------------------------------------------------------------------------------
+
+def test_label_lists_parse_from_commas_or_json_and_keep_their_order():
+    assert task.parse_labels("") == ()
+    assert task.parse_labels(" neg , pos ") == ("neg", "pos")
+    assert task.parse_labels('["b, with comma", "a"]') == ("b, with comma", "a")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("neg,neg,pos", "-P labels=neg,neg,pos lists neg more than once; list each class once"),
+    ("neg,,pos", "-P labels=neg,,pos has an empty class name; list each class once, e.g. labels=neg,pos"),
+    ("only", "-P labels=only names 1 class; a classifier needs at least 2, e.g. labels=neg,pos"),
+    ('["a", ', "-P labels=[\"a\", is not a JSON list (Expecting value); pass e.g. '[\"World\", \"Sports\"]' or "
+               "a comma list World,Sports"),
+])
+def test_bad_label_lists_are_refused(value, message):
+    assert _refused(task.parse_labels, value) == message
+
+
+def test_metric_safe_names_are_ascii_unique_and_never_an_average():
+    assert AG_NEWS.metric_names == ("World", "Sports", "Business", "Sci_Tech")
+    assert task.metric_safe_names(("Économie", "体育", "a b", "a/b", "macro")) == \
+        ("Economie", "class_1", "a_b", "a_b_3", "class_macro")
+    assert Task(("Économie", "体育")).prob_columns == ["prob_Economie", "prob_class_1"]
+
+
+def test_string_labels_are_sorted_and_numbers_index_a_given_list():
+    ids, labels = task.encode_labels(pd.Series(["pos", "neg", "pos"]), "f")
+    assert labels == ("neg", "pos") and ids.tolist() == [1, 0, 1]
+    ids, labels = task.encode_labels(pd.Series(["0", "1", "1"]), "f", given=("bad", "good"))
+    assert labels == ("bad", "good") and ids.tolist() == [0, 1, 1]
+    ids, labels = task.encode_labels(pd.Series(["good", "bad"]), "f", given=("good", "bad"))
+    assert ids.tolist() == [0, 1]  # the given order, not sorted
+    ids, labels = task.encode_labels(pd.Series([0, 3]), "f")
+    assert labels == AG_NEWS.labels and ids.tolist() == [0, 3]  # the documented text,label 0-3 format
+
+
+@pytest.mark.parametrize("values, given, message", [
+    (["a", "a"], (), "f has a single class ('a'); a classifier needs at least 2: add rows of other classes or pass "
+                     "another file"),
+    (["a", "c"], ("a", "b"), "f row 2 has unknown label 'c'; -P labels lists a, b; add the class there or fix the row "
+                             "(numbers 0-1 are read as those classes in order)"),
+    (["a", ""], (), "f row 2 has no label; fill it or drop the row"),
+    (["1", "x"], (), "f row 2 has label 'x' but row 1 has the number '1'; use class names throughout, or numbers "
+                     "with -P labels=<names in id order>"),
+])
+def test_bad_labels_are_refused(values, given, message):
+    assert _refused(task.encode_labels, pd.Series(values), "f", given) == message
+
+
+def test_a_listed_class_without_rows_is_refused():
+    assert _refused(task.check_every_class, np.array([0, 0, 1]), ("a", "b", "c"), "f") == \
+        "f has no rows of class(es) c (label set: a, b, c); pass -P labels=<only the classes the data has, in id order>"
+
+
+def test_task_round_trips_through_labels_json(tmp_path):
+    original = Task(("política", "deportes"), ("headline", "body"), "topic")
+    task.write(original, tmp_path)
+    assert "política" in (tmp_path / task.TASK_FILE).read_text(encoding="utf-8")  # readable, not \\u escapes
+    assert task.read(tmp_path) == original
+    assert task.read(tmp_path / "nothing") == AG_NEWS  # a data run from before labels.json
+    with pytest.raises(PipelineError, match=r"has labels \[a, b\], not \[b, a\]; fix it"):
+        task.check_same(Task(("b", "a")), Task(("a", "b")), "run x", "fix it")
+
+
+# --- readers -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, opener", [("d.jsonl", open), ("d.jsonl.gz", gzip.open), ("d.jsonl.bz2", bz2.open),
+                                          ("d.jsonl.xz", lzma.open)])
+def test_jsonl_in_every_compression(tmp_path, name, opener):
+    sample = sample_splits(str(write_jsonl(tmp_path / name, topic_rows(), opener)), SIZES, 0, TOPIC_OPTIONS)
+    assert sample.task.labels == ("deportes", "economía y empresas", "política")
+    assert sample.task.text_columns == ("headline", "body") and sample.task.label_column == "topic"
+    assert all(frame["text"].str.endswith("café ünïcode").all() for frame in sample.splits.values())
+    assert sorted(sample.splits["train"]["label"].value_counts()) == [4, 4, 4]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".tsv.gz", ".parquet"])
+def test_tables_with_named_columns(tmp_path, suffix):
+    frame = pd.DataFrame(topic_rows())
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if ".tsv" in suffix else ",", index=False)
+    sample = sample_splits(str(path), SIZES, 0, TOPIC_OPTIONS)
+    assert sample.task.labels == ("deportes", "economía y empresas", "política")
+
+
+def test_given_labels_set_the_order_and_read_numbers(tmp_path):
+    rows = [{"text": f"row {i} " + " ".join(WORDS[1 + i % 2]), "label": i % 2} for i in range(40)]
+    path = write_jsonl(tmp_path / "n.jsonl", rows)
+    sample = sample_splits(str(path), SIZES, 0, DataOptions(labels=("world", "sport")))
+    assert sample.task.labels == ("world", "sport")
+    assert _refused(sample_splits, str(path), SIZES, 0).startswith(
+        f"{path} has no rows of class(es) Business, Sci/Tech")  # 0/1 read as AG News' ids: name them instead
+
+
+def test_save_to_disk_folders_dict_and_single(tmp_path):
+    import datasets
+
+    rows = pd.DataFrame(topic_rows())
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_pandas(rows.iloc[::2].reset_index(drop=True)),
+                               "holdout": datasets.Dataset.from_pandas(rows.iloc[1::2].reset_index(drop=True))})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    options = DataOptions(("headline", "body"), "topic", test_split="holdout")
+    sample = sample_splits(str(tmp_path / "dd"), SampleSizes(6, 6, 6, 6), 0, options)
+    assert set(sample.splits["test"]["text"]) <= {t for t in sample_splits(
+        str(tmp_path / "dd"), SampleSizes(6, 6, 30, 6), 0, options).splits["test"]["text"]}
+    assert _refused(sample_splits, str(tmp_path / "dd"), SIZES, 0, TOPIC_OPTIONS).startswith(
+        f"dataset '{tmp_path / 'dd'}' lacks split(s) ['test'] (it has ['holdout', 'train']); pass -P train_split")
+    datasets.Dataset.from_pandas(rows).save_to_disk(str(tmp_path / "one"))
+    assert sample_splits(str(tmp_path / "one"), SIZES, 0, TOPIC_OPTIONS).task.num_labels == 3
+
+
+def test_hub_config_splits_and_class_label_names(monkeypatch):
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = {"sentence": [f"{w} {i}" for i, w in enumerate(["bad", "good"] * 20)], "label": [0, 1] * 20}
+    built = datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features),
+                                  "validation": datasets.Dataset.from_dict(
+                                      {k: [f"v {x}" if k == "sentence" else x for x in v] for k, v in rows.items()},
+                                      features=features)})
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda dataset_id, config=None: calls.append(config) or built)
+    options = DataOptions(("sentence",), data_config="sst2", test_split="validation")
+    sample = sample_splits("hf:glue", SampleSizes(6, 4, 4, 4), 0, options)
+    assert calls == ["sst2"] and sample.task.labels == ("negative", "positive")
+    assert sample.splits["test"]["text"].str.startswith("v ").all()
+
+
+def test_reader_refusals(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", topic_rows())
+    assert _refused(sample_splits, str(path), SIZES, 0).startswith(
+        f"{path} lacks column(s) ['text', 'label'] (it has headline, body, topic); pass -P text_columns=")
+    (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": "x"}\n[1, 2]\n')
+    assert _refused(sample_splits, str(tmp_path / "bad.jsonl"), SIZES, 0) == (
+        f"{tmp_path / 'bad.jsonl'} line 2 is a JSON list, not an object; write one object per line, e.g. "
+        '{"text": "...", "label": "..."}')
+    (tmp_path / "broken.jsonl").write_text('{"text": "a"\n')
+    assert _refused(sample_splits, str(tmp_path / "broken.jsonl"), SIZES, 0).startswith(
+        f"{tmp_path / 'broken.jsonl'} line 1 is not JSON (JSONDecodeError: ")
+
+
+# --- end to end: a 3-class JSONL through the steps, then predict on headline,body -----------------------------------
+
+def test_three_class_jsonl_end_to_end_then_predict(tmp_path, tiny_model):
+    data = write_jsonl(tmp_path / "topics.jsonl.gz", topic_rows(rows_per_class=40), gzip.open)
+    with project_store(tmp_path / "project") as (project, client, _):
+        assert run_step("prepare_data", *step_args(
+            data=data, train_size=60, val_size=18, test_size=18, gate_size=18, text_columns="headline,body",
+            label_column="topic")) is None
+        data_run = latest(client, "prepare_data")
+        assert data_run.data.params["num_labels"] == "3" and data_run.data.params["train_count_politica"] == "20"
+        for seed in (1, 2):
+            assert run_step("train", *step_args(model=tiny_model, name=f"tiny{seed}", data_run_id=data_run.info.run_id,
+                                                epochs=2, learning_rate=0.01, batch_size=8, seed=seed,
+                                                registered_model="topics")) is None
+            train = latest(client, "train")
+            assert run_step("evaluate", *step_args(train_run_id=train.info.run_id, int8="false")) is None
+        evaluation = latest(client, "evaluate")
+        assert {"test_f1_politica", "test_f1_economia_y_empresas", "test_f1_deportes"} <= set(evaluation.data.metrics)
+        assert run_step("compare", *step_args(run_ids=",".join(r.info.run_id for r in client.search_runs(
+            [data_run.info.experiment_id], "tags.`agnews.step` = 'train'")), registered_model="topics")) is None
+        report = (project / "graficas" / "report.md").read_text()
+        assert "economía y empresas" in report
+        model = mlflow.pyfunc.load_model("models:/topics@champion")  # the served model speaks the task's names
+        assert set(model.predict(["game team season"])["label"]) <= set(TOPICS)
+
+        pd.DataFrame(topic_rows(rows_per_class=2, seed=9))[["headline", "body"]].to_csv(tmp_path / "new.csv",
+                                                                                       index=False)
+        out = tmp_path / "predicted.csv"
+        assert run_step("predict", *step_args(input=tmp_path / "new.csv", model_uri="models:/topics@champion",
+                                              output=out)) is None
+        table = pd.read_csv(out)
+        assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
+                                       "prob_politica"]
+        assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
+        assert np.allclose(table.filter(like="prob_").sum(axis=1), 1, atol=1e-3)
