@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import random
@@ -12,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, WORDS, latest, project_store, run_step, step_args
+from conftest import FILLER, REAL_TEST_CSV, WORDS, latest, project_store, run_step, step_args
 
 from agnews import task
 from agnews.data import DataOptions, SampleSizes, sample_splits
@@ -79,8 +80,64 @@ def test_string_labels_are_sorted_and_numbers_index_a_given_list():
     assert labels == ("bad", "good") and ids.tolist() == [0, 1, 1]
     ids, labels = task.encode_labels(pd.Series(["good", "bad"]), "f", given=("good", "bad"))
     assert ids.tolist() == [0, 1]  # the given order, not sorted
-    ids, labels = task.encode_labels(pd.Series([0, 3]), "f")
-    assert labels == AG_NEWS.labels and ids.tolist() == [0, 3]  # the documented text,label 0-3 format
+    ids, labels = task.encode_labels(pd.Series([3, 0, 3]), "f")
+    assert labels == ("0", "3") and ids.tolist() == [1, 0, 1]  # numbers without names: their values
+    ids, labels = task.encode_labels(pd.Series(["10", "2", "1.0", " 2"]), "f")
+    assert labels == ("1", "2", "10") and ids.tolist() == [2, 1, 0, 1]  # sorted as numbers, "1.0" is "1"
+
+
+def test_a_hundred_classes():
+    values = pd.Series([f"{i}" for i in range(100)] * 3).sample(frac=1, random_state=0)
+    ids, labels = task.encode_labels(values, "f")
+    assert labels == tuple(str(i) for i in range(100)) and (ids == values.astype(int).to_numpy()).all()
+    names = tuple(f"intent/{i:03d}" for i in range(100))
+    ids, labels = task.encode_labels(pd.Series([names[i % 100] for i in range(300)]), "f", given=names)
+    assert labels == names and ids.tolist() == [i % 100 for i in range(300)]
+    assert len(set(Task(names).metric_names)) == 100 and Task(names).metric_names[7] == "intent_007"
+    task.check_every_class(ids, labels, "f")
+
+
+def test_ag_news_names_only_for_ag_news_formats(tmp_path):
+    """Integer labels mean World..Sci/Tech only in AG News' formats: the headerless file (1-4), or a table of just
+    text,label whose labels are exactly 0-3; there the corpus' escapes are undone too. Elsewhere numbers name
+    themselves and text is only cleaned generically."""
+    rows = [{"text": f"row {i} it #39;s " + " ".join(WORDS[1 + i % 4]), "label": i % 4} for i in range(40)]
+    ag = sample_splits(str(write_jsonl(tmp_path / "ag.jsonl", rows)), SIZES, 0)
+    assert ag.task.labels == AG_NEWS.labels and ag.task.cleaning == "ag_news"
+    assert ag.splits["train"]["text"].str.contains("it's").all()
+    other = [dict(r, source="x") for r in rows]  # one more column: not the AG News format
+    mine = sample_splits(str(write_jsonl(tmp_path / "mine.jsonl", other)), SIZES, 0)
+    assert mine.task.labels == ("0", "1", "2", "3") and mine.task.cleaning == "generic"
+    assert mine.splits["train"]["text"].str.contains("it #39;s").all()
+    assert (mine.splits["train"]["row_id"].tolist(), mine.splits["train"]["label"].tolist()) != \
+        (ag.splits["train"]["row_id"].tolist(), ag.splits["train"]["label"].tolist())  # other texts, same ids
+    renamed = [{"body": r["text"], "y": r["label"]} for r in rows]
+    assert sample_splits(str(write_jsonl(tmp_path / "r.jsonl", renamed)), SIZES, 0,
+                         DataOptions(("body",), "y")).task.labels == ("0", "1", "2", "3")
+    five = rows + [{"text": f"extra {i} " + " ".join(WORDS[1]), "label": 4} for i in range(10)]
+    assert sample_splits(str(write_jsonl(tmp_path / "five.jsonl", five)), SIZES, 0).task.labels == \
+        ("0", "1", "2", "3", "4")
+
+
+def _splits_digest(sample) -> str:
+    """One hash of every split's row ids and class ids, and of the unlabelled pool's row ids."""
+    parts = {name: [frame["row_id"].tolist(), frame["label"].tolist()] for name, frame in sample.splits.items()}
+    blob = json.dumps({**parts, "unlabeled": sample.unlabeled["row_id"].tolist()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+AG_NEWS_SPLITS_SEED_42 = "01a6b29f65d77afc"  # the code before labels came from the data drew these (1000/500/500/500)
+
+
+def test_default_ag_news_file_splits_are_unchanged(tmp_path):
+    """The shipped AG News file, headerless (class 1-4) and as `text,label` (0-3): the same rows, ids and names at
+    seed 42 as before the data decided the task."""
+    raw = pd.read_csv(REAL_TEST_CSV, header=None, names=["c", "t", "d"], dtype=str, keep_default_na=False)
+    text_label = tmp_path / "ag.csv"
+    pd.DataFrame({"text": raw.t + " " + raw.d, "label": raw.c.astype(int) - 1}).to_csv(text_label, index=False)
+    for source in (REAL_TEST_CSV, text_label):
+        sample = sample_splits(str(source), SampleSizes(), 42)
+        assert sample.task == AG_NEWS and _splits_digest(sample) == AG_NEWS_SPLITS_SEED_42
 
 
 @pytest.mark.parametrize("values, given, message", [
@@ -140,8 +197,9 @@ def test_given_labels_set_the_order_and_read_numbers(tmp_path):
     path = write_jsonl(tmp_path / "n.jsonl", rows)
     sample = sample_splits(str(path), SIZES, 0, DataOptions(labels=("world", "sport")))
     assert sample.task.labels == ("world", "sport")
-    assert _refused(sample_splits, str(path), SIZES, 0).startswith(
-        f"{path} has no rows of class(es) Business, Sci/Tech")  # 0/1 read as AG News' ids: name them instead
+    assert sample_splits(str(path), SIZES, 0).task.labels == ("0", "1")  # unnamed numbers: their values
+    assert _refused(sample_splits, str(path), SIZES, 0, DataOptions(labels=("world", "sport", "science"))) \
+        .startswith(f"{path} has no rows of class(es) science")
 
 
 def test_save_to_disk_folders_dict_and_single(tmp_path):
