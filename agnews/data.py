@@ -30,6 +30,7 @@ HUB_PREFIX = "hf:"
 SPLITS = ("train", "validation", "test", "gate")
 COLUMNS = ("row_id", "text", "label")
 SIZE_PARAMS = {"train": "train_size", "validation": "val_size", "test": "test_size", "gate": "gate_size"}
+ZERO_MEANS = {"gate": "no gate split", "train": "every row the other splits leave"}  # what a size of 0 asks for
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what datasets' save_to_disk writes into its folder
 
@@ -94,10 +95,10 @@ def _whole_size(split: str, value: object, classes: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         raise PipelineError(f"-P {param}={value} is not a whole number; pass a whole number of rows")
     value = int(value)  # 3.0 must not reach scikit-learn, which reads floats as fractions
-    if split == "gate" and value == 0:  # no promotion gate wanted
+    if split in ZERO_MEANS and value == 0:  # no promotion gate / every row the other splits left for training
         return 0
     if value < classes:
-        allowed = f"0 (no gate split) or at least {classes}" if split == "gate" else f"at least {classes}"
+        allowed = f"0 ({ZERO_MEANS[split]}) or at least {classes}" if split in ZERO_MEANS else f"at least {classes}"
         raise PipelineError(f"-P {param}={value} must be {allowed} (one row per class)")
     return value
 
@@ -447,8 +448,16 @@ def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int,
     """Gate, then validation, then train, from one pool; and what is left of it."""
     gate, pool = _take(pool, "gate", sizes.gate, seed, labels)
     validation, pool = _take(pool, "validation", sizes.validation, seed, labels)
-    train, rest = _take(pool, "train", sizes.train, seed, labels)
+    train, rest = _take(pool, "train", sizes.train or _all_left(pool, labels), seed, labels)
     return {"gate": gate, "validation": validation, "train": train}, rest
+
+
+def _all_left(pool: pd.DataFrame, labels: tuple[str, ...]) -> int:
+    """train_size=0: every row left (full-data training, no unlabelled pool); it needs a row of each class."""
+    if len(pool) < len(labels):
+        raise _draw_error("train", 0, pool, labels, f"only {len(pool)} rows are left after the other splits, fewer "
+                          f"than the {len(labels)} classes", "lower val_size, test_size or gate_size, or add rows")
+    return len(pool)
 
 
 def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:

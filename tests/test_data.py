@@ -272,7 +272,8 @@ def test_missing_file_and_folder(tmp_path):
 
 
 @pytest.mark.parametrize("sizes, message", [  # at construction: no task has fewer than 2 classes
-    ((-1, 4, 4, 0), "-P train_size=-1 must be at least 2 (one row per class)"),
+    ((-1, 4, 4, 0), "-P train_size=-1 must be 0 (every row the other splits leave) or at least 2 (one row per "
+                    "class)"),
     ((4, 0, 4, 0), "-P val_size=0 must be at least 2 (one row per class)"),
     ((4, 4, 2.5, 0), "-P test_size=2.5 is not a whole number; pass a whole number of rows"),
     ((4, 4, 4, -1), "-P gate_size=-1 must be 0 (no gate split) or at least 2 (one row per class)"),
@@ -287,11 +288,30 @@ def test_bad_sizes_fail_in_one_line(sizes, message):
 
 
 @pytest.mark.parametrize("sizes, message", [  # once the task is known: a row per class in every split
-    ((3, 4, 4, 0), "-P train_size=3 must be at least 4 (one row per class)"),
+    ((3, 4, 4, 0), "-P train_size=3 must be 0 (every row the other splits leave) or at least 4 (one row per class)"),
     ((4, 4, 4, 2), "-P gate_size=2 must be 0 (no gate split) or at least 4 (one row per class)"),
 ])
 def test_sizes_below_the_class_count_fail_once_the_labels_are_known(fixture_csv, sizes, message):
     assert _refused(str(fixture_csv), SampleSizes(*sizes)) == message
+
+
+def test_train_size_zero_trains_on_every_row_the_other_splits_leave(fixture_csv):
+    full = sample_splits(str(fixture_csv), SampleSizes(0, 40, 40, 40), seed=0)
+    drawn = sample_splits(str(fixture_csv), SampleSizes(40, 40, 40, 40), seed=0)
+    assert full.unlabeled.empty and not drawn.unlabeled.empty
+    assert set(full.splits["train"]["text"]) == set(drawn.splits["train"]["text"]) | set(drawn.unlabeled["text"])
+    for split in ("validation", "test", "gate"):  # the other samples are drawn as before
+        assert full.splits[split]["row_id"].tolist() == drawn.splits[split]["row_id"].tolist()
+    counted = sum(len(frame) for frame in full.splits.values()) + full.duplicates_removed + full.conflicts_removed
+    assert counted == FIXTURE_ROWS
+    _assert_disjoint(full)
+
+
+def test_train_size_zero_needs_rows_left(fixture_csv):
+    assert _refused(str(fixture_csv), SampleSizes(0, 4, FIXTURE_ROWS - 8, 4)) == (  # the others take every row
+        "cannot draw the train split (train_size=0) stratified by label from the 0 rows left (World 0, Sports 0, "
+        "Business 0, Sci/Tech 0): only 0 rows are left after the other splits, fewer than the 4 classes; lower "
+        "val_size, test_size or gate_size, or add rows")
 
 
 def test_whole_float_sizes_and_gate_zero_are_fine():
