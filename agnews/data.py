@@ -433,6 +433,10 @@ def _take(frame: pd.DataFrame, split: str, n: int, seed: int,
     if n == len(frame):
         taken, rest = frame, frame.iloc[:0]
     else:
+        single = [name for name, count in class_counts(frame, labels).items() if count == 1]
+        if single:  # scikit-learn would name the class by its id; the user knows it by name
+            raise _draw_error(split, n, frame, labels, f"class(es) {', '.join(single)} have a single row, too few "
+                              "to stratify", f"add rows of {', '.join(single)}, or drop the class")
         try:
             taken, rest = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
         except ValueError as exc:  # e.g. a class with a single row
