@@ -8,12 +8,24 @@ import hashlib
 import json
 import lzma
 import random
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, REAL_TEST_CSV, WORDS, latest, project_store, run_step, step_args
+from conftest import (
+    FILLER,
+    REAL_TEST_CSV,
+    WORDS,
+    client_for,
+    latest,
+    mlflow_cli,
+    project_copy,
+    project_store,
+    run_step,
+    step_args,
+)
 
 from agnews import task
 from agnews.data import DataOptions, SampleSizes, sample_splits
@@ -285,3 +297,36 @@ def test_three_class_jsonl_end_to_end_then_predict(tmp_path, tiny_model):
                                        "prob_politica"]
         assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
         assert np.allclose(table.filter(like="prob_").sum(axis=1), 1, atol=1e-3)
+
+
+# --- the Done criterion: `mlflow run .` (main) on a 3-class JSONL of headline,body,topic, then -e predict ---------
+
+@pytest.mark.slow  # ~3 min here (two shared cores): main, then predict, each a fresh `mlflow run`
+def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_model):
+    """As a user would: main with the task's parameters and int8, then predict on a CSV of the text columns."""
+    project = project_copy(tmp_path / "project")
+    write_jsonl(project / "news.jsonl", topic_rows(rows_per_class=40))
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", "data=news.jsonl",
+                        "-P", "text_columns=headline,body", "-P", "label_column=topic", "-P", "int8=true",
+                        "-P", "train_size=60", "-P", "val_size=18", "-P", "test_size=18", "-P", "gate_size=18",
+                        "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8", cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = client_for(project)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = client.get_model_version_by_alias("agnews-classifier", "champion")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/agnews-classifier/{version.version}",
+                                                     dst_path=str(tmp_path / "model")))
+    config = json.loads(next(folder.rglob("config.json")).read_text(encoding="utf-8"))
+    assert config["id2label"] == {"0": "deportes", "1": "economía y empresas", "2": "política"}
+    evaluation = latest(client, "evaluate")
+    assert {"test_f1_deportes", "test_f1_economia_y_empresas", "test_f1_politica"} <= set(evaluation.data.metrics)
+    assert {"int8_test_f1_macro", "int8_test_accuracy"} & set(evaluation.data.metrics)  # the int8 model ran
+
+    pd.DataFrame(topic_rows(rows_per_class=2, seed=9))[["headline", "body"]].to_csv(project / "new.csv", index=False)
+    result = mlflow_cli("run", ".", "-e", "predict", "--env-manager", "local", "-P", "input=new.csv",
+                        "-P", "output=predicted.csv", cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pd.read_csv(project / "predicted.csv")
+    assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
+                                   "prob_politica"]
+    assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
