@@ -299,6 +299,36 @@ def test_three_class_jsonl_end_to_end_then_predict(tmp_path, tiny_model):
         assert np.allclose(table.filter(like="prob_").sum(axis=1), 1, atol=1e-3)
 
 
+# --- twelve classes, accented and non-Latin names and texts, train_size=0, in-process -------------------------------
+
+MANY = ("Économie", "Ελλάδα", "体育", "política", "deportes", "ciencia", "música", "café", "Zürich", "naïve", "日本",
+        "Ωmega")
+
+
+def test_twelve_accented_classes_with_greek_and_cjk_text_through_prepare_data_and_train(tmp_path, tiny_model):
+    rng = random.Random(1)
+    rows = [{"text": f"{' '.join(rng.sample(WORDS[1 + i % 4], 3))} Αθήνα\u00a0東京 №{k}\t{name}", "label": name}
+            for i, name in enumerate(MANY) for k in range(6)]
+    data = write_jsonl(tmp_path / "many.jsonl", rows)
+    with project_store(tmp_path / "project") as (_, client, _):
+        assert run_step("prepare_data", *step_args(data=data, train_size=0, val_size=12, test_size=12,
+                                                   gate_size=12)) is None
+        data_run = latest(client, "prepare_data")
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=data_run.info.run_id, artifact_path="data"))
+        assert task.read(folder).labels == tuple(sorted(MANY)) and data_run.data.params["num_labels"] == "12"
+        assert task.read(folder).cleaning == "generic"
+        train_rows = pd.read_parquet(folder / "train.parquet")
+        assert len(train_rows) == 72 - 36 and pd.read_parquet(folder / "unlabeled.parquet").empty  # train_size=0
+        assert train_rows["text"].str.contains("Αθήνα 東京 №").all()  # kept; only the whitespace is generic
+        assert run_step("train", *step_args(model=tiny_model, data_run_id=data_run.info.run_id, epochs=1,
+                                            learning_rate=0.01, batch_size=8, registered_model="many")) is None
+        train = latest(client, "train")
+        assert run_step("evaluate", *step_args(train_run_id=train.info.run_id, int8="false")) is None
+        metrics = latest(client, "evaluate").data.metrics
+        safe = Task(tuple(sorted(MANY))).metric_names
+        assert {f"test_f1_{name}" for name in safe} <= set(metrics) and "test_f1_Economie" in metrics
+
+
 # --- the Done criterion: `mlflow run .` (main) on a 3-class JSONL of headline,body,topic, then -e predict ---------
 
 @pytest.mark.slow  # ~3 min here (two shared cores): main, then predict, each a fresh `mlflow run`
