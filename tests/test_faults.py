@@ -75,7 +75,8 @@ DATA_CASES = {
     "missing_column": ("text,category\nhello world,1\n", r"lacks column\(s\) \['label'\]"),
     "label_0_in_1_4_format": (_rows() + '"0","t","d"\n', r"row 13 has unknown label '0'.*1-4"),
     "label_5_in_1_4_format": (_rows() + '"5","t","d"\n', r"row 13 has unknown label '5'.*1-4"),
-    "label_4_in_0_3_format": (_rows(fmt="tl") + "bad row,4\n", r"row 13 has unknown label '4'.*0-3"),
+    # 0-4 is not AG News' 0-3: a task of five classes named "0".."4", so 4-row samples are too small
+    "label_4_in_0_3_format": (_rows(fmt="tl") + "bad row,4\n", r"train_size=4 must be 0 .* or at least 5"),
     "empty_text": (_rows() + '"2","",""\n', r"row 13 has empty text; fill it or drop the row"),
     "whitespace_text": (_rows() + '"2","  ","\t"\n', r"row 13 has empty text"),
     "nan_text": (_rows(fmt="tl") + ",1\n", r"row 13 has empty text"),
@@ -117,8 +118,8 @@ def test_class_too_small_to_stratify_is_refused(store, tmp_path):
 
 @pytest.mark.parametrize("size, value, pattern", [
     ("train_size", "100000", r"exceeds the .* rows"),
-    ("val_size", "-5", r"-P val_size=-5 must be at least 4"),
-    ("test_size", "0", r"-P test_size=0 must be at least 4"),
+    ("val_size", "-5", r"-P val_size=-5 must be at least 2"),  # any task has 2 classes or more
+    ("test_size", "0", r"-P test_size=0 must be at least 2"),
     ("gate_size", "2.5", r"-P gate_size=2.5 is not a whole number"),
 ], ids=["too_large", "negative", "zero", "fractional"])
 def test_bad_sizes_are_refused(size, value, pattern, store, fixture_csv):
