@@ -93,7 +93,8 @@ class StepParser(argparse.ArgumentParser):
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="hf:fancyzhx/ag_news",
                         help="hf:<id>, a CSV/TSV/Parquet/JSONL file (also .gz/.bz2/.xz), a save_to_disk folder")
-    parser.add_argument("--train_size", type=_whole_type("train_size", 2), default=1000)
+    parser.add_argument("--train_size", type=_whole_type("train_size", 0), default=1000,
+                        help="0: every row the other splits leave (full-data training; no unlabelled pool)")
     parser.add_argument("--val_size", type=_whole_type("val_size", 2), default=500)
     parser.add_argument("--test_size", type=_whole_type("test_size", 2), default=500)
     parser.add_argument("--gate_size", type=_whole_type("gate_size", 0), default=500,

@@ -1,11 +1,11 @@
-"""AG News loading, cleaning, de-duplication and the stratified, seeded train/validation/test/gate sample."""
+"""Reading any labelled text source, generic cleaning, de-duplication and the stratified, seeded
+train/validation/test/gate sample. What is specific to AG News lives in agnews.ag_news."""
 from __future__ import annotations
 
 import bz2
 import csv
 import gzip
 import hashlib
-import html
 import io
 import json
 import logging
@@ -30,14 +30,12 @@ HUB_PREFIX = "hf:"
 SPLITS = ("train", "validation", "test", "gate")
 COLUMNS = ("row_id", "text", "label")
 SIZE_PARAMS = {"train": "train_size", "validation": "val_size", "test": "test_size", "gate": "gate_size"}
+ZERO_MEANS = {"gate": "no gate split", "train": "every row the other splits leave"}  # what a size of 0 asks for
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what datasets' save_to_disk writes into its folder
 
-# The AG corpus lost the "&" of numeric entities ("it #39;s", "US #36;5") and uses "\" for line breaks.
-_NUMERIC_ENTITY = re.compile(r"(?:&| )?#(\d{1,5});")
 _SPACES = re.compile(r"\s+")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_SPACED_BEFORE = frozenset("\u2018\u201c\u2013\u2014")  # ‘ “ – —
 _OTHER_SEPARATORS = {";": "semicolon", "\t": "tab"}
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}  # pandas used to decompress these by suffix
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -46,26 +44,19 @@ _OFFLINE_ERRORS = re.compile(r"Connect|Timeout|Offline")
 
 # --- cleaning and ids ----------------------------------------------------------------------------
 
-def _entity_char(match: re.Match) -> str:
-    number = int(match.group(1))
-    if 0x80 <= number <= 0x9F:  # Windows-1252 bytes in the corpus (#146; is ’); 5 of them have no character
-        char = bytes([number]).decode("cp1252", errors="ignore")
-    elif 0xD800 <= number <= 0xDFFF:  # a lone surrogate cannot be written as UTF-8; as html.unescape does
-        char = "\ufffd"
-    else:
-        char = chr(number)
-    # The space stands for the lost "&" ("it #39;s"), but before an opening quote or a dash it is also the
-    # usual spacing ("says #147;Hi", "up #151; again"), so it stays there; double spaces collapse later.
-    return " " + char if match.group(0).startswith(" ") and char in _SPACED_BEFORE else char
-
-
 def clean_text(text: str) -> str:
-    """Undo the corpus' escapes: entity remnants become their characters, backslashes spaces; no control chars."""
-    text = _NUMERIC_ENTITY.sub(_entity_char, text)
-    text = re.sub(r"(?<![&\w])(quot|amp|lt|gt);", r"&\1;", text)  # "quot;" remnants, same loss of "&"
-    text = html.unescape(text).replace("\\", " ")
+    """Generic cleaning, for every source: whitespace runs (tabs, newlines) become one space, other control
+    characters go, the ends are trimmed. No Unicode normalisation: "é" stays as the file spells it."""
     text = _CONTROLS.sub("", _SPACES.sub(" ", text))  # tabs/newlines become spaces first, the rest go
     return _SPACES.sub(" ", text).strip()
+
+
+def clean_texts(texts: pd.Series, cleaning: str = "generic") -> pd.Series:
+    """The cleaning a task's texts get: AG News' escapes undone first for AG News data, then the generic one."""
+    texts = texts.fillna("").astype(str)
+    if cleaning == task.AG_NEWS_CLEANING:
+        texts = texts.map(ag_news.unescape)
+    return texts.map(clean_text)
 
 
 def row_id(text: str) -> str:
@@ -104,10 +95,10 @@ def _whole_size(split: str, value: object, classes: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value).is_integer():
         raise PipelineError(f"-P {param}={value} is not a whole number; pass a whole number of rows")
     value = int(value)  # 3.0 must not reach scikit-learn, which reads floats as fractions
-    if split == "gate" and value == 0:  # no promotion gate wanted
+    if split in ZERO_MEANS and value == 0:  # no promotion gate / every row the other splits left for training
         return 0
     if value < classes:
-        allowed = f"0 (no gate split) or at least {classes}" if split == "gate" else f"at least {classes}"
+        allowed = f"0 ({ZERO_MEANS[split]}) or at least {classes}" if split in ZERO_MEANS else f"at least {classes}"
         raise PipelineError(f"-P {param}={value} must be {allowed} (one row per class)")
     return value
 
@@ -147,6 +138,7 @@ class _Labelled:
     """A source read: cleaned texts, class ids, the label set they index."""
     frame: pd.DataFrame  # text, label (id)
     labels: tuple[str, ...]
+    cleaning: str = "generic"  # task.AG_NEWS_CLEANING for AG News' formats
 
 
 def _table_format(path: Path) -> tuple[str, str]:
@@ -181,7 +173,8 @@ def _read_table(path: Path, options: DataOptions = DataOptions()) -> _Labelled:
                             f"{', '.join(sorted(wanted))}; {FORMATS}")
     raw = _read_csv(content, path, header=None, names=ag_news.HEADERLESS_COLUMNS, sep=separator)
     frame = ag_news.headerless_frame(raw, path, options.labels or ag_news.LABELS)
-    return _Labelled(_with_texts(frame, path), options.labels or ag_news.LABELS)
+    return _Labelled(_with_texts(frame, path, task.AG_NEWS_CLEANING), options.labels or ag_news.LABELS,
+                     task.AG_NEWS_CLEANING)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -275,9 +268,21 @@ def _labelled(frame: pd.DataFrame, source: object, options: DataOptions,
     if extra:
         log.warning("%s: ignoring extra column(s) %s; only %s are used", source, extra,
                     ", ".join(map(repr, (*options.columns, options.label_column))))
-    ids, labels = task.encode_labels(frame[options.label_column], source, options.labels or names)
+    given = options.labels or names or _ag_news_names(frame, options)
+    ids, labels = task.encode_labels(frame[options.label_column], source, given)
+    cleaning = task.AG_NEWS_CLEANING if labels == ag_news.LABELS else "generic"
     text = _joined(frame, options.columns)
-    return _Labelled(_with_texts(pd.DataFrame({"text": text.to_numpy(), "label": ids}), source), labels)
+    return _Labelled(_with_texts(pd.DataFrame({"text": text.to_numpy(), "label": ids}), source, cleaning), labels,
+                     cleaning)
+
+
+def _ag_news_names(frame: pd.DataFrame, options: DataOptions) -> tuple[str, ...]:
+    """AG News' names for its documented `text,label` format (ids 0-3) read with the default columns; () for any
+    other table, whose numbered labels are then named by their values."""
+    default_columns = options.columns == ("text",) and options.label_column == "label"
+    if default_columns and ag_news.is_text_label_format(frame.columns, frame["label"]):
+        return ag_news.LABELS
+    return ()
 
 
 def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -289,8 +294,8 @@ def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
     return text
 
 
-def _with_texts(frame: pd.DataFrame, source: object) -> pd.DataFrame:
-    text = frame["text"].fillna("").astype(str).map(clean_text)
+def _with_texts(frame: pd.DataFrame, source: object, cleaning: str) -> pd.DataFrame:
+    text = clean_texts(frame["text"], cleaning)
     empty = np.flatnonzero(text.str.len() == 0)
     if len(empty):
         raise PipelineError(f"{source} row {empty[0] + 1} has empty text; fill it or drop the row")
@@ -305,7 +310,8 @@ def _one_label_set(parts: dict[str, _Labelled], options: DataOptions, source: st
         return parts
     if options.labels or names:  # given names: already one set
         return parts
-    joint = tuple(sorted(set().union(*sets)))
+    # AG News' ids in one part make the other part's numbers AG News' ids too; else the union, sorted as read
+    joint = ag_news.LABELS if ag_news.LABELS in sets else task.sorted_names(set().union(*sets))
     log.info("%s: the splits' label sets differ; using their union %s", source, joint)
     return {k: _labelled(frames[k], f"{source}[{k}]", options, joint) for k in parts}
 
@@ -427,6 +433,10 @@ def _take(frame: pd.DataFrame, split: str, n: int, seed: int,
     if n == len(frame):
         taken, rest = frame, frame.iloc[:0]
     else:
+        single = [name for name, count in class_counts(frame, labels).items() if count == 1]
+        if single:  # scikit-learn would name the class by its id; the user knows it by name
+            raise _draw_error(split, n, frame, labels, f"class(es) {', '.join(single)} have a single row, too few "
+                              "to stratify", f"add rows of {', '.join(single)}, or drop the class")
         try:
             taken, rest = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
         except ValueError as exc:  # e.g. a class with a single row
@@ -442,8 +452,16 @@ def _draw_rest(pool: pd.DataFrame, sizes: SampleSizes, seed: int,
     """Gate, then validation, then train, from one pool; and what is left of it."""
     gate, pool = _take(pool, "gate", sizes.gate, seed, labels)
     validation, pool = _take(pool, "validation", sizes.validation, seed, labels)
-    train, rest = _take(pool, "train", sizes.train, seed, labels)
+    train, rest = _take(pool, "train", sizes.train or _all_left(pool, labels), seed, labels)
     return {"gate": gate, "validation": validation, "train": train}, rest
+
+
+def _all_left(pool: pd.DataFrame, labels: tuple[str, ...]) -> int:
+    """train_size=0: every row left (full-data training, no unlabelled pool); it needs a row of each class."""
+    if len(pool) < len(labels):
+        raise _draw_error("train", 0, pool, labels, f"only {len(pool)} rows are left after the other splits, fewer "
+                          f"than the {len(labels)} classes", "lower val_size, test_size or gate_size, or add rows")
+    return len(pool)
 
 
 def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -453,8 +471,8 @@ def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
     return with_row_ids(rest[["text"]].reset_index(drop=True))
 
 
-def _task(labels: tuple[str, ...], options: DataOptions) -> task.Task:
-    return task.Task(labels, options.columns, options.label_column)
+def _task(read: _Labelled, options: DataOptions) -> task.Task:
+    return task.Task(read.labels, options.columns, options.label_column, read.cleaning)
 
 
 def _sample_one(source: str, read: _Labelled, sizes: SampleSizes, seed: int, options: DataOptions) -> Sample:
@@ -468,7 +486,7 @@ def _sample_one(source: str, read: _Labelled, sizes: SampleSizes, seed: int, opt
     test, pool = _take(pool, "test", sizes.test, seed, labels)
     splits, rest = _draw_rest(pool, sizes, seed, labels)
     return _finish({"test": test, **splits}, len(frame), duplicates, conflicts, _unlabeled(rest, seed),
-                   _task(labels, options))
+                   _task(read, options))
 
 
 def _sample_two(source: str, parts: dict[str, _Labelled], sizes: SampleSizes, seed: int,
@@ -488,7 +506,7 @@ def _sample_two(source: str, parts: dict[str, _Labelled], sizes: SampleSizes, se
     test = _take(test_pool, "test", sizes.test, seed, labels)[0]
     splits, rest = _draw_rest(pool, sizes, seed, labels)  # the pool comes from the train split only
     return _finish({"test": test, **splits}, len(both), duplicates, conflicts, _unlabeled(rest, seed),
-                   _task(labels, options))
+                   _task(parts["train"], options))
 
 
 def _finish(splits: dict[str, pd.DataFrame], rows_read: int, duplicates: int, conflicts: int,

@@ -14,9 +14,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from agnews import data, metrics, serving, tracking  # data's private readers: one reading path for train and predict
-from agnews.data import clean_text
 from agnews.errors import PipelineError
-from agnews.task import AG_NEWS, Task
+from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ def read_input(value: str, task: Task = AG_NEWS) -> Batch:
     if len(first_row) == 3 and task.num_labels == 4:
         raw = data._read_csv(content, path, header=None, names=["class", "title", "description"], sep=separator)
         labels = _labels(raw["class"], path, task.labels, first=1, hint="class must be 1-4 in the AG News format")
-        return Batch(_clean(raw["title"] + " " + raw["description"], path), labels, task.labels)
+        return Batch(_clean(raw["title"] + " " + raw["description"], path, AG_NEWS_CLEANING), labels, task.labels)
     data._refuse_other_separator(content, path)
     raise PipelineError(f"{path} has no 'text' column (first row: {len(first_row)} fields, no known header); "
                         f"{INPUT_FORMATS}")
@@ -132,7 +131,7 @@ def _from_columns(frame: pd.DataFrame, path: Path, task: Task) -> Batch:
     label_column = next((c for c in (task.label_column.lower(), "label") if c in frame.columns), None)
     hint = f"label must be 0-{task.num_labels - 1} or a class name"
     labels = _labels(frame[label_column], path, task.labels, first=0, hint=hint) if label_column else None
-    return Batch(_clean(text, path), labels, task.labels)
+    return Batch(_clean(text, path, task.cleaning), labels, task.labels)
 
 
 def _strings(column: pd.Series) -> pd.Series:
@@ -155,8 +154,9 @@ def _labels(values: pd.Series, path: Path, names: tuple[str, ...], first: int, h
     return ids.astype(int).to_numpy()
 
 
-def _clean(text: pd.Series, path: Path) -> list[str]:
-    cleaned = text.map(clean_text)
+def _clean(text: pd.Series, path: Path, cleaning: str) -> list[str]:
+    """As the model's data run cleaned its texts (AG News: its escapes undone too), so the model sees the same."""
+    cleaned = data.clean_texts(text, cleaning)
     empty = np.flatnonzero((cleaned.str.len() == 0).to_numpy())
     if len(empty):
         raise PipelineError(f"{path} row {empty[0] + 1} has empty text; fill it or drop the row")

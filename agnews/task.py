@@ -17,6 +17,7 @@ from agnews.errors import PipelineError
 
 TASK_FILE = "labels.json"  # under the data run's data/ folder, next to the splits
 MIN_CLASSES = 2
+AG_NEWS_CLEANING = "ag_news"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")  # what MLflow metric names, file names and CSV headers all accept
 # A class named like an average would overwrite it: `test_f1_macro` is the macro F1, not the class "macro".
 _RESERVED = frozenset({"macro", "micro", "weighted"})
@@ -27,6 +28,7 @@ class Task:
     labels: tuple[str, ...]  # class names, index = class id
     text_columns: tuple[str, ...] = ("text",)  # joined with a space, in this order
     label_column: str = "label"
+    cleaning: str = "generic"  # "ag_news": the corpus' escapes are undone first (agnews.ag_news.unescape)
     metric_names: tuple[str, ...] = field(default=(), compare=False)  # derived from labels
 
     def __post_init__(self) -> None:
@@ -52,12 +54,15 @@ class Task:
 
     def to_dict(self) -> dict:
         return {"labels": list(self.labels), "text_columns": list(self.text_columns),
-                "label_column": self.label_column, "metric_names": list(self.metric_names)}
+                "label_column": self.label_column, "cleaning": self.cleaning, "metric_names": list(self.metric_names)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Task":
-        return cls(tuple(values["labels"]), tuple(values.get("text_columns") or ("text",)),
-                   values.get("label_column") or "label")
+        labels = tuple(values["labels"])
+        # labels.json written before "cleaning" existed: only AG News' label set was cleaned as AG News
+        cleaning = values.get("cleaning") or (AG_NEWS_CLEANING if labels == ag_news.LABELS else "generic")
+        return cls(labels, tuple(values.get("text_columns") or ("text",)), values.get("label_column") or "label",
+                   cleaning)
 
 
 # --- names -----------------------------------------------------------------------------------------------------
@@ -115,43 +120,45 @@ def parse_columns(value: str, param: str = "text_columns") -> tuple[str, ...]:
     return tuple(columns)
 
 
-AG_NEWS = Task(ag_news.LABELS)  # what a data run prepared before labels.json existed holds
+AG_NEWS = Task(ag_news.LABELS, cleaning=AG_NEWS_CLEANING)  # what a data run from before labels.json holds
 
 
 # --- labels in data --------------------------------------------------------------------------------------------
 
-def _numbered_hint(count: int, names: tuple[str, ...]) -> str:
-    return f"label must be 0-{count - 1} ({', '.join(names)})"
-
-
-def encode_labels(values: pd.Series, source: object, given: tuple[str, ...] = (),
-                  numbered: tuple[str, ...] = ag_news.LABELS) -> tuple[np.ndarray, tuple[str, ...]]:
+def encode_labels(values: pd.Series, source: object,
+                  given: tuple[str, ...] = ()) -> tuple[np.ndarray, tuple[str, ...]]:
     """Class ids of a label column and the label set they index.
 
-    `given` (-P labels, or a hub dataset's ClassLabel names): values are those names, or their ids 0..K-1.
-    Else numbers are ids into `numbered` (AG News' 0-3, the documented `text,label` format) and text values are
-    the names themselves, sorted (an order that does not depend on the file's row order)."""
+    `given` (-P labels, a hub dataset's ClassLabel names, or AG News' names for its formats): values are those
+    names, or their ids 0..K-1. Else the label set is the distinct values, sorted (numbers as numbers, "2" before
+    "10"; an order that does not depend on the file's row order), and each value is its own name."""
     text = values.astype("string").fillna("").str.strip()
     _refuse_blank(text, source)
     if given:
         return _encode_given(text, values, source, given), given
     numbers = pd.to_numeric(text, errors="coerce")
-    if numbers.notna().all():
-        ids = numbers.where(numbers.isin(range(len(numbered))))
-        _refuse_unknown(ids, values, source, f"{_numbered_hint(len(numbered), numbered)}; for other classes name "
-                                             "them in order with -P labels=<name,name,...>")
-        return ids.astype(int).to_numpy(), numbered
-    if numbers.notna().any():
+    if numbers.notna().any() and not numbers.notna().all():
         row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
         number_row = int(np.flatnonzero(numbers.notna().to_numpy())[0])
         raise PipelineError(f"{source} row {row + 1} has label '{values.iloc[row]}' but row {number_row + 1} has the "
                             f"number '{values.iloc[number_row]}'; use class names throughout, or numbers with "
                             "-P labels=<names in id order>")
-    labels = tuple(sorted(text.unique()))
+    if numbers.notna().all() and (numbers % 1 == 0).all():  # integer ids: "1.0" and "1" are one class, "1"
+        text = numbers.astype("int64").astype(str)
+    labels = sorted_names(text.unique())
     if len(labels) < MIN_CLASSES:
         raise PipelineError(f"{source} has a single class ({labels[0]!r}); a classifier needs at least "
                             f"{MIN_CLASSES}: add rows of other classes or pass another file")
     return text.map({name: i for i, name in enumerate(labels)}).astype(int).to_numpy(), labels
+
+
+def sorted_names(names: object) -> tuple[str, ...]:
+    """Label names in id order when the data does not give one: integers numerically ("2" before "10"), any other
+    set as strings."""
+    names = [str(n) for n in names]
+    if all(re.fullmatch(r"-?\d+", n) for n in names):
+        return tuple(sorted(names, key=int))
+    return tuple(sorted(names))
 
 
 def _encode_given(text: pd.Series, values: pd.Series, source: object, given: tuple[str, ...]) -> np.ndarray:

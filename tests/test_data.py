@@ -22,7 +22,6 @@ from agnews.errors import PipelineError
 
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
 CLASS_NAMES = "(World, Sports, Business, Sci/Tech)"
-NAME_THEM = "; for other classes name them in order with -P labels=<name,name,...>"
 NO_GATE = SampleSizes(4, 4, 4, 0)
 
 
@@ -50,23 +49,33 @@ def _assert_disjoint(sample) -> None:
 
 # --- cleaning and ids ----------------------------------------------------------------------------
 
+def ag_clean(text: str) -> str:
+    """What an AG News text gets: its escapes undone (agnews.ag_news), then the generic cleaning."""
+    return data.clean_texts(pd.Series([text]), "ag_news").iloc[0]
+
+
+def test_generic_cleaning_keeps_other_data_as_written():
+    assert clean_text("  it #39;s a\\path &amp; Ελλάδα 東京\tcafé\x01 ") == "it #39;s a\\path &amp; Ελλάδα 東京 café"
+    assert data.clean_texts(pd.Series(["a #39; b", None])).tolist() == ["a #39; b", ""]
+
+
 def test_clean_text_undoes_corpus_escapes():
     raw = "Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, Wall Street #39;s dwindling\\band"
-    assert clean_text(raw) == ("Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, "
+    assert ag_clean(raw) == ("Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers, "
                                "Wall Street's dwindling band")
-    assert clean_text("Oil at US #36;46 a barrel") == "Oil at US$46 a barrel"
-    assert clean_text("AT&amp;T says quot;hello quot; &lt;b&gt;") == 'AT&T says "hello " <b>'
+    assert ag_clean("Oil at US #36;46 a barrel") == "Oil at US$46 a barrel"
+    assert ag_clean("AT&amp;T says quot;hello quot; &lt;b&gt;") == 'AT&T says "hello " <b>'
 
 
 def test_clean_text_decodes_cp1252_remnants_and_drops_control_characters():
-    assert clean_text("Sony#146;s #147;Walkman#148; sales #150; up #151; again #133;") == \
+    assert ag_clean("Sony#146;s #147;Walkman#148; sales #150; up #151; again #133;") == \
         "Sony\u2019s \u201cWalkman\u201d sales \u2013 up \u2014 again\u2026"
     # corpus spacing: the space stands for the lost "&"; before opening quotes and dashes it is kept once
-    assert clean_text("Sony #146;s  #147;Walkman #148; is up  #151; a lot") == \
+    assert ag_clean("Sony #146;s  #147;Walkman #148; is up  #151; a lot") == \
         "Sony\u2019s \u201cWalkman\u201d is up \u2014 a lot"
-    assert clean_text("a store:  #147; #145;Hi") == "a store: \u201c \u2018Hi"
-    assert clean_text("euro #128;5 and #8212; dash") == "euro\u20ac5 and \u2014 dash"  # other numbers: code points
-    assert clean_text("a#129;b c#0;d e\x01f\x92g\th\x85i") == "ab cd efg h i"  # undefined/C0/C1 gone, spacing kept
+    assert ag_clean("a store:  #147; #145;Hi") == "a store: \u201c \u2018Hi"
+    assert ag_clean("euro #128;5 and #8212; dash") == "euro\u20ac5 and \u2014 dash"  # other numbers: code points
+    assert ag_clean("a#129;b c#0;d e\x01f\x92g\th\x85i") == "ab cd efg h i"  # undefined/C0/C1 gone, spacing kept
 
 
 def test_real_file_texts_have_no_c1_characters():
@@ -206,12 +215,11 @@ BAD_FILES = {
                        "format " + CLASS_NAMES),
     "agnews_class_5": (b'"1","t","d"\n"5","t","d"\n', "{p} row 2 has unknown label '5'; class must be 1-4 in the "
                        "AG News format " + CLASS_NAMES),
-    "label_4": (b"text,label\nhello,1\nworld,4\n", "{p} row 2 has unknown label '4'; label must be 0-3 " + CLASS_NAMES
-                + NAME_THEM),
-    "label_minus_1": (b"text,label\nhello,-1\n", "{p} row 1 has unknown label '-1'; label must be 0-3 " + CLASS_NAMES
-                      + NAME_THEM),
-    "label_1.5": (b"text,label\nhello,1.5\n", "{p} row 1 has unknown label '1.5'; label must be 0-3 " + CLASS_NAMES
-                  + NAME_THEM),
+    # numbers outside AG News' 0-3 are a task of their own, named by value: here a single class
+    "label_minus_1": (b"text,label\nhello,-1\nworld,-1.0\n", "{p} has a single class ('-1'); a classifier needs at "
+                      "least 2: add rows of other classes or pass another file"),
+    "label_1.5": (b"text,label\nhello,1.5\n", "{p} has a single class ('1.5'); a classifier needs at least 2: add "
+                  "rows of other classes or pass another file"),
     "label_x": (b"text,label\nhello,x\n", "{p} has a single class ('x'); a classifier needs at least 2: add rows of "
                 "other classes or pass another file"),
     "label_x_among_numbers": (b"text,label\nhello,1\nworld,x\n", "{p} row 2 has label 'x' but row 1 has the number "
@@ -220,14 +228,12 @@ BAD_FILES = {
     "empty_text": (b"text,label\nhello,1\n,2\n", "{p} row 2 has empty text; fill it or drop the row"),
     "blank_text": (b"text,label\nhello,1\n   ,2\n", "{p} row 2 has empty text; fill it or drop the row"),
     "agnews_empty_text": (b'"1","",""\n"2","t","d"\n', "{p} row 1 has empty text; fill it or drop the row"),
-    "escapes_only_text": (b"text,label\n#0;\\,1\n", "{p} row 1 has empty text; fill it or drop the row"),
+    "escapes_only_text": (b"text,label\n#0;\\,1\nb,0\nc,2\nd,3\n", "{p} row 1 has empty text; fill it or drop the row"),
     "class_with_one_row": (("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(39)) + "lone,3\n").encode(),
                            "cannot draw the test split (test_size=4) stratified by label from the 40 rows left "
-                           "(World 13, Sports 13, Business 13, Sci/Tech 1): ValueError: The least populated classes "
-                           "in y have only 1 member, which is too few. The minimum number of groups for any class "
-                           "cannot be less than 2. Classes with too few members are: [3]; lower the sizes or add rows "
-                           "to the small classes"),
-    "class_missing": (("text,label\n" + "".join(f"row {i},{i % 3}\n" for i in range(30))).encode(),
+                           "(World 13, Sports 13, Business 13, Sci/Tech 1): class(es) Sci/Tech have a single row, "
+                           "too few to stratify; add rows of Sci/Tech, or drop the class"),
+    "class_missing": ("".join(f'"{1 + i % 3}","row {i}","d"\n' for i in range(30)).encode(),
                       "{p} has no rows of class(es) Sci/Tech (label set: World, Sports, Business, Sci/Tech); pass "
                       "-P labels=<only the classes the data has, in id order>"),
 }
@@ -248,9 +254,10 @@ def test_bad_parquet_files_fail_in_one_line(tmp_path):
     pd.DataFrame({"text": ["a", None], "label": [1, 2]}).to_parquet(tmp_path / "nan.parquet")
     assert _refused(str(tmp_path / "nan.parquet")) == \
         f"{tmp_path / 'nan.parquet'} row 2 has empty text; fill it or drop the row"
-    pd.DataFrame({"text": ["a"], "label": [4]}).to_parquet(tmp_path / "label.parquet")
+    pd.DataFrame({"text": ["a", "b"], "label": [4, 4]}).to_parquet(tmp_path / "label.parquet")
     assert _refused(str(tmp_path / "label.parquet")) == \
-        f"{tmp_path / 'label.parquet'} row 1 has unknown label '4'; label must be 0-3 {CLASS_NAMES}{NAME_THEM}"
+        f"{tmp_path / 'label.parquet'} has a single class ('4'); a classifier needs at least 2: add rows of other " \
+        "classes or pass another file"
 
 
 def test_missing_file_and_folder(tmp_path):
@@ -263,7 +270,8 @@ def test_missing_file_and_folder(tmp_path):
 
 
 @pytest.mark.parametrize("sizes, message", [  # at construction: no task has fewer than 2 classes
-    ((-1, 4, 4, 0), "-P train_size=-1 must be at least 2 (one row per class)"),
+    ((-1, 4, 4, 0), "-P train_size=-1 must be 0 (every row the other splits leave) or at least 2 (one row per "
+                    "class)"),
     ((4, 0, 4, 0), "-P val_size=0 must be at least 2 (one row per class)"),
     ((4, 4, 2.5, 0), "-P test_size=2.5 is not a whole number; pass a whole number of rows"),
     ((4, 4, 4, -1), "-P gate_size=-1 must be 0 (no gate split) or at least 2 (one row per class)"),
@@ -278,11 +286,30 @@ def test_bad_sizes_fail_in_one_line(sizes, message):
 
 
 @pytest.mark.parametrize("sizes, message", [  # once the task is known: a row per class in every split
-    ((3, 4, 4, 0), "-P train_size=3 must be at least 4 (one row per class)"),
+    ((3, 4, 4, 0), "-P train_size=3 must be 0 (every row the other splits leave) or at least 4 (one row per class)"),
     ((4, 4, 4, 2), "-P gate_size=2 must be 0 (no gate split) or at least 4 (one row per class)"),
 ])
 def test_sizes_below_the_class_count_fail_once_the_labels_are_known(fixture_csv, sizes, message):
     assert _refused(str(fixture_csv), SampleSizes(*sizes)) == message
+
+
+def test_train_size_zero_trains_on_every_row_the_other_splits_leave(fixture_csv):
+    full = sample_splits(str(fixture_csv), SampleSizes(0, 40, 40, 40), seed=0)
+    drawn = sample_splits(str(fixture_csv), SampleSizes(40, 40, 40, 40), seed=0)
+    assert full.unlabeled.empty and not drawn.unlabeled.empty
+    assert set(full.splits["train"]["text"]) == set(drawn.splits["train"]["text"]) | set(drawn.unlabeled["text"])
+    for split in ("validation", "test", "gate"):  # the other samples are drawn as before
+        assert full.splits[split]["row_id"].tolist() == drawn.splits[split]["row_id"].tolist()
+    counted = sum(len(frame) for frame in full.splits.values()) + full.duplicates_removed + full.conflicts_removed
+    assert counted == FIXTURE_ROWS
+    _assert_disjoint(full)
+
+
+def test_train_size_zero_needs_rows_left(fixture_csv):
+    assert _refused(str(fixture_csv), SampleSizes(0, 4, FIXTURE_ROWS - 8, 4)) == (  # the others take every row
+        "cannot draw the train split (train_size=0) stratified by label from the 0 rows left (World 0, Sports 0, "
+        "Business 0, Sci/Tech 0): only 0 rows are left after the other splits, fewer than the 4 classes; lower "
+        "val_size, test_size or gate_size, or add rows")
 
 
 def test_whole_float_sizes_and_gate_zero_are_fine():

@@ -209,3 +209,24 @@ def test_soft_label_loss_does_not_depend_on_batch_composition():
     among_labelled = 16 * loss(with_labelled) - 15 * loss(with_labelled[1:])
     assert among_pool == pytest.approx(among_labelled, rel=1e-4) and among_pool == pytest.approx(loss([0]), rel=1e-4)
 
+
+
+def test_distill_with_a_three_class_teacher(tmp_path, tiny_model):
+    """A teacher of another task: its student gets the same three classes, and a teacher of AG News is refused."""
+    from test_task import topic_rows, write_jsonl
+
+    data = write_jsonl(tmp_path / "topics.jsonl", topic_rows(rows_per_class=30))
+    with project_store(tmp_path / "project") as (_, client, _):
+        assert run_step("prepare_data", *step_args(data=data, train_size=30, val_size=12, test_size=12, gate_size=0,
+                                                   text_columns="headline,body", label_column="topic")) is None
+        data_run = latest(client, "prepare_data").info.run_id
+        assert run_step("train", *step_args(model=tiny_model, data_run_id=data_run, epochs=1, learning_rate="0.01",
+                                            batch_size=8, registered_model="topics")) is None
+        client.set_registered_model_alias("topics", "champion", latest(client, "train").data.tags[
+            "agnews.registered_version"])
+        assert run_step("distill", *step_args(teacher="models:/topics@champion", data_run_id=data_run, epochs=1,
+                                              batch_size=8, learning_rate="0.01", registered_model="topics")) is None
+        student = latest(client, "distill")
+        assert student.info.status == "FINISHED" and student.data.params["unlabeled_used"] == "36"
+        model = mlflow.pyfunc.load_model(f"models:/topics/{student.data.tags['agnews.registered_version']}")
+        assert set(model.predict(["game team season"])["label"]) <= {"deportes", "economía y empresas", "política"}

@@ -75,7 +75,8 @@ DATA_CASES = {
     "missing_column": ("text,category\nhello world,1\n", r"lacks column\(s\) \['label'\]"),
     "label_0_in_1_4_format": (_rows() + '"0","t","d"\n', r"row 13 has unknown label '0'.*1-4"),
     "label_5_in_1_4_format": (_rows() + '"5","t","d"\n', r"row 13 has unknown label '5'.*1-4"),
-    "label_4_in_0_3_format": (_rows(fmt="tl") + "bad row,4\n", r"row 13 has unknown label '4'.*0-3"),
+    # 0-4 is not AG News' 0-3: a task of five classes named "0".."4", so 4-row samples are too small
+    "label_4_in_0_3_format": (_rows(fmt="tl") + "bad row,4\n", r"train_size=4 must be 0 .* or at least 5"),
     "empty_text": (_rows() + '"2","",""\n', r"row 13 has empty text; fill it or drop the row"),
     "whitespace_text": (_rows() + '"2","  ","\t"\n', r"row 13 has empty text"),
     "nan_text": (_rows(fmt="tl") + ",1\n", r"row 13 has empty text"),
@@ -117,8 +118,8 @@ def test_class_too_small_to_stratify_is_refused(store, tmp_path):
 
 @pytest.mark.parametrize("size, value, pattern", [
     ("train_size", "100000", r"exceeds the .* rows"),
-    ("val_size", "-5", r"-P val_size=-5 must be at least 4"),
-    ("test_size", "0", r"-P test_size=0 must be at least 4"),
+    ("val_size", "-5", r"-P val_size=-5 must be at least 2"),  # any task has 2 classes or more
+    ("test_size", "0", r"-P test_size=0 must be at least 2"),
     ("gate_size", "2.5", r"-P gate_size=2.5 is not a whole number"),
 ], ids=["too_large", "negative", "zero", "fractional"])
 def test_bad_sizes_are_refused(size, value, pattern, store, fixture_csv):
@@ -411,9 +412,21 @@ def _topics(tmp_path: Path) -> Path:
      r"has no rows of class\(es\) cine"),
     ({"text_columns": "headline", "label_column": "topic", "labels": "deportes,política"},
      r"row \d+ has unknown label 'economía y empresas'; -P labels lists deportes, política"),
+    ({"text_columns": "headline", "label_column": "topic", "data": "lone"},
+     r"cannot draw the test split \(test_size=10\) .*\(cine 1, .*\): class\(es\) cine have a single row, too few to "
+     r"stratify; add rows of cine, or drop the class"),
+    ({"text_columns": "topic,body", "label_column": "topic", "data": "single"},
+     r"has a single class \('deportes'\); a classifier needs at least 2"),
 ])
 def test_prepare_data_refuses_a_bad_task(store, tmp_path, extra, pattern):
-    args = {"data": _topics(tmp_path), "train_size": 20, "val_size": 10, "test_size": 10, "gate_size": 0, **extra}
+    data = _topics(tmp_path)
+    rows = [json.loads(line) for line in data.read_text(encoding="utf-8").splitlines()]
+    if extra.get("data") == "single":
+        rows = [r for r in rows if r["topic"] == "deportes"]
+    if extra.get("data") == "lone":  # a class of one row
+        rows.append({"headline": "film", "body": "a film", "topic": "cine"})
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    args = {"train_size": 20, "val_size": 10, "test_size": 10, "gate_size": 0, **extra, "data": data}
     _assert_refused(run_step("prepare_data", *_params(**{k: str(v) for k, v in args.items()})), pattern, store)
 
 
@@ -432,3 +445,21 @@ def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fix
     with pytest.raises(PipelineError, match=r"train run \w+ \(m1\) has labels \[deportes, economía y empresas, "
                                             r"política\], not \[World, Sports, Business, Sci/Tech\]; compare only"):
         comparison.shared_task([client.get_run(r.info.run_id) for r in trains])
+    ag_data, topics_data = (d.info.run_id for d in data_runs)
+    from steps import evaluate
+
+    with pytest.raises(PipelineError, match=rf"data run {topics_data} has labels \[deportes, .*\], not \[World, "
+                                            r"Sports, Business, Sci/Tech\]; evaluate train run"):
+        evaluate._task(client.get_run(trains[0].info.run_id), topics_data)
+    from types import SimpleNamespace
+
+    from agnews import gate
+
+    champion = SimpleNamespace(version="1", name="agnews-classifier")
+    with pytest.raises(PipelineError, match=r"champion version 1 of agnews-classifier has labels \[World, .*\], not "
+                                            r"\[deportes, .*\]; register models of this label set under their own"):
+        gate._one_label_set(client.get_run(trains[1].info.run_id), champion, client.get_run(trains[0].info.run_id),
+                            topics_data)
+    with pytest.raises(PipelineError, match=rf"gate data run {ag_data} has labels \[World, .*\]; pass "
+                                            r"-P gate_data_run_id="):
+        gate._one_label_set(client.get_run(trains[1].info.run_id), champion, None, ag_data)

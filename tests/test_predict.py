@@ -12,7 +12,7 @@ from conftest import latest, mlflow_cli, project_store, run_step, step_args, wri
 from sklearn.metrics import accuracy_score, f1_score
 
 from agnews.ag_news import LABELS
-from agnews.data import clean_text
+from agnews.data import clean_texts
 from agnews.predict import PROB_COLUMNS
 
 MODEL = "agnews-classifier"
@@ -45,7 +45,8 @@ def _agnews_rows(path, rows_per_class: int = 5) -> pd.DataFrame:
     """The fixture's headerless file, and its rows as class, title, description, expected text."""
     write_agnews_csv(path, rows_per_class=rows_per_class, seed=3)
     raw = pd.read_csv(path, header=None, names=["cls", "title", "description"], dtype=str, keep_default_na=False)
-    return raw.assign(text=(raw["title"] + " " + raw["description"]).map(clean_text), label=raw["cls"].astype(int) - 1)
+    return raw.assign(text=clean_texts(raw["title"] + " " + raw["description"], "ag_news"),
+                      label=raw["cls"].astype(int) - 1)
 
 
 def _write(rows: pd.DataFrame, fmt: str, folder) -> tuple[str, bool]:

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import json
 import lzma
 import random
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FILLER, WORDS, latest, project_store, run_step, step_args
+from conftest import (
+    FILLER,
+    REAL_TEST_CSV,
+    WORDS,
+    client_for,
+    latest,
+    mlflow_cli,
+    project_copy,
+    project_store,
+    run_step,
+    step_args,
+)
 
 from agnews import task
 from agnews.data import DataOptions, SampleSizes, sample_splits
@@ -79,8 +92,64 @@ def test_string_labels_are_sorted_and_numbers_index_a_given_list():
     assert labels == ("bad", "good") and ids.tolist() == [0, 1, 1]
     ids, labels = task.encode_labels(pd.Series(["good", "bad"]), "f", given=("good", "bad"))
     assert ids.tolist() == [0, 1]  # the given order, not sorted
-    ids, labels = task.encode_labels(pd.Series([0, 3]), "f")
-    assert labels == AG_NEWS.labels and ids.tolist() == [0, 3]  # the documented text,label 0-3 format
+    ids, labels = task.encode_labels(pd.Series([3, 0, 3]), "f")
+    assert labels == ("0", "3") and ids.tolist() == [1, 0, 1]  # numbers without names: their values
+    ids, labels = task.encode_labels(pd.Series(["10", "2", "1.0", " 2"]), "f")
+    assert labels == ("1", "2", "10") and ids.tolist() == [2, 1, 0, 1]  # sorted as numbers, "1.0" is "1"
+
+
+def test_a_hundred_classes():
+    values = pd.Series([f"{i}" for i in range(100)] * 3).sample(frac=1, random_state=0)
+    ids, labels = task.encode_labels(values, "f")
+    assert labels == tuple(str(i) for i in range(100)) and (ids == values.astype(int).to_numpy()).all()
+    names = tuple(f"intent/{i:03d}" for i in range(100))
+    ids, labels = task.encode_labels(pd.Series([names[i % 100] for i in range(300)]), "f", given=names)
+    assert labels == names and ids.tolist() == [i % 100 for i in range(300)]
+    assert len(set(Task(names).metric_names)) == 100 and Task(names).metric_names[7] == "intent_007"
+    task.check_every_class(ids, labels, "f")
+
+
+def test_ag_news_names_only_for_ag_news_formats(tmp_path):
+    """Integer labels mean World..Sci/Tech only in AG News' formats: the headerless file (1-4), or a table of just
+    text,label whose labels are exactly 0-3; there the corpus' escapes are undone too. Elsewhere numbers name
+    themselves and text is only cleaned generically."""
+    rows = [{"text": f"row {i} it #39;s " + " ".join(WORDS[1 + i % 4]), "label": i % 4} for i in range(40)]
+    ag = sample_splits(str(write_jsonl(tmp_path / "ag.jsonl", rows)), SIZES, 0)
+    assert ag.task.labels == AG_NEWS.labels and ag.task.cleaning == "ag_news"
+    assert ag.splits["train"]["text"].str.contains("it's").all()
+    other = [dict(r, source="x") for r in rows]  # one more column: not the AG News format
+    mine = sample_splits(str(write_jsonl(tmp_path / "mine.jsonl", other)), SIZES, 0)
+    assert mine.task.labels == ("0", "1", "2", "3") and mine.task.cleaning == "generic"
+    assert mine.splits["train"]["text"].str.contains("it #39;s").all()
+    assert (mine.splits["train"]["row_id"].tolist(), mine.splits["train"]["label"].tolist()) != \
+        (ag.splits["train"]["row_id"].tolist(), ag.splits["train"]["label"].tolist())  # other texts, same ids
+    renamed = [{"body": r["text"], "y": r["label"]} for r in rows]
+    assert sample_splits(str(write_jsonl(tmp_path / "r.jsonl", renamed)), SIZES, 0,
+                         DataOptions(("body",), "y")).task.labels == ("0", "1", "2", "3")
+    five = rows + [{"text": f"extra {i} " + " ".join(WORDS[1]), "label": 4} for i in range(10)]
+    assert sample_splits(str(write_jsonl(tmp_path / "five.jsonl", five)), SIZES, 0).task.labels == \
+        ("0", "1", "2", "3", "4")
+
+
+def _splits_digest(sample) -> str:
+    """One hash of every split's row ids and class ids, and of the unlabelled pool's row ids."""
+    parts = {name: [frame["row_id"].tolist(), frame["label"].tolist()] for name, frame in sample.splits.items()}
+    blob = json.dumps({**parts, "unlabeled": sample.unlabeled["row_id"].tolist()})
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+AG_NEWS_SPLITS_SEED_42 = "01a6b29f65d77afc"  # the code before labels came from the data drew these (1000/500/500/500)
+
+
+def test_default_ag_news_file_splits_are_unchanged(tmp_path):
+    """The shipped AG News file, headerless (class 1-4) and as `text,label` (0-3): the same rows, ids and names at
+    seed 42 as before the data decided the task."""
+    raw = pd.read_csv(REAL_TEST_CSV, header=None, names=["c", "t", "d"], dtype=str, keep_default_na=False)
+    text_label = tmp_path / "ag.csv"
+    pd.DataFrame({"text": raw.t + " " + raw.d, "label": raw.c.astype(int) - 1}).to_csv(text_label, index=False)
+    for source in (REAL_TEST_CSV, text_label):
+        sample = sample_splits(str(source), SampleSizes(), 42)
+        assert sample.task == AG_NEWS and _splits_digest(sample) == AG_NEWS_SPLITS_SEED_42
 
 
 @pytest.mark.parametrize("values, given, message", [
@@ -140,8 +209,9 @@ def test_given_labels_set_the_order_and_read_numbers(tmp_path):
     path = write_jsonl(tmp_path / "n.jsonl", rows)
     sample = sample_splits(str(path), SIZES, 0, DataOptions(labels=("world", "sport")))
     assert sample.task.labels == ("world", "sport")
-    assert _refused(sample_splits, str(path), SIZES, 0).startswith(
-        f"{path} has no rows of class(es) Business, Sci/Tech")  # 0/1 read as AG News' ids: name them instead
+    assert sample_splits(str(path), SIZES, 0).task.labels == ("0", "1")  # unnamed numbers: their values
+    assert _refused(sample_splits, str(path), SIZES, 0, DataOptions(labels=("world", "sport", "science"))) \
+        .startswith(f"{path} has no rows of class(es) science")
 
 
 def test_save_to_disk_folders_dict_and_single(tmp_path):
@@ -227,3 +297,66 @@ def test_three_class_jsonl_end_to_end_then_predict(tmp_path, tiny_model):
                                        "prob_politica"]
         assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
         assert np.allclose(table.filter(like="prob_").sum(axis=1), 1, atol=1e-3)
+
+
+# --- twelve classes, accented and non-Latin names and texts, train_size=0, in-process -------------------------------
+
+MANY = ("Économie", "Ελλάδα", "体育", "política", "deportes", "ciencia", "música", "café", "Zürich", "naïve", "日本",
+        "Ωmega")
+
+
+def test_twelve_accented_classes_with_greek_and_cjk_text_through_prepare_data_and_train(tmp_path, tiny_model):
+    rng = random.Random(1)
+    rows = [{"text": f"{' '.join(rng.sample(WORDS[1 + i % 4], 3))} Αθήνα\u00a0東京 №{k}\t{name}", "label": name}
+            for i, name in enumerate(MANY) for k in range(6)]
+    data = write_jsonl(tmp_path / "many.jsonl", rows)
+    with project_store(tmp_path / "project") as (_, client, _):
+        assert run_step("prepare_data", *step_args(data=data, train_size=0, val_size=12, test_size=12,
+                                                   gate_size=12)) is None
+        data_run = latest(client, "prepare_data")
+        folder = Path(mlflow.artifacts.download_artifacts(run_id=data_run.info.run_id, artifact_path="data"))
+        assert task.read(folder).labels == tuple(sorted(MANY)) and data_run.data.params["num_labels"] == "12"
+        assert task.read(folder).cleaning == "generic"
+        train_rows = pd.read_parquet(folder / "train.parquet")
+        assert len(train_rows) == 72 - 36 and pd.read_parquet(folder / "unlabeled.parquet").empty  # train_size=0
+        assert train_rows["text"].str.contains("Αθήνα 東京 №").all()  # kept; only the whitespace is generic
+        assert run_step("train", *step_args(model=tiny_model, data_run_id=data_run.info.run_id, epochs=1,
+                                            learning_rate=0.01, batch_size=8, registered_model="many")) is None
+        train = latest(client, "train")
+        assert run_step("evaluate", *step_args(train_run_id=train.info.run_id, int8="false")) is None
+        metrics = latest(client, "evaluate").data.metrics
+        safe = Task(tuple(sorted(MANY))).metric_names
+        assert {f"test_f1_{name}" for name in safe} <= set(metrics) and "test_f1_Economie" in metrics
+
+
+# --- the Done criterion: `mlflow run .` (main) on a 3-class JSONL of headline,body,topic, then -e predict ---------
+
+@pytest.mark.slow  # ~3 min here (two shared cores): main, then predict, each a fresh `mlflow run`
+def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_model):
+    """As a user would: main with the task's parameters and int8, then predict on a CSV of the text columns."""
+    project = project_copy(tmp_path / "project")
+    write_jsonl(project / "news.jsonl", topic_rows(rows_per_class=40))
+    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", "data=news.jsonl",
+                        "-P", "text_columns=headline,body", "-P", "label_column=topic", "-P", "int8=true",
+                        "-P", "train_size=60", "-P", "val_size=18", "-P", "test_size=18", "-P", "gate_size=18",
+                        "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8", cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    client = client_for(project)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = client.get_model_version_by_alias("agnews-classifier", "champion")
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/agnews-classifier/{version.version}",
+                                                     dst_path=str(tmp_path / "model")))
+    config = json.loads(next(folder.rglob("config.json")).read_text(encoding="utf-8"))
+    assert config["id2label"] == {"0": "deportes", "1": "economía y empresas", "2": "política"}
+    evaluation = latest(client, "evaluate")
+    assert {"test_f1_deportes", "test_f1_economia_y_empresas", "test_f1_politica"} <= set(evaluation.data.metrics)
+    assert {"int8_test_f1_macro", "int8_test_accuracy"} & set(evaluation.data.metrics)  # the int8 model ran
+
+    pd.DataFrame(topic_rows(rows_per_class=2, seed=9))[["headline", "body"]].to_csv(project / "new.csv", index=False)
+    result = mlflow_cli("run", ".", "-e", "predict", "--env-manager", "local", "-P", "input=new.csv",
+                        "-P", "output=predicted.csv", cwd=project)
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = pd.read_csv(project / "predicted.csv")
+    assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
+                                   "prob_politica"]
+    assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
