@@ -29,6 +29,8 @@ def same_value(logged: str | None, value: object) -> bool:
     """A param as logged (`-P epochs=3.0` is logged "3.0") against a value: `3`, `3.0` and 3 are the same."""
     if logged is None:
         return False
+    if logged == "''":  # `mlflow run` logs an empty -P value shell-quoted
+        logged = ""
     try:
         return float(logged) == float(value)
     except (TypeError, ValueError):

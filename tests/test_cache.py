@@ -248,3 +248,10 @@ def test_find_matches_evaluate_runs_by_the_machine_key(store):
     here = _finished_run(experiment, "evaluate", {cache.INPUT_TAG: "machine-a"}, params)
     assert cache.find(experiment, "evaluate", params, "machine-a") == here
     assert cache.find(experiment, "evaluate", params, "machine-b") is None
+
+
+def test_an_empty_parameter_as_mlflow_run_logs_it_matches_empty():
+    from agnews import cli
+
+    assert cli.same_value("''", "") and cli.same_value("", "") and not cli.same_value("''", "x")
+    assert cli.same_value("3.0", 3) and not cli.same_value(None, "")

@@ -49,7 +49,7 @@ def test_prepare_data_logs_splits_inputs_and_class_counts(main_run):
     prep = by_step(runs_of(client), "prepare_data")[0]
     assert {f.path for f in client.list_artifacts(prep.info.run_id, "data")} == {
         "data/train.parquet", "data/validation.parquet", "data/test.parquet", "data/gate.parquet",
-        "data/unlabeled.parquet"}  # the pool for distill: not a dataset input (no labels, not used for scoring)
+        "data/unlabeled.parquet", "data/labels.json"}  # the pool (no labels, not a dataset input) and the label set
     assert prep.data.metrics["unlabeled_rows"] == 240 - 200
     assert prep.data.params["train_count_Sci_Tech"] == "20" and prep.data.params["test_count_World"] == "10"
     assert prep.data.params["gate_count_Business"] == "10" and prep.data.metrics["duplicates_removed"] == 0
