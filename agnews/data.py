@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -139,6 +140,7 @@ class _Labelled:
     frame: pd.DataFrame  # text, label (id)
     labels: tuple[str, ...]
     cleaning: str = "generic"  # task.AG_NEWS_CLEANING for AG News' formats
+    text_columns: tuple[str, ...] = ()  # the columns the text was joined from; (): the options' own
 
 
 def _table_format(path: Path) -> tuple[str, str]:
@@ -257,6 +259,8 @@ def _labelled(frame: pd.DataFrame, source: object, options: DataOptions,
               names: tuple[str, ...] = ()) -> _Labelled:
     """Columns, labels and texts checked; errors name the first bad data row (1-based) as the file has it.
     `names`: the label names the source itself defines (a hub dataset's ClassLabel), used unless -P labels."""
+    if not options.text_columns and "text" not in frame.columns and {"title", "description"} <= set(frame.columns):
+        options = dataclasses.replace(options, text_columns=("title", "description"))  # the second default
     missing = [c for c in (*options.columns, options.label_column) if c not in frame.columns]
     if missing:
         raise PipelineError(f"{source} lacks column(s) {missing} (it has {', '.join(map(str, frame.columns))}); "
@@ -273,7 +277,7 @@ def _labelled(frame: pd.DataFrame, source: object, options: DataOptions,
     cleaning = task.AG_NEWS_CLEANING if labels == ag_news.LABELS else "generic"
     text = _joined(frame, options.columns)
     return _Labelled(_with_texts(pd.DataFrame({"text": text.to_numpy(), "label": ids}), source, cleaning), labels,
-                     cleaning)
+                     cleaning, options.columns)
 
 
 def _ag_news_names(frame: pd.DataFrame, options: DataOptions) -> tuple[str, ...]:
@@ -472,7 +476,7 @@ def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 
 def _task(read: _Labelled, options: DataOptions) -> task.Task:
-    return task.Task(read.labels, options.columns, options.label_column, read.cleaning)
+    return task.Task(read.labels, read.text_columns or options.columns, options.label_column, read.cleaning)
 
 
 def _sample_one(source: str, read: _Labelled, sizes: SampleSizes, seed: int, options: DataOptions) -> Sample:

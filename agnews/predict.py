@@ -2,6 +2,7 @@
 (one row per input row, input order), score it when the input carries labels, and write it."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -15,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from agnews import data, metrics, serving, tracking  # data's private readers: one reading path for train and predict
 from agnews.errors import PipelineError
-from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task
+from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task, parse_columns
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,15 @@ class Batch:
     label_names: tuple[str, ...] = AG_NEWS.labels
 
 
-def model_task(model_uri: str) -> Task:
+def model_task(model_uri: str, text_columns: str = "") -> Task:
     """The task behind a model (its version's or runs:/ run, then that run's data run), read before loading it so
-    bad input fails first; AG News when it cannot be traced (a model registered by hand)."""
+    bad input fails first; AG News when it cannot be traced (a model registered by hand). `text_columns`
+    (`-P text_columns=a,b`) replaces the columns the model was trained on."""
+    found = _traced_task(model_uri)
+    return dataclasses.replace(found, text_columns=parse_columns(text_columns)) if text_columns.strip() else found
+
+
+def _traced_task(model_uri: str) -> Task:
     run_id, run = "", None
     try:  # a version or run that does not exist: loading the model says so, in its own words
         resolved = serving.registered_version(model_uri)
@@ -75,23 +82,24 @@ def output_path(value: str) -> Path | None:
     return path
 
 
-def read_input(value: str, task: Task = AG_NEWS) -> Batch:
+def read_input(value: str, task: Task = AG_NEWS, explicit: bool = False) -> Batch:
     """Texts and optional labels from a CSV/TSV/Parquet/JSONL with `text`, the task's text columns or
-    `title`+`description`, or the headerless AG News CSV; errors name the first bad data row (1-based)."""
+    `title`+`description`, or the headerless AG News CSV; errors name the first bad data row (1-based).
+    `explicit`: the task's text columns were named by the user (-P text_columns): only they are read."""
     path = _input_file(value)
     kind, _ = data._table_format(path)
     if kind == "parquet":
-        return _from_columns(data._read_parquet(path), path, task)
+        return _from_columns(data._read_parquet(path), path, task, explicit)
     content = data._decode(path)  # also .gz/.bz2/.xz, and a located error for non-UTF-8 bytes
     if not content.strip():
         raise PipelineError(f"{path} has only blank lines; {INPUT_FORMATS}")
     if kind in ("jsonl", "json"):
-        return _from_columns(data._read_json_lines(content, path), path, task)
+        return _from_columns(data._read_json_lines(content, path), path, task, explicit)
     separator = "\t" if kind == "tsv" else ","
     first_row = data._first_row(content, separator, path)
     known = _HEADER_NAMES | {c.lower() for c in (*task.text_columns, task.label_column)}
     if known & {v.strip().lower() for v in first_row}:
-        return _from_columns(data._read_csv(content, path, header=0, sep=separator), path, task)
+        return _from_columns(data._read_csv(content, path, header=0, sep=separator), path, task, explicit)
     if len(first_row) == 3 and task.num_labels == 4:
         raw = data._read_csv(content, path, header=None, names=["class", "title", "description"], sep=separator)
         labels = _labels(raw["class"], path, task.labels, first=1, hint="class must be 1-4 in the AG News format")
@@ -114,10 +122,16 @@ def _input_file(value: str) -> Path:
     return path
 
 
-def _from_columns(frame: pd.DataFrame, path: Path, task: Task) -> Batch:
+def _from_columns(frame: pd.DataFrame, path: Path, task: Task, explicit: bool = False) -> Batch:
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
     columns = [c.lower() for c in task.text_columns]
-    if "text" in frame.columns:
+    if explicit:  # -P text_columns: exactly these, or a one-line refusal naming what is there
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise PipelineError(f"{path} lacks column(s) {missing} named by -P text_columns (columns: "
+                                f"{', '.join(map(str, frame.columns))}); pass the columns that hold the text")
+        text = data._joined(frame, tuple(columns))
+    elif "text" in frame.columns:
         text = _strings(frame["text"])
     elif set(columns) <= set(frame.columns):  # the columns the model's data run joined, in that order
         text = data._joined(frame, tuple(columns))

@@ -261,7 +261,7 @@ def log_lineage(splits: dict[str, pd.DataFrame], data_uri: str) -> None:
         if frame.empty:  # gate_size=0: nothing to record, and MLflow's digest fails on an empty string column
             continue
         source = RunArtifactSource(f"{data_uri}/{name}.parquet")
-        dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=f"ag_news-{name}")
+        dataset = mlflow.data.from_pandas(frame, source=source, targets="label", name=name)  # the split: train, ...
         mlflow.log_input(dataset, context=name)
 
 

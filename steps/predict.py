@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default="", help=".csv or .parquet; default: only the run's artifact")
     parser.add_argument("--precision", type=cli.precision, default="auto")
     parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
+    parser.add_argument("--text_columns", default="",
+                        help="columns joined into the text; default: the ones the model was trained on")
     return parser.parse_args(argv)
 
 
@@ -50,10 +52,12 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     model_uri = args.model_uri.strip()
     mlflow.set_tag(MODEL_URI_TAG, model_uri)
     tracking.log_params({"input": args.input, "model_uri": model_uri, "output": args.output,
-                         "precision": args.precision, "batch_size": args.batch_size})
+                         "precision": args.precision, "batch_size": args.batch_size,
+                         "text_columns": args.text_columns})
     output = batch_predict.output_path(args.output)  # a bad output path fails before any work
     resolved = _resolve(model_uri)
-    batch = batch_predict.read_input(args.input, batch_predict.model_task(resolved))  # bad input before the model
+    task = batch_predict.model_task(resolved, args.text_columns)
+    batch = batch_predict.read_input(args.input, task, explicit=bool(args.text_columns))  # bad input first
     with serving.load(resolved, precision=args.precision, batch_size=args.batch_size) as model:
         mlflow.set_tag("agnews.model_variant", model.variant)
         probabilities = model.probabilities(batch.texts, progress=True)

@@ -51,6 +51,17 @@ os.environ.pop("AGNEWS_LAUNCH_DIR", None)  # set by the project's MLflow plugin 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores: one torch thread each (children inherit)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The longest files first, so the two workers finish together instead of one running them alone at the end.
+LONGEST_FIRST = ("test_real_data.py", "test_pipeline.py", "test_postgres_server.py", "test_faults.py",
+                 "test_distill.py", "test_task.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))  # stable: order within a file kept
 
 
 def write_agnews_csv(path: Path, rows_per_class: int = 60, seed: int = 0) -> Path:

@@ -182,3 +182,18 @@ def test_bad_input_fails_in_one_line(champion, tmp_path, case):
     assert run.info.status == "FAILED" and run.data.tags["agnews.error"] == message.removeprefix("error: ")
     assert not client.list_artifacts(run.info.run_id)
     assert [p.name for p in tmp_path.iterdir()] == ["input.csv"]  # no output, no folder, no temporary file
+
+
+def test_text_columns_parameter_overrides_the_models_columns(champion, tmp_path):
+    project, client, _ = champion
+    path = tmp_path / "headlines.csv"
+    pd.DataFrame({"headline": ["stocks market profit shares", "game team season coach"],
+                  "text": ["ignored", "ignored"]}).to_csv(path, index=False)
+    message, run = _predict(client, "--input", str(path), "--model_uri", CHAMPION, "--text_columns", "headline")
+    assert message is None, message
+    table = _artifact_table(client, run)
+    assert table["text"].tolist() == ["stocks market profit shares", "game team season coach"]
+    assert run.data.params["text_columns"] == "headline"
+    message, run = _predict(client, "--input", str(path), "--model_uri", CHAMPION, "--text_columns", "body")
+    assert message.startswith("error: ") and "['body']" in message and "headline" in message
+    assert run.info.status == "FAILED"

@@ -360,3 +360,17 @@ def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_
     assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
                                    "prob_politica"]
     assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
+
+
+def test_title_and_description_are_the_second_default_text_columns(tmp_path):
+    rows = [{"title": f"t{i} " + " ".join(WORDS[1 + i % 2]), "description": f"d{i}", "label": ["a", "b"][i % 2]}
+            for i in range(40)]
+    path = tmp_path / "td.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    sample = sample_splits(str(path), SIZES, 0)
+    assert sample.task.text_columns == ("title", "description") and sample.task.labels == ("a", "b")
+    some = sample.splits["train"].iloc[0]["text"]
+    assert some.startswith("t") and " d" in some  # title, then description, joined with a space
+    text_too = pd.DataFrame(rows).assign(text=lambda f: "x " + f["title"])
+    text_too.to_csv(path, index=False)
+    assert sample_splits(str(path), SIZES, 0).task.text_columns == ("text",)  # `text` wins when present
