@@ -51,7 +51,7 @@ os.environ.pop("AGNEWS_LAUNCH_DIR", None)  # set by the project's MLflow plugin 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores: one torch thread each (children inherit)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each (children inherit)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The longest files first, so the two workers finish together instead of one running them alone at the end.
