@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
@@ -137,9 +138,23 @@ def _abort(step: str, status: str, reason: str) -> None:
             except Exception as exc:  # keep undoing the rest; say what could not be undone
                 log.error("could not undo %s: %s", what, exc)
         try:
-            mlflow.set_tag("agnews.error", reason[:5000])
+            _retrying(lambda: mlflow.set_tag("agnews.error", reason[:5000]))
         finally:
-            mlflow.end_run(status)
+            _retrying(lambda: mlflow.end_run(status))
+
+
+def _retrying(write: Callable[[], None], attempts: int = 5) -> None:
+    """A status write while the parent writes its own (both interrupted at once) can meet a locked SQLite file:
+    try again shortly rather than leave the run for `mlflow run` to mark FAILED."""
+    for attempt in range(attempts):
+        try:
+            write()
+            return
+        except Exception as exc:  # sqlite3.OperationalError arrives wrapped by SQLAlchemy and MLflow
+            if attempt == attempts - 1:
+                raise
+            log.warning("run status write failed (%s); retrying", type(exc).__name__)
+            time.sleep(0.5 * (attempt + 1))
 
 
 def get_run(run_id: str, *steps: str) -> mlflow.entities.Run:
