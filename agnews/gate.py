@@ -19,7 +19,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from agnews import serving, stats, store, tracking
+from agnews import comparison, serving, stats, store, tracking
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
@@ -29,7 +29,6 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 ALPHA = 0.05  # the first decision's two-sided level: a 95% interval, as every decision used before spending
 MIN_GATE_ROWS = 30  # the documented floor: fewer rows and the percentile bootstrap of macro F1 is not to be trusted
 DECISIONS_TAG = "agnews.gate_decisions"  # on the data run whose gate split decided: how many decisions it made
-TRAINING_STEPS = ("train", "distill")
 
 
 def confidence(k: int) -> float:
@@ -110,7 +109,7 @@ def training_run(version: ModelVersion) -> mlflow.entities.Run | None:
             run = mlflow.get_run(run_id)
         except MlflowException:
             return None
-        if run.data.tags.get(tracking.STEP_TAG) in TRAINING_STEPS:
+        if run.data.tags.get(tracking.STEP_TAG) in comparison.TRAINING_STEPS:
             return run
         run_id = run.data.tags.get("agnews.train_run_id", "")
     return None
