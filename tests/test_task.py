@@ -18,12 +18,14 @@ from conftest import (
     FILLER,
     REAL_TEST_CSV,
     WORDS,
+    by_step,
     client_for,
     latest,
     mlflow_cli,
     project_copy,
     project_store,
     run_step,
+    runs_of,
     step_args,
 )
 
@@ -333,16 +335,20 @@ def test_twelve_accented_classes_with_greek_and_cjk_text_through_prepare_data_an
 
 @pytest.mark.slow  # ~3 min here (two shared cores): main, then predict, each a fresh `mlflow run`
 def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_model):
-    """As a user would: main with the task's parameters and int8, then predict on a CSV of the text columns."""
+    """As a user would: main with the task's parameters, int8 and distillation (the champion teaches a one-layer
+    student, which then faces the same gate), then predict on a CSV of the text columns."""
     project = project_copy(tmp_path / "project")
     write_jsonl(project / "news.jsonl", topic_rows(rows_per_class=40))
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={tiny_model}", "-P", "data=news.jsonl",
                         "-P", "text_columns=headline,body", "-P", "label_column=topic", "-P", "int8=true",
                         "-P", "train_size=60", "-P", "val_size=18", "-P", "test_size=18", "-P", "gate_size=18",
-                        "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8", cwd=project)
+                        "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8",
+                        "-P", "distill=true", "-P", "student_layers=1",
+                        "-P", "min_gate_rows=10", cwd=project)  # 18 gate rows: under the default floor of 30
     assert result.returncode == 0, result.stderr[-4000:]
     client = client_for(project)
     mlflow.set_tracking_uri(client.tracking_uri)
+    _distilled_under_the_same_gate(client)
     version = client.get_model_version_by_alias("agnews-classifier", "champion")
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/agnews-classifier/{version.version}",
                                                      dst_path=str(tmp_path / "model")))
@@ -360,6 +366,21 @@ def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_
     assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
                                    "prob_politica"]
     assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
+
+
+def _distilled_under_the_same_gate(client) -> None:
+    """main -P distill=true: the first champion taught the student; a second compare ranks the student with the
+    trained model (the first compare did not see it)."""
+    runs = runs_of(client)
+    [student] = by_step(runs, "distill")
+    [train] = by_step(runs, "train")
+    assert student.data.tags["agnews.teacher_version"] == train.data.tags["agnews.registered_version"]
+    assert student.info.run_name == "distill tiny-bert-L1-kd"
+    assert [r.data.tags["agnews.train_run_id"] for r in by_step(runs, "evaluate")].count(student.info.run_id) == 1
+    compares = sorted(by_step(runs, "compare"), key=lambda r: r.info.start_time)
+    assert len(compares) == 2 and student.info.run_id not in compares[0].data.params["run_ids"]
+    assert student.info.run_id in compares[1].data.params["run_ids"]
+    assert compares[1].data.tags["agnews.promotion_decision"] in ("already_champion", "promoted", "kept_incumbent")
 
 
 def test_title_and_description_are_the_second_default_text_columns(tmp_path):
