@@ -285,10 +285,13 @@ class Launcher:
     def _failure(self, item: _Running) -> PipelineError:
         """The parent's error: which child, and the child's own `error:` line."""
         client = mlflow.MlflowClient()
+        if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(item.submitted.run_id).info.status)):
+            client.set_terminated(item.submitted.run_id, "FAILED")  # died without closing its run (killed, crashed)
         run = client.get_run(item.submitted.run_id)
-        if not RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
-            client.set_terminated(run.info.run_id, "FAILED")  # died without closing its run (killed, crashed)
-        error = run.data.tags.get("agnews.error") or run.data.tags.get("agnews.backend_error") or "no error recorded"
+        tags = run.data.tags
+        error = tags.get("agnews.error") or tags.get("agnews.backend_error") or "no error recorded; see its log"
+        if tags.get("agnews.slurm_state", "COMPLETED") != "COMPLETED":  # who ended it: e.g. scancel, a time limit
+            error += f" (slurm job {tags.get('agnews.slurm_job_id')} {tags['agnews.slurm_state']})"
         mlflow.set_tag(FAILED_CHILD_TAG, item.launch.run_name)
         return PipelineError(f"child run {item.launch.run_name!r} failed ({run.info.run_id}, "
                              f"{run.info.status}): {error}")
