@@ -118,6 +118,11 @@ def check_store(backend: str, uri: str, config: dict) -> None:
         return
     parsed = urlparse(uri)
     file_store = parsed.scheme in ("sqlite", "file", "")
+    if backend == "kubernetes" and not file_store and os.environ.get("KUBE_MLFLOW_TRACKING_URI"):
+        # The same server under the address pods use (main may reach it through a port-forward on loopback).
+        uri = os.environ["KUBE_MLFLOW_TRACKING_URI"]
+        parsed = urlparse(uri)
+        file_store = parsed.scheme in ("sqlite", "file", "")
     if not file_store and not _loopback(parsed.hostname):
         return  # a server: reachable by the nodes is the user's promise (its health was checked at start-up)
     reason = "a file on this machine" if file_store else "a server on this machine's loopback address"
