@@ -236,6 +236,8 @@ class Launcher:
                     self._collect(running, results)
         except BaseException:  # a failed child, a signal (KeyboardInterrupt, Terminated), a bug: stop them all
             self.cancel(running)
+            with signals.deferred():
+                _end_strays()
             raise
         return [results[k] for k in sorted(results)]
 
@@ -247,10 +249,12 @@ class Launcher:
         except StopIteration as stop:
             results[index] = stop.value
             return
-        running.append(_Running(index, chain, launch, self.submit(launch)))
+        # A signal while starting waits until the child is in `running`: it then cancels that child too.
+        with signals.deferred(redeliver=True):
+            running.append(_Running(index, chain, launch, self.submit(launch)))
 
-    def submit(self, launch: Launch):
-        """Start one child of the active run; signals wait until it is recorded, so none is orphaned RUNNING."""
+    def submit(self, launch: Launch) -> SubmittedRun:
+        """Start one child of the active run through the backend."""
         parent = mlflow.active_run()
         log.info("starting child run %r on %s (%d at once, %d threads each)", launch.run_name, self.backend,
                  self.parallel, self.threads)
@@ -258,19 +262,18 @@ class Launcher:
         if self.backend == "kubernetes":  # MLflow's kubernetes backend needs a docker_env MLproject
             project = str(Path(self.project_dir) / "deploy" / "kubernetes")
         parameters = {k: str(v) for k, v in launch.parameters.items()}
-        with signals.deferred(redeliver=True):
-            try:
-                if self.backend == "local":
-                    submitted = LocalChild.start(project, launch, parameters, parent.info.experiment_id)
-                else:
-                    submitted = mlflow.projects.run(
-                        project, launch.entry_point, parameters=parameters, experiment_id=parent.info.experiment_id,
-                        run_name=launch.run_name, backend=self.backend, backend_config=dict(self.config),
-                        env_manager="local", synchronous=False)
-            except MlflowException as exc:
-                raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
-                                    f"({cause(exc)})") from exc
-            mlflow.MlflowClient().set_tag(submitted.run_id, "agnews.threads", str(self.threads))
+        try:
+            if self.backend == "local":
+                submitted = LocalChild.start(project, launch, parameters, parent.info.experiment_id)
+            else:
+                submitted = mlflow.projects.run(
+                    project, launch.entry_point, parameters=parameters, experiment_id=parent.info.experiment_id,
+                    run_name=launch.run_name, backend=self.backend, backend_config=dict(self.config),
+                    env_manager="local", synchronous=False)
+        except MlflowException as exc:
+            raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
+                                f"({cause(exc)})") from exc
+        mlflow.MlflowClient().set_tag(submitted.run_id, "agnews.threads", str(self.threads))
         return submitted
 
     def _collect(self, running: list[_Running], results: dict[int, str]) -> None:
@@ -327,3 +330,23 @@ def _ensure_ended(run_id: str, status: str, timeout_s: float = CANCEL_WAIT_S) ->
         time.sleep(0.5)
     log.warning("child run %s did not end within %.0f s of cancelling; ending it %s", run_id, timeout_s, status)
     client.set_terminated(run_id, status)
+
+
+def _end_strays() -> None:
+    """A backend that failed half-way through starting a child (e.g. kubernetes after creating the run, before the
+    image was built) leaves a run no one tracks: end every child of the active run still open, FAILED."""
+    parent = mlflow.active_run()
+    if parent is None:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    except MlflowException as exc:  # the store itself failing: nothing more we can do here
+        log.error("could not look for children left open: %s", cause(exc))
+        return
+    for run in [r for r in children if r.info.status in ("RUNNING", "SCHEDULED")]:
+        log.warning("child run %s (%s) was left %s; ending it FAILED", run.info.run_id, run.info.run_name,
+                    run.info.status)
+        client.set_tag(run.info.run_id, "agnews.error", "its backend failed while starting it")
+        client.set_terminated(run.info.run_id, "FAILED")

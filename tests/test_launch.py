@@ -273,3 +273,25 @@ def test_backend_config_json_round_trip(tmp_path):
     path = tmp_path / "slurm.json"
     path.write_text(json.dumps({"partition": "debug", "cpus_per_task": 2}))
     assert launch.load_backend_config(str(path), "slurm") == {"partition": "debug", "cpus_per_task": 2}
+
+
+def test_a_backend_failing_half_way_leaves_no_run_open(fake_launcher, monkeypatch):
+    """A backend that created the run and then failed (kubernetes: the image build): that run ends FAILED, the
+    child already running is cancelled."""
+    launcher, plan, log, names = fake_launcher
+    plan["train a"] = ("FINISHED", 10 ** 6)
+    fake_submit, parent = Launcher.submit, mlflow.active_run()
+
+    def half_way(self, item: Launch):
+        if item.run_name != "train b":
+            return fake_submit(self, item)
+        mlflow.MlflowClient().create_run(parent.info.experiment_id, run_name="train b",
+                                         tags={"mlflow.parentRunId": parent.info.run_id})
+        raise PipelineError("child run 'train b' could not start on -P backend=kubernetes (docker build failed)")
+
+    monkeypatch.setattr(Launcher, "submit", half_way)
+    with pytest.raises(PipelineError, match=r"could not start"):
+        launcher.run(_chain(x) for x in "ab")
+    children = mlflow.MlflowClient().search_runs([parent.info.experiment_id],
+                                                 f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert {r.info.run_name: r.info.status for r in children} == {"train a": "KILLED", "train b": "FAILED"}
