@@ -115,7 +115,7 @@ def write(out: Path, args, results: list[dict], paper: dict, minutes: float) -> 
                 if line.startswith("model name")), platform.processor())
     lines = [f"# main at parallel=1 and parallel=2 ({dt.date.today()})", "",
              f"`python benchmarks/bench_parallel.py --train_size {args.train_size} --epochs {args.epochs} "
-             f"--seeds {args.seeds}`, {minutes:.1f} min; {os.cpu_count()} CPUs ({cpu}); load average at the end "
+             f"--seeds {args.seeds} --order {args.order}`, {minutes:.1f} min (in that order); {os.cpu_count()} CPUs ({cpu}); load average at the end "
              f"{os.getloadavg()[0]:.1f}; 2 models (TinyBERT, BERT-Mini architectures, random init) x seeds "
              f"{args.seeds}, int8 off.", "",
              "| parallel | main wall s | train runs s (sum) | evaluate runs s (sum) | train overlap s |",
@@ -124,7 +124,8 @@ def write(out: Path, args, results: list[dict], paper: dict, minutes: float) -> 
         by = {step: sum(c["seconds"] for c in r["children"] if c["step"] == step) for step in ("train", "evaluate")}
         lines.append(f"| {r['parallel']} | {r['wall']:.0f} | {by['train']:.0f} | {by['evaluate']:.0f} | "
                      f"{r['train_overlap']:.0f} |")
-    one, two = results[0]["wall"], results[1]["wall"]
+    wall = {r["parallel"]: r["wall"] for r in results}
+    one, two = wall[1], wall[2]
     lines += ["", f"parallel=2 / parallel=1 wall time: {two / one:.2f} (each child of parallel=2 has half the torch "
               "threads; on 2 cores the work is the same, so expect little).", "",
               f"On paper, 3 models x 5 seeds ({paper['chains']} chains of {paper['mean_chain']:.0f} s on average, "
@@ -138,14 +139,17 @@ def main() -> None:
     parser.add_argument("--train_size", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seeds", default="1,2")
+    parser.add_argument("--order", default="1,2", help="the parallel settings in the order they run (2,1: the "
+                        "other order, to see what running first costs: cold file caches)")
     parser.add_argument("--out", default=str(HERE / "PARALLEL.md"))
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         models = build_models(Path(tmp) / "models")
-        results = [run_main(project_copy(Path(tmp) / f"p{n}"), models, args, n) for n in (1, 2)]
-    paper = on_paper(results[0])
+        results = [run_main(project_copy(Path(tmp) / f"p{n}"), models, args, n)
+                   for n in map(int, args.order.split(","))]
+    paper = on_paper(next(r for r in results if r["parallel"] == 1))
     write(Path(args.out), args, results, paper, (time.perf_counter() - started) / 60)
     print(Path(args.out).read_text())
 
