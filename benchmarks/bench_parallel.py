@@ -115,7 +115,8 @@ def write(out: Path, args, results: list[dict], paper: dict, minutes: float) -> 
                 if line.startswith("model name")), platform.processor())
     lines = [f"# main at parallel=1 and parallel=2 ({dt.date.today()})", "",
              f"`python benchmarks/bench_parallel.py --train_size {args.train_size} --epochs {args.epochs} "
-             f"--seeds {args.seeds} --order {args.order}`, {minutes:.1f} min (in that order); {os.cpu_count()} CPUs ({cpu}); load average at the end "
+             f"--seeds {args.seeds} --order {args.order}`, {minutes:.1f} min (settings in that order); "
+             f"{os.cpu_count()} CPUs ({cpu}); load average at the end "
              f"{os.getloadavg()[0]:.1f}; 2 models (TinyBERT, BERT-Mini architectures, random init) x seeds "
              f"{args.seeds}, int8 off.", "",
              "| parallel | main wall s | train runs s (sum) | evaluate runs s (sum) | train overlap s |",
