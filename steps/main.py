@@ -1,5 +1,6 @@
 """main: one parent run; prepare_data, then train + evaluate per model and seed, then compare, each a child run
-(or an earlier finished run with the same parameters, code and inputs, reused)."""
+(or an earlier finished run with the same parameters, code and inputs, reused). Children go through an MLflow
+project backend (`-P backend`, local by default), up to `-P parallel` at once (agnews.launch)."""
 from __future__ import annotations
 
 import argparse
