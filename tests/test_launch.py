@@ -295,3 +295,31 @@ def test_a_backend_failing_half_way_leaves_no_run_open(fake_launcher, monkeypatc
     children = mlflow.MlflowClient().search_runs([parent.info.experiment_id],
                                                  f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert {r.info.run_name: r.info.status for r in children} == {"train a": "KILLED", "train b": "FAILED"}
+
+
+@pytest.mark.parametrize("backend, project_tail, config", [
+    ("kubernetes", "deploy/kubernetes", {"kube-job-template-path": "t.yaml", "repository-uri": "r"}),
+    ("slurm", "", {"cpus_per_task": 3}),
+])
+def test_remote_children_go_through_mlflow_projects_run(backend, project_tail, config, store, monkeypatch, tmp_path):
+    """What MLflow is asked: the backend, its config, env manager local, not synchronous; kubernetes from the
+    docker_env project in deploy/kubernetes."""
+    calls = []
+
+    class Submitted:
+        run_id = None
+
+    def fake_run(uri, entry_point, **kwargs):
+        calls.append((uri, entry_point, kwargs))
+        Submitted.run_id = mlflow.MlflowClient().create_run(kwargs["experiment_id"]).info.run_id
+        return Submitted()
+
+    monkeypatch.setattr(mlflow.projects, "run", fake_run)
+    with mlflow.start_run():
+        launcher = Launcher(str(tmp_path), parallel=2, backend=backend, config=config)
+        launcher.submit(Launch("train", "train a", {"seed": 1}))
+    [(uri, entry_point, kwargs)] = calls
+    assert uri == str(tmp_path / project_tail).rstrip("/") and entry_point == "train"
+    assert (kwargs["backend"], kwargs["backend_config"], kwargs["env_manager"], kwargs["synchronous"]) == (
+        backend, config, "local", False)
+    assert kwargs["parameters"] == {"seed": "1"} and kwargs["run_name"] == "train a"
