@@ -233,3 +233,12 @@ def seed_list(value: str, default: int) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise PipelineError(f"-P seeds={value} repeats a seed; list each seed once")
     return seeds
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where `main`'s children run (agnews.launch): how many at once, through which MLflow project backend."""
+    parser.add_argument("--parallel", type=_whole_type("parallel", 1), default=1,
+                        help="children at once (a train, then its evaluate); 1: one after the other")
+    parser.add_argument("--backend", default="local",
+                        help="MLflow project backend for every child: local, slurm, kubernetes or a plugin's name")
+    parser.add_argument("--backend_config", default="", help="the backend's JSON configuration file")

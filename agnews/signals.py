@@ -37,8 +37,10 @@ def install(parent_death: bool) -> None:
 
 
 @contextlib.contextmanager
-def deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while the run is being closed (undo, tag, end); the step exits right after anyway."""
+def deferred(redeliver: bool = False) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while the run is being closed (undo, tag, end); the step exits right after anyway.
+    `redeliver`: a signal held meanwhile is raised again once the block is done (starting a child: the run it
+    created is recorded first, so the interrupt then cancels it instead of leaving it RUNNING)."""
     pending: list[int] = []
     previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -47,6 +49,8 @@ def deferred() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if pending:
+        if pending and redeliver:
+            signal.raise_signal(pending[0])
+        elif pending:
             log.warning("signal %s arrived while the run was being closed; it was closed first",
                         signal.Signals(pending[0]).name)

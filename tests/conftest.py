@@ -55,7 +55,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The longest files first, so the two workers finish together instead of one running them alone at the end.
-LONGEST_FIRST = ("test_real_data.py", "test_pipeline.py", "test_postgres_server.py", "test_faults.py",
+LONGEST_FIRST = ("test_real_data.py", "test_pipeline.py", "test_slurm.py", "test_postgres_server.py", "test_faults.py",
                  "test_distill.py", "test_task.py")
 
 

@@ -227,6 +227,33 @@ def test_same_model_twice_in_main_is_refused(store, tiny_model, fixture_csv):
     _assert_refused(message, r"-P models lists .*tiny-bert more than once", store)
 
 
+@pytest.mark.parametrize("backend, pattern", [
+    ("kubernetes", r"-P backend=kubernetes runs children where the tracking store sqlite:///\S+ cannot be reached "
+                   r"\(a file on this machine\); start a tracking server .*MLFLOW_TRACKING_URI=http://"),
+    ("slurm", r"-P backend=slurm runs children where the tracking store sqlite:///\S+ cannot be reached \(a file on "
+              r"this machine, and the partition has nodes other than this one\); .*\"shared_filesystem\": true"),
+])
+def test_store_the_jobs_cannot_reach_is_refused_before_any_child(backend, pattern, store, tiny_model, fixture_csv,
+                                                                  monkeypatch):
+    """A remote backend with the embedded SQLite store: one line saying to use `mlflow server`, no child started,
+    no job submitted (a Slurm partition of other machines is simulated: no cluster needed)."""
+    from agnews.backends import slurm
+
+    monkeypatch.setattr(slurm, "partition_hosts", lambda partition: ["node01", "node02"])
+    message = run_step("main", *_params(models=str(tiny_model), data=str(fixture_csv), backend=backend, **GOOD))
+    _assert_refused(message, pattern, store)
+
+
+@pytest.mark.parametrize("param, value, pattern", [
+    ("parallel", "0", r"-P parallel=0 must be at least 1"),
+    ("backend", "slurmm", r"-P backend=slurmm is unknown; use one of .*slurm"),
+    ("backend_config", "missing.json", r"-P backend_config=missing.json is given but -P backend=local takes no "),
+])
+def test_bad_launch_parameter_is_refused(param, value, pattern, store, tiny_model, fixture_csv):
+    message = run_step("main", *_params(models=str(tiny_model), data=str(fixture_csv), **{param: value}, **GOOD))
+    _assert_refused(message, pattern, store)
+
+
 def test_missing_run_id_is_refused(store):
     message = run_step("evaluate", "--train_run_id", "0123456789abcdef")
     _assert_refused(message, r"run '0123456789abcdef' not found in sqlite:///.*; pass the id of a train or distill "

@@ -11,8 +11,10 @@ import pytest
 from conftest import EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of
 from test_models import TINYBERT_ID, populate_hf_cache
 
+from agnews import launch
 from agnews.ag_news import LABELS
 
+PARALLEL = ["-P", "parallel=2"]  # both trains at once: what test_parallel_children_... checks; the rest is unchanged
 PER_EPOCH = ["train_loss", "val_loss", "val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
 
 
@@ -25,7 +27,7 @@ def main_run(tmp_path_factory, fixture_csv):
     models = [build_tiny_bert(root / folder / "tiny", hidden=hidden, seed=seed)
               for folder, hidden, seed in (("a", 32, 1), ("b", 16, 2))]
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={models[0]},{models[1]}",
-                        "-P", f"data={fixture_csv}", *SMALL, *TINY, cwd=project)
+                        "-P", f"data={fixture_csv}", *SMALL, *TINY, *PARALLEL, cwd=project)
     assert result.returncode == 0, result.stderr[-4000:]
     return project, client_for(project)
 
@@ -42,6 +44,19 @@ def test_main_builds_one_parent_with_child_runs(main_run):
         "prepare_data", "train tiny", "train tiny-2", "evaluate tiny", "evaluate tiny-2", "compare"])
     assert all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags["mlflow.project.entryPoint"] == r.data.tags["agnews.step"] for r in runs)
+
+
+def test_parallel_children_train_at_overlapping_times_with_split_threads(main_run):
+    """-P parallel=2 locally: the two train children ran at the same time, each with its share of the cores."""
+    project, client = main_run
+    runs = runs_of(client)
+    first_main = min(by_step(runs, "main"), key=lambda r: r.info.start_time)
+    trains = sorted((r for r in by_step(runs, "train") if r.data.tags["mlflow.parentRunId"] == first_main.info.run_id),
+                    key=lambda r: r.info.start_time)
+    assert len(trains) == 2
+    assert trains[1].info.start_time < trains[0].info.end_time, "the two train children did not overlap"
+    expected = str(launch.thread_split(2))  # this machine's cores (or the workers' OMP_NUM_THREADS) halved
+    assert [(r.data.params["torch_threads"], r.data.tags["agnews.threads"]) for r in trains] == [(expected,) * 2] * 2
 
 
 def test_prepare_data_logs_splits_inputs_and_class_counts(main_run):
@@ -141,7 +156,8 @@ def test_champion_loads_with_pyfunc(main_run):
 def _main_again(project, fixture_csv, **changed: str):
     """The main_run fixture's `main` again, with `changed` parameters."""
     models = ",".join(str(project.parent / folder / "tiny") for folder in "ab")
-    pairs = dict(p.split("=", 1) for p in [f"models={models}", f"data={fixture_csv}", *SMALL, *TINY] if p != "-P")
+    pairs = dict(p.split("=", 1) for p in [f"models={models}", f"data={fixture_csv}", *SMALL, *TINY, *PARALLEL]
+                 if p != "-P")
     params = [arg for k, v in {**pairs, **changed}.items() for arg in ("-P", f"{k}={v}")]
     start = time.monotonic()
     result = mlflow_cli("run", ".", "--env-manager", "local", *params, cwd=project)

@@ -1,0 +1,352 @@
+"""Children and where they run: each child goes through an MLflow project backend (`local`, the project's `slurm`
+plugin, MLflow's `kubernetes`, any `mlflow.project_backend` plugin), up to N at once; the first failure or a signal
+cancels every other child, and no child run is left RUNNING.
+
+A *chain* is a generator: it yields a `Launch` for each child it needs, is sent that child's run id once the child
+finished, and returns its result (e.g. train, then the evaluate of that train). Reused runs are never yielded, so a
+reused child is not launched. Chains run in order; at most `parallel` children run at any time."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generator, Iterable
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.projects.submitted_run import SubmittedRun
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from agnews import signals
+from agnews.errors import PipelineError, cause
+
+log = logging.getLogger(__name__)
+BUILT_IN = ("local", "kubernetes", "databricks")
+CANCEL_WAIT_S = 60.0  # how long a cancelled child may take to end its run KILLED before we end it ourselves
+FAILED_CHILD_TAG = "agnews.failed_child"
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One child to start: an MLproject entry point, its run name and parameters."""
+
+    entry_point: str
+    run_name: str
+    parameters: dict
+
+
+Chain = Generator[Launch, str, str]
+
+
+# --- threads -------------------------------------------------------------------------------------------------
+
+def cpu_count() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers, CI)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return cores
+
+
+def thread_split(parallel: int, cores: int | None = None) -> int:
+    """Torch threads per child so that `parallel` children do not oversubscribe the cores. An OMP_NUM_THREADS
+    already set (a scheduler's allocation, the test workers' 1) is the budget they share."""
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    total = int(budget) if budget.isdigit() and int(budget) > 0 else (cores or cpu_count())
+    return max(1, total // parallel)
+
+
+# --- backend and its configuration ----------------------------------------------------------------------------
+
+def available_backends() -> list[str]:
+    from mlflow.utils.plugins import get_entry_points
+
+    return sorted({*BUILT_IN, *(e.name for e in get_entry_points("mlflow.project_backend"))})
+
+
+def check_backend(name: str) -> str:
+    names = available_backends()
+    if name not in names:
+        raise PipelineError(f"-P backend={name} is unknown; use one of {', '.join(names)} (plugins register under "
+                            "the mlflow.project_backend entry point: pip install the plugin)")
+    return name
+
+
+def load_backend_config(path: str, backend: str) -> dict:
+    """`-P backend_config=<file.json>` as a dict ({} when empty); the Slurm keys are checked here, before any run."""
+    if not path.strip():
+        return {}
+    if backend == "local":
+        raise PipelineError(f"-P backend_config={path} is given but -P backend=local takes no configuration; "
+                            "pass -P backend=slurm (or another backend) or drop backend_config")
+    file = Path(path).expanduser()
+    try:
+        config = json.loads(file.read_text())
+    except OSError as exc:
+        raise PipelineError(f"-P backend_config={path} cannot be read ({exc.strerror or cause(exc)}); pass the path "
+                            "of a JSON file") from None
+    except ValueError as exc:
+        raise PipelineError(f"-P backend_config={path} is not valid JSON ({cause(exc)}); fix the file") from None
+    if not isinstance(config, dict):
+        raise PipelineError(f"-P backend_config={path} holds a {type(config).__name__}; it must be a JSON object")
+    if backend == "slurm":
+        from agnews.backends import slurm
+
+        slurm.SlurmConfig.parse(config)
+    return config
+
+
+def _loopback(host: str | None) -> bool:
+    return host in ("localhost", "::1") or bool(host and host.startswith("127."))
+
+
+def check_store(backend: str, uri: str, config: dict) -> None:
+    """With a remote backend, the jobs must reach the tracking store: refuse before anything runs when they cannot.
+    A SQLite/file store is fine for Slurm when every node of the partition is this machine, or when the config
+    says the nodes share its filesystem (`"shared_filesystem": true`); a loopback server only on a single node."""
+    if backend == "local":
+        return
+    parsed = urlparse(uri)
+    file_store = parsed.scheme in ("sqlite", "file", "")
+    if backend == "kubernetes" and not file_store and os.environ.get("KUBE_MLFLOW_TRACKING_URI"):
+        # The same server under the address pods use (main may reach it through a port-forward on loopback).
+        uri = os.environ["KUBE_MLFLOW_TRACKING_URI"]
+        parsed = urlparse(uri)
+        file_store = parsed.scheme in ("sqlite", "file", "")
+    if not file_store and not _loopback(parsed.hostname):
+        return  # a server: reachable by the nodes is the user's promise (its health was checked at start-up)
+    reason = "a file on this machine" if file_store else "a server on this machine's loopback address"
+    if backend == "slurm":
+        from agnews.backends import slurm
+
+        shared = file_store and bool(config.get("shared_filesystem"))
+        if shared or slurm.single_node_here(config.get("partition")):
+            return
+        reason += ", and the partition has nodes other than this one"
+    raise PipelineError(f"-P backend={backend} runs children where the tracking store {uri} cannot be reached "
+                        f"({reason}); start a tracking server every node reaches (mlflow server --host <address> "
+                        "--backend-store-uri ...) and set MLFLOW_TRACKING_URI=http://<address>:<port>"
+                        + ("; a SQLite file is fine on a single node or a filesystem all nodes share "
+                           "(\"shared_filesystem\": true in -P backend_config)" if backend == "slurm" else ""))
+
+
+def slurm_defaults(config: dict, parallel: int) -> dict:
+    """CPUs per job from the thread split over the partition's nodes, unless the config sets them."""
+    if "cpus_per_task" in config:
+        return config
+    from agnews.backends import slurm
+
+    nodes, cpus = slurm.partition_size(config.get("partition"))
+    per_node = math.ceil(parallel / max(1, nodes))  # jobs that land on one node share its CPUs
+    return {**config, "cpus_per_task": max(1, cpus // per_node)}
+
+
+# --- running children -----------------------------------------------------------------------------------------
+
+class LocalChild(SubmittedRun):
+    """A local child: MLflow's LocalBackend starting the entry point's process directly, as `mlflow.projects.run(
+    synchronous=True)` does, without waiting. `synchronous=False` would put a second `mlflow run` process in front
+    of every child (4 s of CPU each, measured). The child shares main's process group, so a terminal's Ctrl-C
+    reaches it as it always did; `cancel()` sends SIGTERM, which the step turns into a KILLED run."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    @classmethod
+    def start(cls, project: str, launch: Launch, parameters: dict, experiment_id: str) -> "LocalChild":
+        from mlflow.projects import utils
+        from mlflow.projects.backend.local import LocalBackend
+
+        config = {utils.PROJECT_ENV_MANAGER: "local", utils.PROJECT_SYNCHRONOUS: True, utils.PROJECT_DOCKER_ARGS: None,
+                  utils.PROJECT_STORAGE_DIR: None, utils.PROJECT_BUILD_IMAGE: False, utils.PROJECT_DOCKER_AUTH: None}
+        inner = LocalBackend().run(project, launch.entry_point, parameters, None, config, mlflow.get_tracking_uri(),
+                                   experiment_id)
+        mlflow.MlflowClient().set_tag(inner.run_id, MLFLOW_RUN_NAME, launch.run_name)
+        return cls(inner)
+
+    @property
+    def run_id(self) -> str:
+        return self.inner.run_id
+
+    def get_status(self) -> str:
+        return self.inner.get_status()
+
+    def wait(self) -> bool:
+        """The process' exit status; a run its process left open is ended as `mlflow run` would end it."""
+        ok = self.inner.wait()
+        client = mlflow.MlflowClient()
+        if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(self.run_id).info.status)):
+            client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
+        return ok
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+
+@dataclass
+class _Running:
+    index: int
+    chain: Chain
+    launch: Launch
+    submitted: SubmittedRun
+
+
+class Launcher:
+    """Starts children of the active run through one backend, at most `parallel` at once."""
+
+    def __init__(self, project_dir: str, parallel: int = 1, backend: str = "local", config: dict | None = None,
+                 poll_s: float = 1.0):
+        self.project_dir, self.parallel, self.backend = project_dir, parallel, backend
+        self.config = dict(config or {})
+        self.poll_s = float(self.config.get("poll_seconds", poll_s))
+        self.threads = thread_split(parallel)
+        if backend == "local":
+            # Each child inherits it: N children x threads stay within the cores. Set here, in main's own
+            # environment too, so that main computes evaluate's reuse key (threads are part of it) as children will.
+            os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        elif backend == "slurm":
+            self.config = slurm_defaults(self.config, parallel)
+            self.threads = int(self.config["cpus_per_task"])
+
+    def one(self, chain: Chain) -> str:
+        return self.run([chain])[0]
+
+    def run(self, chains: Iterable[Chain]) -> list[str]:
+        """Run the chains, at most `parallel` children at once; their results in the chains' order."""
+        waiting = list(enumerate(chains))
+        results: dict[int, str] = {}
+        running: list[_Running] = []
+        try:
+            while waiting or running:
+                while waiting and len(running) < self.parallel:
+                    index, chain = waiting.pop(0)
+                    self._advance(index, chain, None, running, results)
+                if running:
+                    self._collect(running, results)
+        except BaseException:  # a failed child, a signal (KeyboardInterrupt, Terminated), a bug: stop them all
+            self.cancel(running)
+            with signals.deferred():
+                _end_strays()
+            raise
+        return [results[k] for k in sorted(results)]
+
+    def _advance(self, index: int, chain: Chain, value: str | None, running: list[_Running],
+                 results: dict[int, str]) -> None:
+        """Step a chain until it needs a child (submitted, added to `running`) or returns (its result recorded)."""
+        try:
+            launch = chain.send(value) if value is not None else next(chain)
+        except StopIteration as stop:
+            results[index] = stop.value
+            return
+        # A signal while starting waits until the child is in `running`: it then cancels that child too.
+        with signals.deferred(redeliver=True):
+            running.append(_Running(index, chain, launch, self.submit(launch)))
+
+    def submit(self, launch: Launch) -> SubmittedRun:
+        """Start one child of the active run through the backend."""
+        parent = mlflow.active_run()
+        log.info("starting child run %r on %s (%d at once, %d threads each)", launch.run_name, self.backend,
+                 self.parallel, self.threads)
+        project = self.project_dir
+        if self.backend == "kubernetes":  # MLflow's kubernetes backend needs a docker_env MLproject
+            project = str(Path(self.project_dir) / "deploy" / "kubernetes")
+        parameters = {k: str(v) for k, v in launch.parameters.items()}
+        try:
+            if self.backend == "local":
+                submitted = LocalChild.start(project, launch, parameters, parent.info.experiment_id)
+            else:
+                submitted = mlflow.projects.run(
+                    project, launch.entry_point, parameters=parameters, experiment_id=parent.info.experiment_id,
+                    run_name=launch.run_name, backend=self.backend, backend_config=dict(self.config),
+                    env_manager="local", synchronous=False)
+        except MlflowException as exc:
+            raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
+                                f"({cause(exc)})") from exc
+        mlflow.MlflowClient().set_tag(submitted.run_id, "agnews.threads", str(self.threads))
+        return submitted
+
+    def _collect(self, running: list[_Running], results: dict[int, str]) -> None:
+        """Wait until at least one child has ended; a success steps its chain, a failure raises."""
+        while True:
+            done = [item for item in running if RunStatus.is_terminated(
+                RunStatus.from_string(item.submitted.get_status()))]
+            if done:
+                break
+            time.sleep(self.poll_s)
+        for item in done:
+            running.remove(item)
+            if not item.submitted.wait():  # ended: returns at once; the backend finishes its bookkeeping
+                raise self._failure(item)
+            self._advance(item.index, item.chain, item.submitted.run_id, running, results)
+
+    def _failure(self, item: _Running) -> PipelineError:
+        """The parent's error: which child, and the child's own `error:` line."""
+        client = mlflow.MlflowClient()
+        if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(item.submitted.run_id).info.status)):
+            client.set_terminated(item.submitted.run_id, "FAILED")  # died without closing its run (killed, crashed)
+        run = client.get_run(item.submitted.run_id)
+        tags = run.data.tags
+        error = tags.get("agnews.error") or tags.get("agnews.backend_error") or "no error recorded; see its log"
+        if tags.get("agnews.slurm_state", "COMPLETED") != "COMPLETED":  # who ended it: e.g. scancel, a time limit
+            error += f" (slurm job {tags.get('agnews.slurm_job_id')} {tags['agnews.slurm_state']})"
+        mlflow.set_tag(FAILED_CHILD_TAG, item.launch.run_name)
+        return PipelineError(f"child run {item.launch.run_name!r} failed ({run.info.run_id}, "
+                             f"{run.info.status}): {error}")
+
+    def cancel(self, running: list[_Running]) -> None:
+        """Cancel every running child and make sure its run ends KILLED; a second signal cannot cut this short."""
+        if not running:
+            return
+        with signals.deferred():
+            for item in running:
+                log.warning("cancelling child run %r (%s)", item.launch.run_name, item.submitted.run_id)
+                try:
+                    item.submitted.cancel()
+                except Exception as exc:  # keep cancelling the others
+                    log.error("could not cancel %r: %s", item.launch.run_name, cause(exc))
+            for item in running:
+                _ensure_ended(item.submitted.run_id, "KILLED")
+            running.clear()
+
+
+def _ensure_ended(run_id: str, status: str, timeout_s: float = CANCEL_WAIT_S) -> None:
+    """Wait for a cancelled child to end its own run (it undoes its registrations first); then end it ourselves."""
+    client = mlflow.MlflowClient()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if RunStatus.is_terminated(RunStatus.from_string(client.get_run(run_id).info.status)):
+            return
+        time.sleep(0.5)
+    log.warning("child run %s did not end within %.0f s of cancelling; ending it %s", run_id, timeout_s, status)
+    client.set_terminated(run_id, status)
+
+
+def _end_strays() -> None:
+    """A backend that failed half-way through starting a child (e.g. kubernetes after creating the run, before the
+    image was built) leaves a run no one tracks: end every child of the active run still open, FAILED."""
+    parent = mlflow.active_run()
+    if parent is None:
+        return
+    client = mlflow.MlflowClient()
+    try:
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    except MlflowException as exc:  # the store itself failing: nothing more we can do here
+        log.error("could not look for children left open: %s", cause(exc))
+        return
+    for run in [r for r in children if r.info.status in ("RUNNING", "SCHEDULED")]:
+        log.warning("child run %s (%s) was left %s; ending it FAILED", run.info.run_id, run.info.run_name,
+                    run.info.status)
+        client.set_tag(run.info.run_id, "agnews.error", "its backend failed while starting it")
+        client.set_terminated(run.info.run_id, "FAILED")
