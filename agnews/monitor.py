@@ -114,7 +114,7 @@ class Reference:
     embedding_mean: list[float] | None
     embedding_std: list[float] | None
     test_accuracy: float | None = None
-    test_accuracy_ci: list[float] | None = None  # bootstrap 95% interval on the test rows (degraded's bar)
+    test_accuracy_ci: list[float] | None = None  # Wilson 95% interval on the test rows (degraded's bar)
     source: str = ""
     variant: str = ""
 
@@ -138,8 +138,11 @@ def build_reference(seen: Profile, labels: tuple[str, ...], test_labels: np.ndar
     counts = np.bincount(seen.predicted, minlength=len(labels))
     accuracy = interval = None
     if test_labels is not None and test_predicted is not None and len(test_labels):
-        accuracy = float(np.mean(np.asarray(test_labels) == np.asarray(test_predicted)))
-        interval = list(stats.bootstrap_ci(test_labels, test_predicted, "accuracy", classes=len(labels)))
+        right = int(np.sum(np.asarray(test_labels) == np.asarray(test_predicted)))
+        accuracy = right / len(test_labels)
+        # Wilson, not the percentile bootstrap: a model right on every test row gets a real interval, not [1, 1]
+        ci = scipy_stats.binomtest(right, len(test_labels)).proportion_ci(stats.CONFIDENCE, method="wilson")
+        interval = [float(ci.low), float(ci.high)]
     has_embeddings = seen.embeddings is not None and len(seen.embeddings) > 1
     return Reference(
         labels=list(labels), predicted_counts=counts.tolist(),
@@ -276,7 +279,8 @@ class Health:
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
     def tags(self) -> dict[str, str]:
-        tests = {f"agnews.monitor_test.{c.statistic}": (c.note or c.test)[:5000] for c in self.checks}
+        tests = {f"agnews.monitor_test.{c.statistic}": (c.test + (f"; {c.note}" if c.note else ""))[:5000]
+                 for c in self.checks}
         return {"agnews.health": self.status, "agnews.health_reasons": "; ".join(self.reasons)[:5000], **tests}
 
     def to_dict(self) -> dict:
@@ -347,8 +351,8 @@ def band(reference: Reference, statistic: str, rows: int, alpha: float = ALPHA, 
         share = counts / counts.sum()
         values = 0.5 * np.abs(rng.multinomial(rows, share, size=draws) / rows - share).sum(axis=1)
         return 0.0, float(np.quantile(values, 1 - alpha))
-    source = {"confidence": reference.confidence, "low_confidence": reference.confidence,
-              "length": reference.length, "unknown_tokens": reference.unknown, "split_words": reference.split}[statistic]
+    source = {"confidence": reference.confidence, "low_confidence": reference.confidence, "length": reference.length,
+              "unknown_tokens": reference.unknown, "split_words": reference.split}[statistic]
     if source is None:
         return float("nan"), float("nan")
     sample = np.asarray(source, dtype=float)[rng.integers(0, reference.rows, size=(draws, rows))]

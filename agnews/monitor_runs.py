@@ -165,8 +165,9 @@ def since_ms(value: str, name: str, version: str) -> tuple[int, str]:
         tags = run.data.tags
         if tags.get(tracking.STEP_TAG) != "predict" or (tags.get("agnews.registered_model"),
                                                         tags.get("agnews.model_version")) != (name, version):
+            step = tags.get(tracking.STEP_TAG, "non-agnews")
             what = (f"a predict run of {tags.get('agnews.registered_model')} v{tags.get('agnews.model_version')}"
-                    if tags.get(tracking.STEP_TAG) == "predict" else f"a {tags.get(tracking.STEP_TAG, 'non-agnews')} run")
+                    if step == "predict" else f"a {step} run")
             raise PipelineError(f"-P since={value} is {what}, not a predict run of {name} v{version}; pass one of its "
                                 "predict runs or a date like 2026-11-30")
         return run.info.start_time, f"predict run {value}"

@@ -8,7 +8,20 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cache, cli, comparison, gate, metrics, monitor_runs, plots, registry, serving, stats, tracking, training
+from agnews import (
+    cache,
+    cli,
+    comparison,
+    gate,
+    metrics,
+    monitor_runs,
+    plots,
+    registry,
+    serving,
+    stats,
+    tracking,
+    training,
+)
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
