@@ -24,6 +24,9 @@ MIN_BATCH = 30  # fewer rows: no test (expected chi-square counts under 5 for 4+
 LOW_CONFIDENCE = 0.5  # a prediction whose top-class probability is below this counts as unsure
 MANY_PIECES = 3  # a word the tokenizer cuts into at least this many pieces is one it barely knows
 MIN_EXPECTED = 5  # chi-square cells with fewer expected batch rows are pooled (the textbook rule)
+# Decimals kept in reference.json; a batch's values are rounded the same way before a test, or rounding alone would
+# separate two samples of one distribution (ties broken one way, a near-constant confidence shifted).
+CONFIDENCE_DECIMALS, SHARE_DECIMALS = 6, 4
 STATUSES = ("ok", "drift", "degraded", "too_small", "unknown")
 
 # statistic -> (the test that decides it, what the plotted value is)
@@ -146,9 +149,9 @@ def build_reference(seen: Profile, labels: tuple[str, ...], test_labels: np.ndar
     has_embeddings = seen.embeddings is not None and len(seen.embeddings) > 1
     return Reference(
         labels=list(labels), predicted_counts=counts.tolist(),
-        confidence=np.round(seen.confidence, 5).tolist(), length=seen.length.tolist(),
-        unknown=np.round(seen.unknown, 4).tolist(),
-        split=None if seen.split is None else np.round(seen.split, 4).tolist(),
+        confidence=np.round(seen.confidence, CONFIDENCE_DECIMALS).tolist(), length=seen.length.tolist(),
+        unknown=np.round(seen.unknown, SHARE_DECIMALS).tolist(),
+        split=None if seen.split is None else np.round(seen.split, SHARE_DECIMALS).tolist(),
         embedding_mean=seen.embeddings.mean(axis=0).round(6).tolist() if has_embeddings else None,
         embedding_std=seen.embeddings.std(axis=0, ddof=1).round(6).tolist() if has_embeddings else None,
         test_accuracy=accuracy, test_accuracy_ci=interval, source=source, variant=variant)
@@ -232,15 +235,18 @@ def _checks(reference: Reference, batch: Profile, low_confidence: float) -> list
     ref = {k: np.asarray(v, dtype=float) for k, v in (("confidence", reference.confidence),
                                                      ("length", reference.length), ("unknown", reference.unknown))}
     counts = np.bincount(batch.predicted, minlength=len(reference.labels))
+    confidence = np.round(batch.confidence, CONFIDENCE_DECIMALS)
+    unknown = np.round(batch.unknown, SHARE_DECIMALS)
+    split = None if batch.split is None else np.round(batch.split, SHARE_DECIMALS)
     out = [
         Check("label_mix", *_label_mix(counts, np.asarray(reference.predicted_counts))),
-        Check("confidence", *_ks(batch.confidence, ref["confidence"])),
-        Check("low_confidence", *_low_confidence(batch.confidence, ref["confidence"], low_confidence)),
+        Check("confidence", *_ks(confidence, ref["confidence"])),
+        Check("low_confidence", *_low_confidence(confidence, ref["confidence"], low_confidence)),
         Check("length", *_ks(batch.length.astype(float), ref["length"])),
-        Check("unknown_tokens", *_greater(batch.unknown, ref["unknown"])),
+        Check("unknown_tokens", *_greater(unknown, ref["unknown"])),
     ]
-    if batch.split is not None and reference.split is not None:
-        out.append(Check("split_words", *_greater(batch.split, np.asarray(reference.split, dtype=float))))
+    if split is not None and reference.split is not None:
+        out.append(Check("split_words", *_greater(split, np.asarray(reference.split, dtype=float))))
     else:
         out.append(Check("split_words", float("nan"), float("nan"), note="not tested: the tokenizer gives no word "
                                                                          "boundaries (a slow tokenizer)"))
