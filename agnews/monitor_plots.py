@@ -40,9 +40,10 @@ def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[floa
         if np.isfinite(value):
             ax.annotate(health, (xi, value), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=8,
                         color=COLOURS.get(health, "black"))
-    ticks = [f"{t:%m-%d %H:%M}\n{n} rows" for t, n in zip(table["time"], table["rows"])]
+    ticks = [f"{t:%m-%d %H:%M:%S}\n{n} rows" for t, n in zip(table["time"], table["rows"])]
     ax.set_xticks(x, ticks, fontsize=7, rotation=30 if len(x) > 6 else 0)
     ax.set_xlim(-0.6, len(x) - 0.4)
+    ax.margins(y=0.15)  # room for the verdict written above each point
     test, meaning = monitor.STATISTICS[statistic]
     ax.set(title=f"{model}: {statistic.replace('_', ' ')} per predict batch", ylabel=meaning[:60],
            xlabel="predict run (UTC start time)")
