@@ -11,6 +11,10 @@ from agnews import monitor
 from agnews.plots import _save, plt
 
 BAND_GID, POINT_GID, DRIFT_GID = "reference-band", "batches", "drifted"  # tests find artists by these
+AXIS_LABELS = {"label_mix": "label-mix distance (TVD)", "confidence": "mean top-class probability",
+               "low_confidence": "share of unsure predictions", "length": "mean tokens per text",
+               "unknown_tokens": "mean share of [UNK] tokens", "split_words": "share in many-piece words",
+               "embedding": "embedding shift (RMS, reference stds)"}
 COLOURS = {"ok": "#2ca02c", "drift": "#d62728", "degraded": "#9467bd", "too_small": "#7f7f7f", "unknown": "#7f7f7f"}
 
 
@@ -21,13 +25,10 @@ def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[floa
     fig, ax = plt.subplots(figsize=(max(7.0, 1.0 + 0.6 * len(table)), 4.5))
     x = np.arange(len(table))
     low, high = np.array(bands, dtype=float).T if bands else (np.array([]), np.array([]))
-    if np.isfinite(low).any():
-        ax.fill_between(x, low, high, step="mid", color="#1f77b4", alpha=0.18, gid=BAND_GID,
-                        label=f"reference band ({1 - table.attrs.get('alpha', monitor.ALPHA):.0%} of batches "
-                              "of that size)")
-        if len(x) == 1:  # a single batch: fill_between draws nothing visible, draw its band as a bar
-            ax.errorbar(x, (low + high) / 2, yerr=(high - low) / 2, fmt="none", ecolor="#1f77b4", elinewidth=12,
-                        alpha=0.3)
+    if np.isfinite(low).any():  # one step per batch, from half a slot before the first to after the last
+        edges, share = np.arange(len(x) + 1) - 0.5, 1 - table.attrs.get("alpha", monitor.ALPHA)
+        ax.fill_between(edges, np.append(low, low[-1]), np.append(high, high[-1]), step="post", color="#1f77b4",
+                        alpha=0.18, gid=BAND_GID, label=f"reference band ({share:.0%} of batches of that size)")
     values = table[statistic].to_numpy(dtype=float)
     colours = [COLOURS.get(h, "#7f7f7f") for h in table["health"]]
     ax.plot(x, values, color="0.6", lw=1, zorder=2)
@@ -44,8 +45,7 @@ def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[floa
     ax.set_xticks(x, ticks, fontsize=7, rotation=30 if len(x) > 6 else 0)
     ax.set_xlim(-0.6, len(x) - 0.4)
     ax.margins(y=0.15)  # room for the verdict written above each point
-    test, meaning = monitor.STATISTICS[statistic]
-    ax.set(title=f"{model}: {statistic.replace('_', ' ')} per predict batch", ylabel=meaning[:60],
+    ax.set(title=f"{model}: {statistic.replace('_', ' ')} per predict batch", ylabel=AXIS_LABELS[statistic],
            xlabel="predict run (UTC start time)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -37,7 +37,8 @@ def _mlflow_run(folder: Path, entry: str, **params: str) -> None:
     args = [str(Path(sys.executable).parent / "mlflow"), "run", ".", "--env-manager", "local", "-e", entry]
     for key, value in params.items():
         args += ["-P", f"{key}={value}"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {k: v for k, v in os.environ.items()  # the store and plots folder of `folder`, not of this process
+           if k not in ("MLFLOW_TRACKING_URI", "AGNEWS_LAUNCH_DIR", "AGNEWS_PLOTS_DIR")}
     start = time.perf_counter()
     result = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True)
     print(f"{entry} {params}: exit {result.returncode} in {time.perf_counter() - start:.0f} s", flush=True)
@@ -58,7 +59,8 @@ def _inputs(folder: Path, client: mlflow.MlflowClient) -> dict[str, Path]:
     data_run = _latest(client, "prepare_data").info.run_id
     local = Path(mlflow.artifacts.download_artifacts(run_id=data_run, artifact_path="data",
                                                      tracking_uri=client.tracking_uri))
-    used = set(pd.concat([pd.read_parquet(p) for p in local.glob("*.parquet")])["text"])
+    used = set(pd.concat([pd.read_parquet(local / f"{split}.parquet") for split in ("train", "validation", "test")])
+               ["text"])  # not unlabeled.parquet: those rows the model never saw
     held = raw[~raw["text"].isin(used)]
     code = [line.strip() for path in sorted((REPO / "agnews").glob("*.py"))
             for line in path.read_text().splitlines() if len(line.strip()) > 40][:200]
@@ -74,17 +76,23 @@ def _inputs(folder: Path, client: mlflow.MlflowClient) -> dict[str, Path]:
     return paths
 
 
-def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/monitor-demo").resolve()
-    folder.mkdir(parents=True, exist_ok=False)
+def _champion(folder: Path, client: mlflow.MlflowClient) -> None:
     _copy(folder)
-    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     _mlflow_run(folder, "prepare_data", data="data/ag_news/test.csv.gz", train_size="1000", val_size="500",
                 test_size="500", gate_size="0")
     _mlflow_run(folder, "train", model="minilm", data_run_id=_latest(client, "prepare_data").info.run_id, epochs="1")
     train = _latest(client, "train")
     _mlflow_run(folder, "evaluate", train_run_id=train.info.run_id, int8="false")
     client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/monitor-demo").resolve()
+    trained = (folder / "mlflow.db").exists()  # a previous run of this script trained the champion already
+    folder.mkdir(parents=True, exist_ok=True)
+    client = mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    if not trained:
+        _champion(folder, client)
     for name, path in _inputs(folder, client).items():
         _mlflow_run(folder, "predict", input=str(path))
         run = _latest(client, "predict")

@@ -266,3 +266,13 @@ def test_a_predict_run_of_another_model_is_refused_as_since_and_ignored(champion
     assert f"is a predict run of {MODEL} v{other_version}, not a predict run of {MODEL} v{version}" in message
     assert run_step("monitor") is None
     assert latest(client, "monitor").data.metrics["batches"] == len(batches)
+
+
+@pytest.mark.parametrize("args, expected", [(("--alpha", "0"), "-P alpha=0"), (("--min_batch", "1"), "min_batch"),
+                                            (("--low_confidence", "1.5"), "-P low_confidence=1.5")])
+def test_predict_refuses_bad_monitoring_parameters(champion, args, expected):
+    _, client, _, _, root = champion
+    message = run_step("predict", "--input", _other_domain(root / "bad.csv", rows=40), *args)
+    run = latest(client, "predict")
+    assert message is not None and message.startswith("error: ") and expected in message, message
+    assert run.info.status == "FAILED" and not client.list_artifacts(run.info.run_id)
