@@ -276,3 +276,14 @@ def test_predict_refuses_bad_monitoring_parameters(champion, args, expected):
     run = latest(client, "predict")
     assert message is not None and message.startswith("error: ") and expected in message, message
     assert run.info.status == "FAILED" and not client.list_artifacts(run.info.run_id)
+
+
+def test_no_embeddings_skips_that_statistic_and_says_so(synthetic_reference):
+    """The int8 ONNX variant has no hidden states: the embedding is not tested, the other statistics are."""
+    batch = _synthetic(80, np.random.default_rng(7))
+    batch.embeddings = None
+    health = monitor.check(synthetic_reference, batch)
+    embedding = next(c for c in health.checks if c.statistic == "embedding")
+    assert health.status == "ok" and not np.isfinite(embedding.p) and "int8 ONNX" in embedding.note
+    assert "int8 ONNX" in health.tags()["agnews.monitor_test.embedding"]
+    assert "monitor_embedding_p" not in health.metrics() and "monitor_confidence_p" in health.metrics()
