@@ -43,9 +43,9 @@ def run_monitor(args: argparse.Namespace) -> str:
     if reference is None:
         raise PipelineError(f"the predict runs of {name} v{version} were not checked against a reference (the model "
                             "cannot be traced to a train run); evaluate it, then predict again")
+    new_rows = monitor_runs.new_rows(table)  # everything read before anything is logged
     for path in monitor_plots.monitor_plots(table, reference, f"{name} v{version}", args.alpha):
         tracking.log_plot(path)
-    new_rows = monitor_runs.new_rows(table)
     latest = table.iloc[-1]
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "monitor.md").write_text(monitor_report.markdown(
