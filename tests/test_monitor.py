@@ -214,6 +214,15 @@ def test_monitor_draws_the_batches_over_time(champion, batches, monitored):
     assert tags["agnews.health"] == "too_small" and tags["agnews.health_run_id"] == batches["too_small"].info.run_id
 
 
+@pytest.mark.parametrize("since, expected", [("2000-01-01", 5), ("sports_only", 4)])
+def test_since_a_date_or_a_predict_run(champion, batches, monitored, since, expected):
+    _, client, _, _, _ = champion
+    value = batches[since].info.run_id if since in batches else since
+    assert run_step("monitor", "--since", value) is None
+    run = latest(client, "monitor")
+    assert run.data.metrics["batches"] == expected and run.data.params["since"] == value
+
+
 def test_monitor_figure_marks_drifted_batches():
     table = pd.DataFrame({"time": pd.to_datetime(["2026-11-30 10:00", "2026-11-30 11:00"], utc=True),
                           "rows": [80, 80], "health": ["ok", "drift"], "label_mix": [0.05, 0.7],
