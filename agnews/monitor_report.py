@@ -40,8 +40,9 @@ def _values(table: pd.DataFrame, reference: monitor.Reference) -> list[str]:
     return lines
 
 
-def markdown(table: pd.DataFrame, reference: monitor.Reference, model: str, since: str, new_rows: int,
-             command: str) -> str:
+def markdown(table: pd.DataFrame, reference: monitor.Reference, model: str, since: str, new_rows: pd.DataFrame,
+             retrain) -> str:
+    """`retrain`: agnews.monitor_runs.Retrain, or None when no batch drifted or degraded."""
     latest = table.iloc[-1]
     counts = ", ".join(f"{n} {s}" for s, n in table["health"].value_counts().items())
     ci = reference.test_accuracy_ci
@@ -56,11 +57,16 @@ def markdown(table: pd.DataFrame, reference: monitor.Reference, model: str, sinc
     for status in ("drift", "degraded", "too_small", "unknown"):
         if (table["health"] == status).any():
             lines.append(f"- **{status}** ({int((table['health'] == status).sum())} batches): {ADVICE[status]}")
-    if new_rows:
-        lines += ["", f"Retrain with the {new_rows} rows of the drifted or degraded batches (`monitoring/new_rows.csv`"
-                  " on this run; rows with an empty label must be labelled first, and for a model that keeps what it "
-                  "knew append them to its original training data), through `main` so the gate decides:", "",
-                  "```", command, "```"]
+    if retrain is not None:
+        labelled = len(new_rows) - len(retrain.to_label)
+        lines += ["", f"The drifted or degraded batches hold {len(new_rows)} rows, {labelled} of them labelled. "
+                  f"`monitoring/retrain_rows.csv` on this run holds the model's own labelled rows (its data run's "
+                  f"splits) plus those {labelled}: {len(retrain.rows)} rows, text and label."]
+        if len(retrain.to_label):
+            lines.append(f"Label the {len(retrain.to_label)} rows of `monitoring/to_label.csv` (fill `label` with "
+                         "a class name) and append them to `retrain_rows.csv` first.")
+        lines += ["Retrain through `main`, whose gate promotes the new model only if it beats the champion on gate "
+                  "rows neither saw:", "", "```", retrain.command, "```"]
     else:
         lines += ["", "No drifted or degraded batch: no retraining needed."]
     lines += ["", "## Not monitored", "",

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agnews import gate, monitor, serving, tracking
+from agnews import cli, gate, monitor, serving, tracking
+from agnews.data import SPLITS
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -236,21 +238,46 @@ def check_batch(model_uri: str, model: serving.Classifier, seen: monitor.Profile
     return health
 
 
-def retrain_command(name: str, version: str, rows: pd.DataFrame, monitor_run_id: str, labels: list[str]) -> str:
-    """The exact commands that fetch the new rows this run logged and retrain on them through `main` (whose gate
-    promotes the new model only if it beats the champion on its gate rows)."""
+@dataclass
+class Retrain:
+    """What a retrain needs: the model's labelled rows plus the new labelled ones, the new rows still to label, and
+    the command that retrains on them."""
+
+    rows: pd.DataFrame  # text, label (class name): the model's data run splits + the labelled new rows
+    to_label: pd.DataFrame  # text, label (empty), predict_run_id: unlabelled rows of drifted batches
+    command: str
+
+
+def retrain(name: str, version: str, new: pd.DataFrame, monitor_run_id: str, labels: list[str]) -> Retrain | None:
+    """None without new rows. The rows keep the model's own labelled data (its data run's splits) so the retrained
+    model keeps what it knew; `main` splits them again (the same validation/test/gate sizes, the rest trains) and its
+    gate promotes the result only if it beats the champion on gate rows neither saw."""
+    if new.empty:
+        return None
     train = None
     try:
         train = gate.training_run(mlflow.MlflowClient().get_model_version(name, version))
     except MlflowException:
         pass
+    data_run_id = train.data.tags.get("agnews.data_run_id", "") if train is not None else ""
+    old, sizes = pd.DataFrame(columns=["text", "label"]), {}
+    if data_run_id:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path="data", dst_path=tmp))
+            splits = [pd.read_parquet(folder / f"{s}.parquet") for s in SPLITS if (folder / f"{s}.parquet").is_file()]
+        old = pd.concat(splits, ignore_index=True)[["text", "label"]]
+        old["label"] = [labels[int(i)] for i in old["label"]]
+        params = mlflow.get_run(data_run_id).data.params
+        sizes = {k: params[k] for k in ("val_size", "test_size", "gate_size") if k in params}
+    labelled = new["label"].astype(str) != ""
+    rows = pd.concat([old, new.loc[labelled, ["text", "label"]]], ignore_index=True).drop_duplicates("text")
     model = train.data.params.get("model", "tinybert") if train is not None else "tinybert"
-    held = max(2, len(rows) // 5)  # validation, test and gate each a fifth of the new rows; train on the rest
     label_list = json.dumps(labels) if any("," in label for label in labels) else ",".join(labels)
-    return (f"mlflow artifacts download --run-id {monitor_run_id} --artifact-path monitoring/new_rows.csv "
-            f"--dst-path . && mlflow run . --env-manager local -e main -P data=new_rows.csv -P models={model} "
-            f"-P registered_model={name} -P labels='{label_list}' -P train_size=0 -P val_size={held} "
-            f"-P test_size={held} -P gate_size={held}")
+    command = (f"mlflow artifacts download --run-id {monitor_run_id} --artifact-path monitoring/retrain_rows.csv "
+               f"--dst-path . && mlflow run . --env-manager local -e main -P data=retrain_rows.csv -P models={model} "
+               f"-P registered_model={name} -P labels='{label_list}' -P train_size=0"
+               + "".join(f" -P {k}={cli.whole(v, k)}" for k, v in sizes.items()))
+    return Retrain(rows, new.loc[~labelled].reset_index(drop=True), command)
 
 
 def tag_version(name: str, version: str, latest: pd.Series) -> None:

@@ -44,17 +44,20 @@ def run_monitor(args: argparse.Namespace) -> str:
         raise PipelineError(f"the predict runs of {name} v{version} were not checked against a reference (the model "
                             "cannot be traced to a train run); evaluate it, then predict again")
     new_rows = monitor_runs.new_rows(table)  # everything read before anything is logged
+    run_id = mlflow.active_run().info.run_id
+    retrain = monitor_runs.retrain(name, version, new_rows, run_id, reference.labels)
     for path in monitor_plots.monitor_plots(table, reference, f"{name} v{version}", args.alpha):
         tracking.log_plot(path)
     latest = table.iloc[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "monitor.md").write_text(monitor_report.markdown(
-            table, reference, f"{name} v{version}", since_text, len(new_rows), monitor_runs.retrain_command(
-                name, version, new_rows, mlflow.active_run().info.run_id, reference.labels)))
+        (Path(tmp) / "monitor.md").write_text(monitor_report.markdown(table, reference, f"{name} v{version}",
+                                                                      since_text, new_rows, retrain))
         table.drop(columns=["time"]).assign(time=table["time"].astype(str)).to_csv(Path(tmp) / "batches.csv",
                                                                                     index=False)
-        if len(new_rows):
-            new_rows.to_csv(Path(tmp) / "new_rows.csv", index=False)
+        if retrain is not None:
+            retrain.rows.to_csv(Path(tmp) / "retrain_rows.csv", index=False)
+            if len(retrain.to_label):
+                retrain.to_label.to_csv(Path(tmp) / "to_label.csv", index=False)
         mlflow.log_artifacts(tmp, "monitoring")
     mlflow.log_metrics({"batches": len(table), **{f"batches_{s}": int((table["health"] == s).sum())
                                                   for s in monitor.STATUSES}})

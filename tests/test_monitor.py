@@ -206,10 +206,14 @@ def test_monitor_draws_the_batches_over_time(champion, batches, monitored):
     for run_ in batches.values():
         assert run_.info.run_id in report
     assert report.count("| **drift** |") == 2 and "| **degraded** |" in report and "| **too_small** |" in report
-    assert "mlflow run . --env-manager local -e main -P data=new_rows.csv" in report
+    assert "mlflow run . --env-manager local -e main -P data=retrain_rows.csv" in report
+    assert "-P val_size=40 -P test_size=40 -P gate_size=40" in report  # the model's data run's sizes
     assert "mlflow models serve" in report and "not instrumented" in report
-    new_rows = pd.read_csv(folder / "monitoring" / "new_rows.csv", keep_default_na=False)
-    assert len(new_rows) == 60 + 80 + 80 and set(new_rows["label"]) >= {"Sports", ""}
+    retrain = pd.read_csv(folder / "monitoring" / "retrain_rows.csv", keep_default_na=False)
+    to_label = pd.read_csv(folder / "monitoring" / "to_label.csv", keep_default_na=False)
+    assert len(to_label) == 80 and set(to_label["label"]) == {""}  # the code snippets: no labels
+    assert set(retrain["label"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert len(retrain) > 200 and retrain["text"].is_unique  # data run rows + new labelled rows, deduplicated
     tags = client.get_model_version(MODEL, version).tags
     assert tags["agnews.health"] == "too_small" and tags["agnews.health_run_id"] == batches["too_small"].info.run_id
 
