@@ -67,35 +67,31 @@ class TorchClassifier(Classifier):
     size_mb: float = float("nan")
 
     def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        return self._forward(texts, progress, batch_size or self.batch_size, pooled=False)[0]
+
+    def logits_and_embeddings(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return self._forward(texts, progress, self.batch_size, pooled=True)
+
+    def _forward(self, texts: list[str], progress: bool, batch_size: int,
+                 pooled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits, and with `pooled` the attention-masked mean of the last hidden layer (same pass)."""
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(device).eval()
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
+        means = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32) if pooled else None
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            for index in _batches(texts, batch_size or self.batch_size, progress, self.precision):
+            for index in _batches(texts, batch_size, progress, self.precision):
                 encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
                                          padding=True, return_tensors="pt").to(device)
-                out[index] = self.model(**encoded).logits.float().cpu().numpy()
-        return out
-
-    def logits_and_embeddings(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(device).eval()
-        logits = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
-        pooled = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
-        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            for index in _batches(texts, self.batch_size, progress, self.precision):
-                encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
-                                         padding=True, return_tensors="pt").to(device)
-                output = self.model(**encoded, output_hidden_states=True)
-                logits[index] = output.logits.float().cpu().numpy()
-                mask = encoded["attention_mask"].unsqueeze(-1).float()  # padding must not pull the mean
-                last = output.hidden_states[-1].float()
-                pooled[index] = ((last * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
-        return logits, pooled
+                output = self.model(**encoded, output_hidden_states=pooled)
+                out[index] = output.logits.float().cpu().numpy()
+                if pooled:
+                    mask = encoded["attention_mask"].unsqueeze(-1).float()  # padding must not pull the mean
+                    total = (output.hidden_states[-1].float() * mask).sum(1)
+                    means[index] = (total / mask.sum(1).clamp(min=1)).cpu().numpy()
+        return out, means
 
     @property
     def tokenizer_for_monitoring(self):
