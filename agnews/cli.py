@@ -201,6 +201,11 @@ def fraction(name: str):
     return _number(name, 0.0, 1.0, False, "a number from 0 to 1")
 
 
+def open_fraction(name: str):
+    """A rate in (0, 1): 0 would never flag anything, 1 always."""
+    return _number(name, 0.0, 1.0 - sys.float_info.epsilon, True, "a number between 0 and 1 (exclusive), e.g. 0.01")
+
+
 def non_negative(name: str):
     return _number(name, 0.0, sys.float_info.max, False, "a number >= 0")
 

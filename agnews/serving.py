@@ -45,6 +45,16 @@ class Classifier:
     def probabilities(self, texts: list[str], progress: bool = False) -> np.ndarray:
         return metrics.probabilities(self.logits(texts, progress))
 
+    @property
+    def tokenizer_for_monitoring(self):
+        """The tokenizer the model reads its texts with (monitoring counts tokens and unknown words with it)."""
+        raise NotImplementedError
+
+    def logits_and_embeddings(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the mean-pooled last hidden layer per text; None where the variant has no hidden states
+        (the int8 ONNX graph outputs logits only)."""
+        return self.logits(texts, progress), None
+
 
 @dataclass
 class TorchClassifier(Classifier):
@@ -57,17 +67,35 @@ class TorchClassifier(Classifier):
     size_mb: float = float("nan")
 
     def logits(self, texts: list[str], progress: bool = False, batch_size: int | None = None) -> np.ndarray:
+        return self._forward(texts, progress, batch_size or self.batch_size, pooled=False)[0]
+
+    def logits_and_embeddings(self, texts: list[str], progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return self._forward(texts, progress, self.batch_size, pooled=True)
+
+    def _forward(self, texts: list[str], progress: bool, batch_size: int,
+                 pooled: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits, and with `pooled` the attention-masked mean of the last hidden layer (same pass)."""
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(device).eval()
         out = np.zeros((len(texts), self.model.config.num_labels), dtype=np.float32)
+        means = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32) if pooled else None
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            for index in _batches(texts, batch_size or self.batch_size, progress, self.precision):
+            for index in _batches(texts, batch_size, progress, self.precision):
                 encoded = self.tokenizer([texts[i] for i in index], truncation=True, max_length=self.max_length,
                                          padding=True, return_tensors="pt").to(device)
-                out[index] = self.model(**encoded).logits.float().cpu().numpy()
-        return out
+                output = self.model(**encoded, output_hidden_states=pooled)
+                out[index] = output.logits.float().cpu().numpy()
+                if pooled:
+                    mask = encoded["attention_mask"].unsqueeze(-1).float()  # padding must not pull the mean
+                    total = (output.hidden_states[-1].float() * mask).sum(1)
+                    means[index] = (total / mask.sum(1).clamp(min=1)).cpu().numpy()
+        return out, means
+
+    @property
+    def tokenizer_for_monitoring(self):
+        return self.tokenizer
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -88,6 +116,10 @@ class OnnxClassifier(Classifier):
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(self.python_model.labels)
+
+    @property
+    def tokenizer_for_monitoring(self):
+        return self.python_model.tokenizer
 
 
 def _batches(texts: list[str], size: int, progress: bool, what: str) -> Iterator[np.ndarray]:

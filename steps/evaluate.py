@@ -8,7 +8,20 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cache, cli, comparison, gate, metrics, plots, registry, serving, stats, tracking, training
+from agnews import (
+    cache,
+    cli,
+    comparison,
+    gate,
+    metrics,
+    monitor_runs,
+    plots,
+    registry,
+    serving,
+    stats,
+    tracking,
+    training,
+)
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
@@ -146,8 +159,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
             cost = serving.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
             cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
             tracking.log_params({"serving_precision": model.precision, "torch_threads": threads})
+            reference = monitor_runs.record_reference(model, splits, f"validation+test rows of data run {data_run_id}")
             export_seconds = serving.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
         scores = _score_fp32(model_name, test, logits, task)
+        low, high = reference.test_accuracy_ci  # what predict's `degraded` compares a labelled batch with
+        mlflow.log_metrics({"test_accuracy_ci_low": low, "test_accuracy_ci_high": high})
         mlflow.log_metrics({**cost, "num_parameters": train_run.data.metrics.get("num_parameters", float("nan"))})
         if export_seconds is not None:
             mlflow.log_metric("int8_export_seconds", export_seconds)

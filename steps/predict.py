@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, serving, tracking, training
+from agnews import cli, monitor, monitor_runs, serving, tracking, training
 from agnews import predict as batch_predict
 
 log = logging.getLogger("steps.predict")
@@ -26,6 +26,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
     parser.add_argument("--text_columns", default="",
                         help="columns joined into the text; default: the ones the model was trained on")
+    parser.add_argument("--alpha", type=cli.open_fraction("alpha"), default=monitor.ALPHA,
+                        help="family-wise false-alarm rate of the batch's drift tests (Holm over the statistics)")
+    parser.add_argument("--min_batch", type=lambda v: cli.whole(v, "min_batch", 2), default=monitor.MIN_BATCH,
+                        help="fewer rows and the batch is tagged too_small, not tested")
+    parser.add_argument("--low_confidence", type=cli.open_fraction("low_confidence"), default=monitor.LOW_CONFIDENCE,
+                        help="top-class probability under which a prediction counts as unsure")
     return parser.parse_args(argv)
 
 
@@ -53,16 +59,18 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     mlflow.set_tag(MODEL_URI_TAG, model_uri)
     tracking.log_params({"input": args.input, "model_uri": model_uri, "output": args.output,
                          "precision": args.precision, "batch_size": args.batch_size,
-                         "text_columns": args.text_columns})
+                         "text_columns": args.text_columns, "alpha": args.alpha, "min_batch": args.min_batch,
+                         "low_confidence": args.low_confidence})
     output = batch_predict.output_path(args.output)  # a bad output path fails before any work
     resolved = _resolve(model_uri)
     task = batch_predict.model_task(resolved, args.text_columns)
     batch = batch_predict.read_input(args.input, task, explicit=bool(args.text_columns))  # bad input first
     with serving.load(resolved, precision=args.precision, batch_size=args.batch_size) as model:
         mlflow.set_tag("agnews.model_variant", model.variant)
-        probabilities = model.probabilities(batch.texts, progress=True)
+        seen = monitor.profile(model, batch.texts, progress=True)  # one pass: predictions and what monitoring needs
         labels = model.labels
-    table = batch_predict.predictions_table(batch, probabilities, labels)
+        table = batch_predict.predictions_table(batch, seen.probabilities, labels)
+        monitor_runs.check_batch(resolved, model, seen, batch.labels, args.alpha, args.min_batch, args.low_confidence)
     scores = batch_predict.scores(table)
     mlflow.log_metrics({"rows": len(table), **scores})
     _log_table(table)

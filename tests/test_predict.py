@@ -197,3 +197,18 @@ def test_text_columns_parameter_overrides_the_models_columns(champion, tmp_path)
     message, run = _predict(client, "--input", str(path), "--model_uri", CHAMPION, "--text_columns", "body")
     assert message.startswith("error: ") and "['body']" in message and "headline" in message
     assert run.info.status == "FAILED"
+
+
+def test_the_first_predict_of_a_model_never_evaluated_records_the_reference(champion, tmp_path):
+    """No evaluate run here: the first predict run computed the reference on the data run's validation + test rows
+    and logged it on itself; every later one is checked against that one."""
+    project, client, _ = champion
+    _agnews_rows(tmp_path / "agnews.csv", rows_per_class=10)
+    message, run = _predict(client, *step_args(input=str(tmp_path / "agnews.csv"), model_uri=CHAMPION))
+    assert message is None, message
+    holder = client.get_run(run.data.tags["agnews.reference_run_id"])
+    assert holder.data.tags["agnews.step"] == "predict" and holder.info.status == "FINISHED"
+    assert holder.data.tags["agnews.reference_for"] == latest(client, "train").info.run_id
+    assert [a.path for a in client.list_artifacts(holder.info.run_id, "monitoring")] == [
+        "monitoring/health.json", "monitoring/reference.json"]
+    assert run.data.tags["agnews.health"] in ("ok", "drift") and "monitor_label_mix_p_holm" in run.data.metrics

@@ -1,0 +1,76 @@
+"""monitor: read the predict runs of one model version (default: the champion), draw each statistic over time
+against the reference band, write monitor.md (the verdict per batch and what to do) and tag the version with its
+latest health."""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from agnews import cli, monitor, monitor_plots, monitor_report, monitor_runs, tracking
+from agnews.errors import PipelineError
+
+log = logging.getLogger("steps.monitor")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.StepParser(description=__doc__)
+    parser.add_argument("--model_uri", default="models:/agnews-classifier@champion")
+    parser.add_argument("--since", default="", help="a date (2026-11-30, UTC) or a predict run id; empty: all runs")
+    parser.add_argument("--alpha", type=cli.open_fraction("alpha"), default=monitor.ALPHA,
+                        help="the reference band holds 1 - alpha of batches drawn like the reference")
+    return parser.parse_args(argv)
+
+
+def run_monitor(args: argparse.Namespace) -> str:
+    model_uri = args.model_uri.strip()
+    tracking.log_params({"model_uri": model_uri, "since": args.since, "alpha": args.alpha})
+    name, version = monitor_runs.registered(model_uri)
+    start, since_text = monitor_runs.since_ms(args.since, name, version)
+    tracking.set_run_name(f"monitor {name} v{version}")
+    mlflow.set_tags({"agnews.registered_model": name, "agnews.model_version": version})
+    runs = monitor_runs.predict_runs(name, version, start)
+    if not runs:
+        raise PipelineError(f"no finished predict runs of {name} v{version} ({since_text}); run "
+                            f"`mlflow run . -e predict -P input=<file> -P model_uri=models:/{name}/{version}` first, "
+                            "or pass an earlier -P since")
+    table = monitor_runs.batch_table(runs)
+    reference_run = next((r for r in reversed(table["reference_run_id"].tolist()) if r), "")
+    reference = monitor_runs.load_reference(reference_run) if reference_run else None
+    if reference is None:
+        raise PipelineError(f"the predict runs of {name} v{version} were not checked against a reference (the model "
+                            "cannot be traced to a train run); evaluate it, then predict again")
+    new_rows = monitor_runs.new_rows(table)  # everything read before anything is logged
+    run_id = mlflow.active_run().info.run_id
+    retrain = monitor_runs.retrain(name, version, new_rows, run_id, reference.labels)
+    for path in monitor_plots.monitor_plots(table, reference, f"{name} v{version}", args.alpha):
+        tracking.log_plot(path)
+    latest = table.iloc[-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "monitor.md").write_text(monitor_report.markdown(table, reference, f"{name} v{version}",
+                                                                      since_text, new_rows, retrain))
+        table.drop(columns=["time"]).assign(time=table["time"].astype(str)).to_csv(Path(tmp) / "batches.csv",
+                                                                                    index=False)
+        if retrain is not None:
+            retrain.rows.to_csv(Path(tmp) / "retrain_rows.csv", index=False)
+            if len(retrain.to_label):
+                retrain.to_label.to_csv(Path(tmp) / "to_label.csv", index=False)
+        mlflow.log_artifacts(tmp, "monitoring")
+    mlflow.log_metrics({"batches": len(table), **{f"batches_{s}": int((table["health"] == s).sum())
+                                                  for s in monitor.STATUSES}})
+    mlflow.set_tags({"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"]})
+    monitor_runs.tag_version(name, version, latest)  # last: nothing else can fail after the registry write
+    log.info("%d predict batches of %s v%s; latest %s", len(table), name, version, latest["health"])
+    return str(latest["health"])
+
+
+def main(argv: list[str] | None = None) -> None:
+    with tracking.step_run("monitor", "monitor", plots=True):
+        run_monitor(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
