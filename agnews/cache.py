@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from agnews import cli
+from agnews import cli, hardware
 from agnews.data import HUB_PREFIX
 
 log = logging.getLogger(__name__)
@@ -170,21 +170,13 @@ def input_digest(source: str) -> str:
 
 # --- the machine -----------------------------------------------------------------------------------------------
 
-def gpu_description() -> str:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-
-
 def machine_description(precision: str) -> str:
     """What evaluate's cost metrics (latency, throughput, memory) depend on: the CPU, the GPU, the cores this
     process may use and the precision `precision` resolves to here (serving resolves `auto` the same way)."""
-    from agnews import serving, training  # imports torch: only where evaluate's key is needed
-
     cores = os.environ.get("OMP_NUM_THREADS") or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                                    else os.cpu_count())
-    return (f"cpu {serving.cpu_description()}; gpu {gpu_description()}; threads {cores}; "
-            f"precision {training.resolve_precision(precision)}")
+    return (f"cpu {hardware.cpu_description()}; gpu {hardware.gpu_description()}; threads {cores}; "
+            f"precision {hardware.resolve_precision(precision)}")
 
 
 def machine_key(precision: str) -> str:

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from agnews import cli, metrics
 from agnews.errors import PipelineError, cause
+from agnews.hardware import cpu_description  # noqa: F401 (serving's name: evaluate tags it)
 
 log = logging.getLogger(__name__)
 LATENCY_TEXTS, WARMUP = 100, 5  # batch-1 latency over 100 test texts (cycled when fewer) after 5 warm-up calls
@@ -169,7 +170,7 @@ def load(model_uri: str, precision: str = "auto", batch_size: int = 32) -> Itera
 def _open(local: Path, precision: str, batch_size: int, model_uri: str) -> Classifier:
     from mlflow.models import Model
 
-    from agnews.training import resolve_precision  # imports torch: only where a model is opened
+    from agnews.hardware import resolve_precision
 
     if not (local / "MLmodel").is_file():
         raise PipelineError(f"{model_uri!r} is not an MLflow model (no MLmodel file); pass the URI of a model "
@@ -188,17 +189,6 @@ def _open(local: Path, precision: str, batch_size: int, model_uri: str) -> Class
         raise PipelineError(f"{model_uri!r} is not an AG News classifier of this project (flavors: "
                             f"{', '.join(flavors)}); pass a model logged by train or evaluate")
     return OnnxClassifier(python_model, batch_size)
-
-
-def cpu_description() -> str:
-    """What the cost numbers were measured on: the CPU model and whether it runs bf16 natively."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    name = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx2") if f" {f}" in info]
-    return f"{name.group(1).strip() if name else 'unknown'}; {os.cpu_count()} cpus; {' '.join(flags) or 'no avx2'}"
 
 
 def folder_mb(folder: Path) -> float:

@@ -7,7 +7,6 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -17,7 +16,7 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
 from agnews import cli, metrics
-from agnews.errors import PipelineError
+from agnews.hardware import cpu_has_native_bf16, resolve_precision  # noqa: F401 (training's names)
 
 log = logging.getLogger(__name__)
 PRECISIONS = cli.PRECISIONS
@@ -67,25 +66,6 @@ def from_rank_zero(load: Callable[[], T]) -> T:
     payload = [load() if world()[0] == 0 else None]
     dist.broadcast_object_list(payload, src=0)
     return payload[0]
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matmuls run in hardware; elsewhere they are emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise PipelineError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
 def configure_threads() -> int:

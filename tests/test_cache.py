@@ -191,18 +191,18 @@ def test_a_preset_resolving_to_a_local_folder_is_keyed_by_its_content(tmp_path, 
 # --- evaluate: the machine ----------------------------------------------------------------------------------------
 
 def test_the_machine_key_follows_cpu_gpu_and_resolved_precision(monkeypatch):
-    from agnews import serving, training
+    from agnews import hardware
 
-    monkeypatch.setattr(serving, "cpu_description", lambda: "CPU A; 2 cpus; avx2")
-    monkeypatch.setattr(cache, "gpu_description", lambda: "none")
+    monkeypatch.setattr(hardware, "cpu_description", lambda: "CPU A; 2 cpus; avx2")
+    monkeypatch.setattr(hardware, "gpu_description", lambda: "none")
     base = cache.machine_key("fp32")
     assert cache.machine_key("fp32") == base
     assert cache.machine_key("bf16") != base
-    assert cache.machine_key("auto") == cache.machine_key(training.resolve_precision("auto"))  # what auto resolves to
-    monkeypatch.setattr(cache, "gpu_description", lambda: "NVIDIA H200")
+    assert cache.machine_key("auto") == cache.machine_key(hardware.resolve_precision("auto"))  # what auto resolves to
+    monkeypatch.setattr(hardware, "gpu_description", lambda: "NVIDIA H200")
     assert cache.machine_key("fp32") != base
-    monkeypatch.setattr(cache, "gpu_description", lambda: "none")
-    monkeypatch.setattr(serving, "cpu_description", lambda: "CPU B; 2 cpus; avx2")
+    monkeypatch.setattr(hardware, "gpu_description", lambda: "none")
+    monkeypatch.setattr(hardware, "cpu_description", lambda: "CPU B; 2 cpus; avx2")
     assert cache.machine_key("fp32") != base
 
 
