@@ -7,11 +7,13 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 import pytest
@@ -165,6 +167,35 @@ def start_mlflow_cli(project: Path, *args: str, env: dict | None = None) -> subp
                             start_new_session=True)
 
 
+@contextlib.contextmanager
+def running_cli(project: Path, *args: str, env: dict | None = None) -> Iterator[subprocess.Popen]:
+    """start_mlflow_cli for the body of a `with`; on leaving, a process still alive is killed with its whole group
+    (its children included), so a failed assertion leaves no training behind."""
+    proc = start_mlflow_cli(project, *args, env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
+def wait_for_epoch(client: mlflow.MlflowClient, experiment: str, proc: subprocess.Popen, count: int = 1,
+                   timeout: float = 300) -> list:
+    """Until `count` train runs of `experiment` have logged an epoch (a signal then lands mid-training): those runs.
+    Fails with the process' stderr if it ends first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        exp = client.get_experiment_by_name(experiment)
+        trains = by_step(client.search_runs([exp.experiment_id]), "train") if exp else []
+        started = [r for r in trains if client.get_metric_history(r.info.run_id, "val_loss")]
+        if len(started) >= count:
+            return started
+        time.sleep(1)
+    raise AssertionError(f"training never logged an epoch in {timeout:.0f} s")
+
+
 def run_step(step: str, *args: str) -> str | None:
     """Run a step's main() in this process against the store of the `store` fixture; the `error:` line or None."""
     import importlib
@@ -195,25 +226,31 @@ def latest(client: mlflow.MlflowClient, step: str):
 
 
 @contextlib.contextmanager
-def project_store(folder: Path, fixture_csv: Path | None = None, **sizes: str):
-    """A project copy with its own SQLite store, entered (cwd, tracking URI, plots folder) for in-process steps;
-    with `fixture_csv`, data prepared from it first. Yields (project, client, prepare_data run or None)."""
-    project = project_copy(folder)
+def entered_store(project: Path):
+    """In-process steps against a project's own SQLite store (cwd, tracking URI, plots folder): its client."""
     patch = pytest.MonkeyPatch()
     patch.chdir(project)
     uri = f"sqlite:///{project / 'mlflow.db'}"
     patch.setenv("MLFLOW_TRACKING_URI", uri)
     patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
     try:
+        yield mlflow.MlflowClient(uri)
+    finally:
+        patch.undo()
+
+
+@contextlib.contextmanager
+def project_store(folder: Path, fixture_csv: Path | None = None, **sizes: str):
+    """A project copy with its own SQLite store, entered (cwd, tracking URI, plots folder) for in-process steps;
+    with `fixture_csv`, data prepared from it first. Yields (project, client, prepare_data run or None)."""
+    project = project_copy(folder)
+    with entered_store(project) as client:
         data = None
         if fixture_csv is not None:
             assert run_step("prepare_data", *step_args(data=fixture_csv, **(sizes or SMALL_SIZES))) is None
             data = latest(client, "prepare_data")
         yield project, client, data
-    finally:
-        patch.undo()
 
 
 def wait_for_http(url: str, server: subprocess.Popen, timeout: float, message: str) -> None:

@@ -229,6 +229,8 @@ def test_find_skips_a_train_run_whose_version_is_gone_or_not_its_own(store):
     client.create_model_version("m", "file:///nowhere/model", run_id=older)  # version 1: the older run's
     assert cache.find(experiment, "train", params, "k") == older
     assert cache.find(experiment, "train", params, "other inputs") is None
+    assert cache.find(experiment, "train", {**params, "epochs": 2}, "k") is None  # another value of a parameter
+    assert cache.find(experiment, "train", {**params, "epochs": "3.0"}, "k") == older  # `-P epochs=3.0` is 3
     newer = train_run("2")  # says version 2, which does not exist
     assert cache.find(experiment, "train", params, "k") == older
     client.create_model_version("m", "file:///nowhere/model", run_id=older)  # version 2 exists, the older run's

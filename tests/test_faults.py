@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +29,9 @@ from conftest import (
     mlflow_cli,
     project_copy,
     run_step,
+    running_cli,
     runs_of,
-    start_mlflow_cli,
+    wait_for_epoch,
 )
 
 from agnews.errors import PipelineError  # noqa: E402
@@ -340,20 +340,6 @@ def test_tracking_server_down_fails_in_seconds(project):
     assert elapsed < 60, elapsed  # not MLflow's minutes of retries
 
 
-def _wait_for_epoch(client: mlflow.MlflowClient, experiment: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    """Until a train run of `experiment` has logged its first epoch (so the signal lands mid-training)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        exp = client.get_experiment_by_name(experiment)
-        if exp:
-            for run in by_step(client.search_runs([exp.experiment_id]), "train"):
-                if client.get_metric_history(run.info.run_id, "val_loss"):
-                    return
-        time.sleep(1)
-    raise AssertionError("training never logged an epoch")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny_model):
     """Ctrl-C (SIGINT to the foreground group) and a scheduler's SIGTERM mid-training, under `main`: the train
@@ -363,14 +349,10 @@ def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=40",
               "-P", "learning_rate=0.01", "-P", "batch_size=8", "-P", "early_stopping_patience=0"]
     started = time.time()
-    proc = start_mlflow_cli(project, *params, "--experiment-name", experiment)
-    try:
-        _wait_for_epoch(client, experiment, proc)
+    with running_cli(project, *params, "--experiment-name", experiment) as proc:
+        wait_for_epoch(client, experiment, proc)
         os.killpg(proc.pid, sig)
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     runs = runs_of(client, experiment)
     statuses = {r.data.tags["agnews.step"]: r.info.status for r in runs}
@@ -405,9 +387,8 @@ def test_two_runs_at_once_on_a_new_sqlite_store(tmp_path, fixture_csv, tiny_mode
     `main`s at once; the registry lock has its own unit test)."""
     project = project_copy(tmp_path / "project")
     params = ["-e", "train", "-P", f"model={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, *TINY]
-    first = start_mlflow_cli(project, *params)
-    second = start_mlflow_cli(project, *params, "-P", "seed=7")
-    outputs = [proc.communicate(timeout=900) for proc in (first, second)]
+    with running_cli(project, *params) as first, running_cli(project, *params, "-P", "seed=7") as second:
+        outputs = [proc.communicate(timeout=900) for proc in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [err[-3000:] for _, err in outputs]
     client = client_for(project)
     runs = runs_of(client)

@@ -8,7 +8,21 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import EPOCHS, SMALL, TINY, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of
+from conftest import (
+    EPOCHS,
+    SMALL,
+    TINY,
+    build_tiny_bert,
+    by_step,
+    client_for,
+    entered_store,
+    latest,
+    mlflow_cli,
+    project_copy,
+    run_step,
+    runs_of,
+    step_args,
+)
 from test_models import TINYBERT_ID, populate_hf_cache
 
 from agnews import launch
@@ -188,18 +202,7 @@ def test_main_again_reuses_finished_steps(main_run, fixture_csv):
     assert children[0].data.tags["agnews.promotion_decision"] == "already_champion"
 
 
-def test_main_with_other_epochs_reruns_train_and_downstream(main_run, fixture_csv):
-    project, client = main_run
-    # one of the two models (same data parameters: prepare_data is still reused); int8 is main_run's to check
-    _main_again(project, fixture_csv, models=str(project.parent / "a" / "tiny"), epochs="2", int8="false")
-    parent = _newest_main(client)
-    children = [r for r in runs_of(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "train"]
-    assert "agnews.reused.prepare_data" in parent.data.tags and "agnews.reused.train" not in parent.data.tags
-    assert all(r.data.params["epochs"] == "2" for r in by_step(children, "train"))
-
-
-def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tiny_model):
+def test_train_alone_through_the_cli_then_evaluate_and_compare(tmp_path, fixture_csv, tiny_model):
     project = project_copy(tmp_path / "project")
     train = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", f"model={tiny_model}",
                        "-P", f"data={fixture_csv}", *SMALL, *TINY, "--experiment-name", "alone", cwd=project)
@@ -210,16 +213,12 @@ def test_steps_alone_train_then_evaluate_then_compare(tmp_path, fixture_csv, tin
     assert {f.path for f in client.list_artifacts(run.info.run_id, "data")} >= {"data/test.parquet"}  # prepared here
     [version] = client.search_model_versions("name = 'agnews-classifier'")
     assert version.run_id == run.info.run_id and version.tags["model"] == "tiny-bert"
-    evaluate = mlflow_cli("run", ".", "-e", "evaluate", "--env-manager", "local", "-P",
-                          f"train_run_id={run.info.run_id}", "-P", "int8=false", "--experiment-name", "alone",
-                          cwd=project)
-    assert evaluate.returncode == 0, evaluate.stderr[-3000:]
-    compare = mlflow_cli("run", ".", "-e", "compare", "--env-manager", "local", "-P", f"run_ids={run.info.run_id}",
-                         "--experiment-name", "alone", cwd=project)
-    assert compare.returncode == 0, compare.stderr[-3000:]
+    with entered_store(project):  # the two other entry points of a step-by-step session: the CLI adds nothing here
+        assert run_step("evaluate", *step_args(train_run_id=run.info.run_id, int8="false")) is None
+        assert run_step("compare", *step_args(run_ids=run.info.run_id)) is None
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
     assert champion.run_id == run.info.run_id
-    ev = by_step(runs_of(client, "alone"), "evaluate")[0]
+    ev = latest(client, "evaluate")
     assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
 
 

@@ -1,6 +1,7 @@
 """The team setup: `main` logging to a real `mlflow server` whose store is PostgreSQL, all on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import SMALL_AND_TINY, by_step, free_port, project_copy, start_mlflow_cli, wait_for_http
+from conftest import SMALL_AND_TINY, by_step, free_port, project_copy, running_cli, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +67,10 @@ def test_two_mains_at_once_against_postgres_backed_server(tracking_server, tmp_p
     project = project_copy(tmp_path / "project")
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL_AND_TINY, "-P", "int8=false",
               "-P", "min_gate_rows=10"]  # the other seed's 40-row gate keeps ~20 rows neither model saw
-    procs = [start_mlflow_cli(project, *params, *extra, env={"MLFLOW_TRACKING_URI": url})
-             for extra in ([], ["-P", "seed=7"])]
-    outputs = [proc.communicate(timeout=900) for proc in procs]
+    with contextlib.ExitStack() as both:
+        procs = [both.enter_context(running_cli(project, *params, *extra, env={"MLFLOW_TRACKING_URI": url}))
+                 for extra in ([], ["-P", "seed=7"])]
+        outputs = [proc.communicate(timeout=900) for proc in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     assert not (project / "mlflow.db").exists()  # nothing went to the embedded default store
     client = mlflow.MlflowClient(tracking_uri=url)

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import SMALL, build_tiny_bert, by_step, client_for, mlflow_cli, project_copy, runs_of, start_mlflow_cli
+from conftest import (
+    SMALL,
+    build_tiny_bert,
+    by_step,
+    client_for,
+    mlflow_cli,
+    project_copy,
+    running_cli,
+    runs_of,
+    wait_for_epoch,
+)
 
 FAST = ["-P", "learning_rate=0.01", "-P", "batch_size=8", "-P", "int8=false"]
 
@@ -107,21 +117,6 @@ def test_main_runs_every_child_as_a_slurm_job(jobcomp, project, fixture_csv, tmp
     assert str(champion.version) == best.data.tags["agnews.registered_version"]
 
 
-def _wait_for_epoch(client: mlflow.MlflowClient, experiment: str, proc: subprocess.Popen, count: int = 1,
-                    timeout: float = 300):
-    """Until `count` train runs of `experiment` have logged an epoch; those runs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        exp = client.get_experiment_by_name(experiment)
-        trains = by_step(client.search_runs([exp.experiment_id]), "train") if exp else []
-        started = [r for r in trains if client.get_metric_history(r.info.run_id, "val_loss")]
-        if len(started) >= count:
-            return started
-        time.sleep(1)
-    raise AssertionError("training never logged an epoch")
-
-
 def _long_training(tiny_model, fixture_csv) -> list[str]:
     return ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=40",
             "-P", "early_stopping_patience=0", *FAST, "-P", "backend=slurm"]
@@ -131,14 +126,10 @@ def _long_training(tiny_model, fixture_csv) -> list[str]:
 def test_ctrl_c_on_main_cancels_its_slurm_jobs(jobcomp, project, fixture_csv, tiny_model):
     experiment = "slurm-sigint"
     client = client_for(project)
-    proc = start_mlflow_cli(project, *_long_training(tiny_model, fixture_csv), "--experiment-name", experiment)
-    try:
-        _wait_for_epoch(client, experiment, proc)
+    with running_cli(project, *_long_training(tiny_model, fixture_csv), "--experiment-name", experiment) as proc:
+        wait_for_epoch(client, experiment, proc)
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     runs = runs_of(client, experiment)
     statuses = {r.data.tags["agnews.step"]: r.info.status for r in runs}
@@ -157,15 +148,11 @@ def test_a_job_cancelled_from_outside_fails_main_and_cancels_the_rest(jobcomp, p
     job running beside it is cancelled, nothing RUNNING, nothing queued."""
     experiment = "slurm-scancel"
     client = client_for(project)
-    proc = start_mlflow_cli(project, *_long_training(tiny_model, fixture_csv), "-P", "seeds=1,2", "-P", "parallel=2",
-                            "--experiment-name", experiment)
-    try:
-        [victim, *_] = _wait_for_epoch(client, experiment, proc)
+    with running_cli(project, *_long_training(tiny_model, fixture_csv), "-P", "seeds=1,2", "-P", "parallel=2",
+                     "--experiment-name", experiment) as proc:
+        [victim, *_] = wait_for_epoch(client, experiment, proc)
         subprocess.run(["scancel", victim.data.tags["agnews.slurm_job_id"]], check=True)
         _, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, stderr[-3000:]

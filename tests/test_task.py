@@ -20,6 +20,7 @@ from conftest import (
     WORDS,
     by_step,
     client_for,
+    entered_store,
     latest,
     mlflow_cli,
     project_copy,
@@ -331,10 +332,10 @@ def test_twelve_accented_classes_with_greek_and_cjk_text_through_prepare_data_an
         assert {f"test_f1_{name}" for name in safe} <= set(metrics) and "test_f1_Economie" in metrics
 
 
-# --- the Done criterion: `mlflow run .` (main) on a 3-class JSONL of headline,body,topic, then -e predict ---------
+# --- the Done criterion: `mlflow run .` (main) on a 3-class JSONL of headline,body,topic, then predict ---------------
 
-@pytest.mark.slow  # ~3 min here (two shared cores): main, then predict, each a fresh `mlflow run`
-def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_model):
+@pytest.mark.slow  # minutes on two shared cores: main with int8 and distillation through the CLI
+def test_main_through_the_cli_then_predict_on_a_three_class_jsonl(tmp_path, tiny_model):
     """As a user would: main with the task's parameters, int8 and distillation (the champion teaches a one-layer
     student, which then faces the same gate), then predict on a CSV of the text columns."""
     project = project_copy(tmp_path / "project")
@@ -349,6 +350,8 @@ def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_
     client = client_for(project)
     mlflow.set_tracking_uri(client.tracking_uri)
     _distilled_under_the_same_gate(client)
+    [data_run] = by_step(runs_of(client), "prepare_data")
+    assert data_run.data.params["num_labels"] == "3" and data_run.data.params["train_count_politica"] == "20"
     version = client.get_model_version_by_alias("agnews-classifier", "champion")
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/agnews-classifier/{version.version}",
                                                      dst_path=str(tmp_path / "model")))
@@ -357,15 +360,19 @@ def test_main_and_predict_through_the_cli_on_a_three_class_jsonl(tmp_path, tiny_
     evaluation = latest(client, "evaluate")
     assert {"test_f1_deportes", "test_f1_economia_y_empresas", "test_f1_politica"} <= set(evaluation.data.metrics)
     assert {"int8_test_f1_macro", "int8_test_accuracy"} & set(evaluation.data.metrics)  # the int8 model ran
+    assert "economía y empresas" in (project / "graficas" / "report.md").read_text()
+    model = mlflow.pyfunc.load_model("models:/agnews-classifier@champion")  # the served model speaks the task's names
+    assert set(model.predict(["game team season"])["label"]) <= set(TOPICS)
 
+    # predict in-process (its CLI: tests/test_predict.py): a CSV of the task's text columns, the task's names out
     pd.DataFrame(topic_rows(rows_per_class=2, seed=9))[["headline", "body"]].to_csv(project / "new.csv", index=False)
-    result = mlflow_cli("run", ".", "-e", "predict", "--env-manager", "local", "-P", "input=new.csv",
-                        "-P", "output=predicted.csv", cwd=project)
-    assert result.returncode == 0, result.stderr[-4000:]
+    with entered_store(project):
+        assert run_step("predict", *step_args(input="new.csv", output="predicted.csv")) is None
     table = pd.read_csv(project / "predicted.csv")
     assert list(table.columns) == ["text", "label", "label_name", "prob_deportes", "prob_economia_y_empresas",
                                    "prob_politica"]
     assert len(table) == 6 and set(table["label_name"]) <= set(TOPICS)
+    assert np.allclose(table.filter(like="prob_").sum(axis=1), 1, atol=1e-3)
 
 
 def _distilled_under_the_same_gate(client) -> None:
