@@ -8,12 +8,19 @@ import logging
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn
 
 from agnews.errors import PipelineError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # training.PRECISIONS mirrors this; kept here so parsing imports no torch
 _REGISTERED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def user_path(value: str) -> Path:
+    """A `-P` path as the user meant it: relative to where `mlflow run` was started (MLflow runs the step in the
+    project folder, or in a temporary checkout for git URLs)."""
+    return (Path(os.environ.get("AGNEWS_LAUNCH_DIR", ".")) / Path(value).expanduser()).absolute()
 
 
 def run_and_exit(main: Callable[[], None]) -> NoReturn:
@@ -157,6 +164,10 @@ def data_options(args: argparse.Namespace):
                        args.data_config.strip(), args.train_split.strip() or "train", args.test_split.strip() or "test")
 
 
+TUNABLE = ("epochs", "learning_rate", "batch_size", "max_length", "early_stopping_patience", "warmup_ratio",
+           "weight_decay", "layer_decay", "label_smoothing", "reinit_top_k")  # train's knobs: what a sweep may search
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
     parser.add_argument("--epochs", type=_whole_type("epochs", 1), default=3)
@@ -165,6 +176,16 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max_length", type=_whole_type("max_length", 3), default=128)  # [CLS] word [SEP]
     parser.add_argument("--precision", type=precision, default="auto")
     parser.add_argument("--early_stopping_patience", type=_whole_type("early_stopping_patience", 0), default=2)
+    parser.add_argument("--warmup_ratio", type=below_one("warmup_ratio"), default=0.1,
+                        help="share of the steps with a rising learning rate, in [0, 1)")
+    parser.add_argument("--weight_decay", type=non_negative("weight_decay"), default=0.01,
+                        help="AdamW's decoupled weight decay (not on biases and LayerNorm weights)")
+    parser.add_argument("--layer_decay", type=_number("layer_decay", 0.0, 1.0, True, "a number in (0, 1], e.g. 0.8"),
+                        default=1.0, help="layer-wise learning-rate decay from the head down (1: none)")
+    parser.add_argument("--label_smoothing", type=below_one("label_smoothing"), default=0.0,
+                        help="label smoothing of the cross-entropy, in [0, 1)")
+    parser.add_argument("--reinit_top_k", type=_whole_type("reinit_top_k", 0), default=0,
+                        help="re-initialise the top k transformer layers (and the pooler) before fine-tuning")
     parser.add_argument("--registered_model", type=registered_model_name, default="agnews-classifier")
 
 
@@ -178,6 +199,11 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prepare_data run whose gate split decides (default: the candidate's data run)")
     parser.add_argument("--min_gate_rows", type=_whole_type("min_gate_rows", 2), default=30,
                         help="fewer unseen gate rows than this and the gate does not decide (the incumbent stays)")
+
+
+GATE_KEYS = ("registered_model", "min_improvement", "latency_budget_ms", "gate_data_run_id", "min_gate_rows",
+             "int8_tolerance")  # what a parent (main, sweep) hands compare
+SCORING_KEYS = ("precision", "int8", "register_int8", "int8_tolerance")  # ... and evaluate, with the data run
 
 
 def add_int8_tolerance(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +250,11 @@ def positive(name: str):
 
 def fraction(name: str):
     return _number(name, 0.0, 1.0, False, "a number from 0 to 1")
+
+
+def below_one(name: str):
+    """A share in [0, 1): a warm-up of 1.0 would read as one step to the Trainer, a smoothing of 1 as no labels."""
+    return _number(name, 0.0, 1.0 - sys.float_info.epsilon, False, "a number from 0 to below 1, e.g. 0.1")
 
 
 def open_fraction(name: str):

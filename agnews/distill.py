@@ -80,6 +80,33 @@ def cut_layers(model: nn.Module, n: int) -> nn.Module:
     return model
 
 
+def reinit_top_layers(model: nn.Module, k: int, seed: int) -> nn.Module:
+    """Re-initialise the top `k` transformer layers and the pooler, in place, as BERT initialises them (normal
+    weights with the config's initializer_range, zero biases, unit LayerNorms): the top pre-trained layers are the
+    most specific to pre-training, and few-sample fine-tuning does better from fresh ones (Zhang et al. 2021,
+    "Revisiting Few-sample BERT Fine-tuning"). Seeded: the same `seed`, the same weights."""
+    layers = _layers(model)
+    if not 0 <= k <= len(layers):
+        raise PipelineError(f"-P reinit_top_k={k}: the model has {len(layers)} transformer layers; pass 0 to "
+                            f"{len(layers)}")
+    base = getattr(model, model.base_model_prefix, model)
+    modules = list(layers)[len(layers) - k:] if k else []
+    if k and getattr(base, "pooler", None) is not None:
+        modules.append(base.pooler)
+    std = getattr(model.config, "initializer_range", 0.02)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (m for top in modules for m in top.modules()):
+            if isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+    return model
+
+
 def layer_decay_groups(model: nn.Module, learning_rate: float, decay: float, weight_decay: float) -> list[dict]:
     """Optimizer parameter groups with layer-wise learning-rate decay: the head at `learning_rate`, each layer
     below it `decay` times the one above, the embeddings lowest (Howard & Ruder 2018; Clark et al. 2020)."""

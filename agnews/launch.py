@@ -12,9 +12,9 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator, Iterable
+from typing import Callable, Generator, Iterable
 from urllib.parse import urlparse
 
 import mlflow
@@ -34,14 +34,24 @@ FAILED_CHILD_TAG = "agnews.failed_child"
 
 @dataclass(frozen=True)
 class Launch:
-    """One child to start: an MLproject entry point, its run name and parameters."""
+    """One child to start: an MLproject entry point, its run name and parameters (and tags set on its run)."""
 
     entry_point: str
     run_name: str
     parameters: dict
+    tags: dict = field(default_factory=dict)
 
 
 Chain = Generator[Launch, str, str]
+Watch = Callable[[Launch, str], bool]  # (a running child, its run id) -> stop it now (e.g. a pruned sweep trial)
+
+
+class Stopped(Exception):
+    """Thrown into a chain whose child the launcher's `watch` stopped: the child's run ended KILLED."""
+
+    def __init__(self, run_id: str):
+        super().__init__(run_id)
+        self.run_id = run_id
 
 
 # --- threads -------------------------------------------------------------------------------------------------
@@ -206,8 +216,8 @@ class Launcher:
     """Starts children of the active run through one backend, at most `parallel` at once."""
 
     def __init__(self, project_dir: str, parallel: int = 1, backend: str = "local", config: dict | None = None,
-                 poll_s: float = 1.0):
-        self.project_dir, self.parallel, self.backend = project_dir, parallel, backend
+                 poll_s: float = 1.0, watch: Watch | None = None):
+        self.project_dir, self.parallel, self.backend, self.watch = project_dir, parallel, backend, watch
         self.config = dict(config or {})
         self.poll_s = float(self.config.get("poll_seconds", poll_s))
         self.threads = thread_split(parallel)
@@ -242,10 +252,13 @@ class Launcher:
         return [results[k] for k in sorted(results)]
 
     def _advance(self, index: int, chain: Chain, value: str | None, running: list[_Running],
-                 results: dict[int, str]) -> None:
+                 results: dict[int, str], stopped: Stopped | None = None) -> None:
         """Step a chain until it needs a child (submitted, added to `running`) or returns (its result recorded)."""
         try:
-            launch = chain.send(value) if value is not None else next(chain)
+            if stopped is not None:
+                launch = chain.throw(stopped)
+            else:
+                launch = chain.send(value) if value is not None else next(chain)
         except StopIteration as stop:
             results[index] = stop.value
             return
@@ -273,7 +286,9 @@ class Launcher:
         except MlflowException as exc:
             raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
                                 f"({cause(exc)})") from exc
-        mlflow.MlflowClient().set_tag(submitted.run_id, "agnews.threads", str(self.threads))
+        client = mlflow.MlflowClient()
+        for key, value in {"agnews.threads": str(self.threads), **launch.tags}.items():
+            client.set_tag(submitted.run_id, key, value)
         return submitted
 
     def _collect(self, running: list[_Running], results: dict[int, str]) -> None:
@@ -283,12 +298,27 @@ class Launcher:
                 RunStatus.from_string(item.submitted.get_status()))]
             if done:
                 break
+            if self.watch is not None and self._stop_watched(running, results):
+                return
             time.sleep(self.poll_s)
         for item in done:
             running.remove(item)
             if not item.submitted.wait():  # ended: returns at once; the backend finishes its bookkeeping
                 raise self._failure(item)
             self._advance(item.index, item.chain, item.submitted.run_id, running, results)
+
+    def _stop_watched(self, running: list[_Running], results: dict[int, str]) -> bool:
+        """Cancel the running children `watch` asks to stop (their runs end KILLED) and throw Stopped into their
+        chains; True if any was stopped."""
+        chosen = [item for item in running if self.watch(item.launch, item.submitted.run_id)]
+        for item in chosen:
+            log.info("stopping child run %r (%s)", item.launch.run_name, item.submitted.run_id)
+            running.remove(item)
+            with signals.deferred():
+                item.submitted.cancel()
+                _ensure_ended(item.submitted.run_id, "KILLED")
+            self._advance(item.index, item.chain, None, running, results, Stopped(item.submitted.run_id))
+        return bool(chosen)
 
     def _failure(self, item: _Running) -> PipelineError:
         """The parent's error: which child, and the child's own `error:` line."""
@@ -350,3 +380,35 @@ def _end_strays() -> None:
                     run.info.status)
         client.set_tag(run.info.run_id, "agnews.error", "its backend failed while starting it")
         client.set_terminated(run.info.run_id, "FAILED")
+
+
+# --- reusing finished children --------------------------------------------------------------------------------
+
+def once(entry_point: str, run_name: str, parameters: dict) -> Chain:
+    """A child that is never reused (its inputs include the registry's state)."""
+    return (yield Launch(entry_point, run_name, parameters))
+
+
+class Steps:
+    """Children as chains for the launcher, or a finished run with the same parameters, code and inputs reused
+    (`-P reuse`): a reused child is never launched. `inputs` is the input key the step's runs tag
+    (cache.INPUT_TAG), or a function computing it: only called when reusing (hashing a model folder takes seconds)."""
+
+    def __init__(self, reuse: bool, launcher: Launcher):
+        self.reuse, self.reused, self.launcher = reuse, {}, launcher
+
+    def child(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> Chain:
+        if self.reuse:
+            experiment = mlflow.active_run().info.experiment_id
+            from agnews import cache  # imports the data stack: only where runs are reused
+
+            found = cache.find(experiment, entry_point, parameters, inputs() if callable(inputs) else inputs)
+            if found is not None:
+                log.info("reusing run %s for %r: same parameters, code and inputs", found, run_name)
+                self.reused.setdefault(entry_point, []).append(found)
+                mlflow.set_tag(f"agnews.reused.{entry_point}", ",".join(self.reused[entry_point]))
+                return found
+        return (yield from once(entry_point, run_name, parameters))
+
+    def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> str:
+        return self.launcher.one(self.child(entry_point, run_name, parameters, inputs))

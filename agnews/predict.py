@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agnews import data, metrics, serving, tracking  # data's private readers: one reading path for train and predict
+from agnews import (  # data's private readers: one reading path for train and predict
+    cli,
+    data,
+    metrics,
+    serving,
+    tracking,
+)
 from agnews.errors import PipelineError
 from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task, parse_columns
 
@@ -57,17 +63,11 @@ def _traced_task(model_uri: str) -> Task:
     return tracking.load_task(data_run) if data_run else AG_NEWS
 
 
-def user_path(value: str) -> Path:
-    """A `-P` path as the user meant it: relative to where `mlflow run` was started (MLflow runs the step in the
-    project folder, or in a temporary checkout for git URLs)."""
-    return (Path(os.environ.get("AGNEWS_LAUNCH_DIR", ".")) / Path(value).expanduser()).absolute()
-
-
 def output_path(value: str) -> Path | None:
     """The checked `-P output` (None: not asked for): known extension, existing writable folder; before any work."""
     if not value.strip():
         return None
-    path = user_path(value)
+    path = cli.user_path(value)
     if path.suffix.lower() not in OUTPUT_SUFFIXES:
         extension = repr(path.suffix) if path.suffix else "no"
         raise PipelineError(f"-P output={value} has {extension} extension; the format is taken from it: end the path "
@@ -113,7 +113,7 @@ def _input_file(value: str) -> Path:
     """Missing and folder paths get this entry point's parameter name; data's check covers the rest (0 bytes)."""
     if not value.strip():
         raise PipelineError("-P input is empty; pass -P input=<csv or parquet file> with the texts to classify")
-    path = user_path(value)
+    path = cli.user_path(value)
     if not path.exists():
         raise PipelineError(f"input file not found: {path}; pass -P input=<csv or parquet file>")
     if path.is_dir():

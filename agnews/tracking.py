@@ -220,6 +220,15 @@ def data_option_params(options: DataOptions) -> dict[str, str]:
             "train_split": options.train_split, "test_split": options.test_split}
 
 
+def prepare_parameters(args) -> dict:
+    """prepare_data's parameters from a parent's arguments (main, sweep): the sample and how the source is read,
+    both part of its reuse key."""
+    from agnews import cli
+
+    sample = {k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")}
+    return {**sample, **data_option_params(cli.data_options(args))}
+
+
 def log_task(the_task: task.Task) -> None:
     """data/labels.json (what later steps read), plus the label set as params and a tag to search runs by."""
     mlflow.log_params({"num_labels": the_task.num_labels})

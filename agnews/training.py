@@ -37,6 +37,14 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
     layer_decay: float = 1.0  # layer-wise learning-rate decay per layer from the head down; 1 = none
+    label_smoothing: float = 0.0
+    reinit_top_k: int = 0  # top transformer layers (and pooler) re-initialised before fine-tuning
+
+
+def config_from_args(args, learning_rate: float) -> TrainConfig:
+    """The TrainConfig of a step's parsed arguments (cli.add_training_arguments); `learning_rate` resolved."""
+    values = {key: getattr(args, key) for key in cli.TUNABLE if key != "learning_rate"}
+    return TrainConfig(**values, learning_rate=learning_rate, seed=args.seed, precision=args.precision)
 
 
 @dataclass
@@ -133,6 +141,7 @@ def training_arguments(config: TrainConfig, output_dir: str, precision: str, **o
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=2 * config.batch_size,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio, lr_scheduler_type="linear",
         max_grad_norm=config.max_grad_norm, seed=config.seed, data_seed=config.seed,
+        label_smoothing_factor=config.label_smoothing,
         train_sampling_strategy="group_by_length", eval_strategy="epoch", logging_strategy="epoch",
         save_strategy="no", report_to="none", bf16=precision == "bf16", use_cpu=on_cpu,
         ddp_backend="gloo" if on_cpu and world()[1] > 1 else None, dataloader_num_workers=0,

@@ -63,14 +63,15 @@ def run(args: argparse.Namespace) -> str:
     spec = models.resolve_model(base)
     name = models.safe_name(args.name) if args.name else (
         f"{spec.name}{f'-L{args.student_layers}' if args.student_layers else ''}-kd")
-    config = training.TrainConfig(
-        epochs=args.epochs, learning_rate=args.learning_rate or spec.default_learning_rate,
-        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
-        early_stopping_patience=args.early_stopping_patience)
+    if args.label_smoothing:  # DistillTrainer's loss is its own: the teacher's soft labels already smooth
+        raise PipelineError(f"-P label_smoothing={args.label_smoothing} has no effect on distillation (the teacher's "
+                            "soft labels take its place); pass label_smoothing=0, or tune temperature")
+    config = training.config_from_args(args, args.learning_rate or spec.default_learning_rate)
     tokenizer, model = models.load_tokenizer_and_model(spec, task)
     if args.student_layers:
         distill.cut_layers(model, args.student_layers)
     models.check_max_length(spec, model, config.max_length)
+    distill.reinit_top_layers(model, config.reinit_top_k, config.seed)
     tracking.set_run_name(f"distill {name}")
     mlflow.set_tags({tracking.MODEL_TAG: name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
                      "agnews.data_run_id": args.data_run_id, **teacher_tags})
@@ -81,7 +82,9 @@ def run(args: argparse.Namespace) -> str:
                          "epochs": config.epochs, "learning_rate": config.learning_rate,
                          "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed,
                          "precision": training.resolve_precision(config.precision),
-                         "early_stopping_patience": config.early_stopping_patience, "torch_threads": threads,
+                         "early_stopping_patience": config.early_stopping_patience, "warmup_ratio": config.warmup_ratio,
+                         "weight_decay": config.weight_decay, "layer_decay": config.layer_decay,
+                         "reinit_top_k": config.reinit_top_k, "torch_threads": threads,
                          "data_run_id": args.data_run_id})
     frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
     with serving.load(teacher_uri, args.precision) as teacher_model:  # soft labels for labelled and pool rows

@@ -7,17 +7,15 @@ import argparse
 import functools
 import logging
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 
 from agnews import cache, cli, launch, models, tracking
-from agnews.launch import Chain, Launch, Launcher
+from agnews.launch import Chain, Launcher, Steps
 
 log = logging.getLogger("steps.main")
 PROJECT_DIR = str(Path(__file__).resolve().parents[1])  # in a git-URL run: MLflow's checkout of the commit
-TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "max_length", "precision", "early_stopping_patience",
-                 "registered_model")
+TRAINING_KEYS = (*cli.TUNABLE, "precision", "registered_model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,34 +36,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _launch(entry_point: str, run_name: str, parameters: dict) -> Chain:
-    """A child that is never reused (its inputs include the registry's state)."""
-    return (yield Launch(entry_point, run_name, parameters))
-
-
-class Steps:
-    """Children as chains for the launcher, or a finished run with the same parameters, code and inputs reused
-    (`-P reuse`): a reused child is never launched. `inputs` is the input key the step's runs tag
-    (cache.INPUT_TAG), or a function computing it: only called when reusing (hashing a model folder takes seconds)."""
-
-    def __init__(self, reuse: bool, launcher: Launcher):
-        self.reuse, self.reused, self.launcher = reuse, {}, launcher
-
-    def child(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> Chain:
-        if self.reuse:
-            experiment = mlflow.active_run().info.experiment_id
-            found = cache.find(experiment, entry_point, parameters, inputs() if callable(inputs) else inputs)
-            if found is not None:
-                log.info("reusing run %s for %r: same parameters, code and inputs", found, run_name)
-                self.reused.setdefault(entry_point, []).append(found)
-                mlflow.set_tag(f"agnews.reused.{entry_point}", ",".join(self.reused[entry_point]))
-                return found
-        return (yield from _launch(entry_point, run_name, parameters))
-
-    def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> str:
-        return self.launcher.one(self.child(entry_point, run_name, parameters, inputs))
-
-
 def run_pipeline(args: argparse.Namespace) -> None:
     names = cli.model_list(args.models)
     seeds = cli.seed_list(args.seeds, args.seed)
@@ -77,18 +47,16 @@ def run_pipeline(args: argparse.Namespace) -> None:
     launch.check_store(args.backend, mlflow.get_tracking_uri(), config)  # before any child: jobs must reach it
     launcher = Launcher(PROJECT_DIR, args.parallel, args.backend, config)
     steps = Steps(args.reuse, launcher)
-    data = {**{k: getattr(args, k) for k in ("data", "train_size", "val_size", "test_size", "gate_size", "seed")},
-            **tracking.data_option_params(cli.data_options(args))}  # how the source is read: part of the reuse key
+    data = tracking.prepare_parameters(args)
     data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))  # evaluate's cost depends on it
-    training = {k: getattr(args, k) for k in TRAINING_KEYS}
-    scoring = {"data_run_id": data_run_id, "precision": args.precision, "int8": args.int8,
-               "register_int8": args.register_int8, "int8_tolerance": args.int8_tolerance}
+    train_params = {k: getattr(args, k) for k in TRAINING_KEYS}
+    scoring = {"data_run_id": data_run_id, **{k: getattr(args, k) for k in cli.SCORING_KEYS}}
 
     def train_and_evaluate(name: str, spec: models.ModelSpec, seed: int) -> Chain:
         suffix = f" seed {seed}" if len(seeds) > 1 else ""
         train = yield from steps.child("train", f"train {spec.name}{suffix}", {
-            "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **training},
+            "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **train_params},
             functools.partial(cache.input_digest, spec.checkpoint))
         yield from steps.child("evaluate", f"evaluate {spec.name}{suffix}", {"train_run_id": train, **scoring}, machine)
         return train
@@ -97,16 +65,16 @@ def run_pipeline(args: argparse.Namespace) -> None:
     train_run_ids = launcher.run(train_and_evaluate(name, spec, seed) for name, spec in zip(names, specs)
                                  for seed in seeds)
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
-    gate = {k: getattr(args, k) for k in ("registered_model", "min_improvement", "latency_budget_ms",
-                                          "gate_data_run_id", "min_gate_rows", "int8_tolerance")}
-    launcher.one(_launch("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate}))
+    gate = {k: getattr(args, k) for k in cli.GATE_KEYS}
+    launcher.one(launch.once("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate}))
     if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
-        student = launcher.one(_launch("distill", "distill", {
+        student = launcher.one(launch.once("distill", "distill", {
             "teacher": f"models:/{args.registered_model}@champion", "model": args.student,
-            "data_run_id": data_run_id, "seed": args.seed, **training,
+            "data_run_id": data_run_id, "seed": args.seed,
+            **{k: v for k, v in train_params.items() if k != "label_smoothing"},  # distill's soft labels smooth
             **{k: getattr(args, k) for k in ("student_layers", "unlabeled_size", "temperature", "alpha")}}))
-        launcher.one(_launch("evaluate", "evaluate distilled", {"train_run_id": student, **scoring}))
-        launcher.one(_launch("compare", "compare with the distilled student",
+        launcher.one(launch.once("evaluate", "evaluate distilled", {"train_run_id": student, **scoring}))
+        launcher.one(launch.once("compare", "compare with the distilled student",
                              {"run_ids": ",".join([*train_run_ids, student]), **gate}))
 
 

@@ -15,7 +15,7 @@ import sys
 import mlflow
 import pandas as pd
 
-from agnews import cache, cli, models, results, tracking, training
+from agnews import cache, cli, distill, models, results, tracking, training
 from agnews.data import Sample, sample_splits, with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task
@@ -65,15 +65,13 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     spec = models.resolve_model(args.model)
     if args.name:
         spec = dataclasses.replace(spec, name=models.safe_name(args.name))
-    config = training.TrainConfig(
-        epochs=args.epochs, learning_rate=args.learning_rate or spec.default_learning_rate,
-        batch_size=args.batch_size, max_length=args.max_length, seed=args.seed, precision=args.precision,
-        early_stopping_patience=args.early_stopping_patience)
+    config = training.config_from_args(args, args.learning_rate or spec.default_learning_rate)
     precision = training.resolve_precision(config.precision)
     data = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     splits, data_run_id = data.splits, data.data_run_id
     tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged
     models.check_max_length(spec, model, config.max_length)
+    distill.reinit_top_layers(model, config.reinit_top_k, config.seed)  # checks k against the layers: before logging
     threads = training.configure_threads()
     if rank == 0:
         _log_data(args, data)
@@ -85,6 +83,8 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
                              "max_length": config.max_length, "seed": config.seed, "precision": precision,
                              "early_stopping_patience": config.early_stopping_patience,
                              "weight_decay": config.weight_decay, "warmup_ratio": config.warmup_ratio,
+                             "layer_decay": config.layer_decay, "label_smoothing": config.label_smoothing,
+                             "reinit_top_k": config.reinit_top_k,
                              "max_grad_norm": config.max_grad_norm, "torch_threads": threads,
                              "world_size": training.world()[1], "data_run_id": data_run_id})
     log.info("training %s (%s) for %d epochs, lr %g, %s, %d thread(s)", spec.name, spec.checkpoint,

@@ -174,8 +174,14 @@ def test_extra_unnamed_columns_are_ignored(store, tmp_path):
     ("precision", "fp8", r"-P precision='fp8' is unknown; use one of auto, fp32, bf16"),
     ("registered_model", "team/agnews", r"-P registered_model='team/agnews' is not a valid registered model name"),
     ("model", "tinybertt", r"unknown model 'tinybertt': use a preset"),
+    ("warmup_ratio", "1", r"-P warmup_ratio=1 is not a number from 0 to below 1"),
+    ("layer_decay", "0", r"-P layer_decay=0 is not a number in \(0, 1\]"),
+    ("label_smoothing", "-0.1", r"-P label_smoothing=-0.1 is not a number from 0 to below 1"),
+    ("weight_decay", "x", r"-P weight_decay=x is not a number >= 0"),
+    ("reinit_top_k", "3", r"-P reinit_top_k=3: the model has 2 transformer layers; pass 0 to 2"),
 ], ids=["epochs_0", "batch_size_0", "max_length_0", "max_length_above_model", "precision", "registered_model",
-        "unknown_model"])
+        "unknown_model", "warmup_ratio_1", "layer_decay_0", "label_smoothing_negative", "weight_decay_text",
+        "reinit_top_k_above_layers"])
 def test_bad_training_parameter_is_refused(param, value, pattern, store, fixture_csv, tiny_model):
     args = {"model": str(tiny_model), "data": str(fixture_csv), **GOOD, **FAST, param: value}
     _assert_refused(run_step("train", *_params(**args)), pattern, store)

@@ -323,3 +323,24 @@ def test_remote_children_go_through_mlflow_projects_run(backend, project_tail, c
     assert (kwargs["backend"], kwargs["backend_config"], kwargs["env_manager"], kwargs["synchronous"]) == (
         backend, config, "local", False)
     assert kwargs["parameters"] == {"seed": "1"} and kwargs["run_name"] == "train a"
+
+
+def test_watch_stops_a_child_its_chain_hears_it_and_the_rest_go_on(fake_launcher):
+    """A sweep's pruning: `watch` picks a running child, the launcher cancels it (its run KILLED) and throws
+    Stopped into its chain, which returns; the other chains are not cancelled."""
+    launcher, plan, log, names = fake_launcher
+    plan["train a"] = ("FINISHED", 10 ** 6)  # would never end by itself
+
+    def chain(name: str) -> launch.Chain:
+        try:
+            return (yield Launch("train", f"train {name}", {}))
+        except launch.Stopped as stopped:
+            return f"stopped {names[stopped.run_id]}"
+
+    launcher.watch = lambda child, run_id: child.run_name == "train a"
+    results = launcher.run(chain(x) for x in "abc")
+    assert results[0] == "stopped train a" and [names[r] for r in results[1:]] == ["train b", "train c"]
+    client = mlflow.MlflowClient()
+    assert {names[r]: client.get_run(r).info.status for r in names} == {
+        "train a": "KILLED", "train b": "FINISHED", "train c": "FINISHED"}
+    assert [names[r] for event, r in log if event == "cancel"] == ["train a"]

@@ -17,14 +17,18 @@ from pathlib import Path
 import mlflow
 import pytest
 from conftest import (
+    REPO,
     SMALL,
     build_tiny_bert,
     by_step,
     client_for,
+    entered_store,
     mlflow_cli,
     project_copy,
+    run_step,
     running_cli,
     runs_of,
+    step_args,
     wait_for_epoch,
 )
 
@@ -189,3 +193,29 @@ def test_a_failing_job_fails_main_with_its_error_line(jobcomp, project, tmp_path
     log = mlflow.artifacts.download_artifacts(run_id=child.info.run_id, artifact_path=f"slurm/{child.info.run_id}.out",
                                               tracking_uri=client.tracking_uri)
     assert "unknown label '9'" in Path(log).read_text()
+
+
+def test_a_sweep_runs_its_trials_as_slurm_jobs(jobcomp, project, fixture_csv, tiny_model, monkeypatch):
+    """`-e sweep -P backend=slurm`: the sweep's parent here (in-process), prepare_data, 2 trials at once, the best
+    trial's evaluate and compare each a Slurm job, COMPLETED; the trials tagged with their study and number."""
+    from agnews import sweep
+
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # the launcher sets it: restored
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "slurm-sweep")
+    with entered_store(project) as client:
+        assert run_step("sweep", *step_args(
+            model=tiny_model, data=fixture_csv, train_size=80, val_size=40, test_size=40, gate_size=40,
+            search_space=REPO / "sweeps" / "learning_rate.yaml", study="on-slurm", n_trials=2, parallel=2,
+            backend="slurm", epochs=1, batch_size=8, int8="false")) is None
+    runs = runs_of(client, "slurm-sweep")
+    [parent] = by_step(runs, "sweep")
+    children = [r for r in runs if r is not parent]
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["agnews.step"] for r in children) == ["compare", "evaluate", "prepare_data", "train",
+                                                                    "train"]
+    assert all(r.data.tags["mlflow.project.backend"] == "slurm" for r in children)
+    trains = by_step(children, "train")
+    assert sorted(r.data.tags[sweep.TRIAL_TAG] for r in trains) == ["0", "1"]
+    assert {r.data.tags[sweep.STUDY_TAG] for r in trains} == {"on-slurm"}
+    jobs = _job_ids(children)
+    assert len(jobs) == 5 and _completed_jobs(jobcomp, jobs) == dict.fromkeys(jobs, "COMPLETED")

@@ -76,3 +76,40 @@ def test_tokenize_unpadded_and_truncated(tiny_model):
     dataset = training.tokenize(tokenizer, frame, max_length=8)
     assert dataset["length"] == [3, 5, 8]  # [CLS] ... [SEP], no padding; truncated at max_length
     assert dataset["labels"] == [1, 1, 2]
+
+
+def test_reinit_top_k_renews_only_the_top_layers_and_the_pooler_seeded(tiny_model):
+    from agnews import distill
+
+    _, before = _fresh(tiny_model)
+    _, model = _fresh(tiny_model)
+    distill.reinit_top_layers(model, 1, seed=3)
+    old, new = before.state_dict(), model.state_dict()
+    changed = {k for k in new if not torch.equal(old[k], new[k])}
+    assert changed and all(k.startswith(("bert.encoder.layer.1.", "bert.pooler.")) for k in changed), changed
+    assert "bert.encoder.layer.1.attention.self.query.weight" in changed and "bert.pooler.dense.weight" in changed
+    std = float(new["bert.encoder.layer.1.output.dense.weight"].std())
+    assert std == pytest.approx(model.config.initializer_range, rel=0.3)  # BERT's init, not the trained weights
+    _, again = _fresh(tiny_model)
+    distill.reinit_top_layers(again, 1, seed=3)
+    assert all(torch.equal(new[k], again.state_dict()[k]) for k in changed)  # the same seed, the same weights
+    _, untouched = _fresh(tiny_model)
+    distill.reinit_top_layers(untouched, 0, seed=3)
+    assert all(torch.equal(old[k], v) for k, v in untouched.state_dict().items())
+
+
+def test_config_from_args_carries_every_tunable_and_label_smoothing_reaches_the_trainer(tmp_path):
+    import argparse
+
+    from agnews import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_training_arguments(parser)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(["--warmup_ratio", "0.2", "--weight_decay", "0.05", "--layer_decay", "0.8",
+                              "--label_smoothing", "0.1", "--reinit_top_k", "1", "--epochs", "5"])
+    config = training.config_from_args(args, learning_rate=3e-5)
+    assert (config.warmup_ratio, config.weight_decay, config.layer_decay, config.label_smoothing,
+            config.reinit_top_k, config.epochs, config.learning_rate) == (0.2, 0.05, 0.8, 0.1, 1, 5, 3e-5)
+    arguments = training.training_arguments(config, str(tmp_path), "fp32")
+    assert (arguments.label_smoothing_factor, arguments.weight_decay, arguments.warmup_steps) == (0.1, 0.05, 0.2)

@@ -1,0 +1,98 @@
+"""sweep: tune one model's train parameters with Optuna. One parent run (`sweep <model>`); prepare_data once (or
+reused); each trial a `train` child on that data run, up to `-P parallel` at once on `-P backend` (agnews.launch);
+then the best trial goes through evaluate and compare (the gate) like any candidate (agnews.sweep)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+from pathlib import Path
+
+import mlflow
+
+from agnews import cache, cli, launch, models, plots, sweep, tracking
+from agnews.launch import Launcher, Steps
+
+log = logging.getLogger("steps.sweep")
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = cli.StepParser(description=__doc__)
+    parser.add_argument("--model", default="minilm", help="preset, hub id or folder to tune")
+    parser.add_argument("--n_trials", type=lambda v: cli.whole(v, "n_trials", 1), default=20,
+                        help="trials to add to the study")
+    parser.add_argument("--study", default="", help="the study's name; the same name resumes it (default: "
+                                                     "sweep-<model>)")
+    parser.add_argument("--search_space", default="", help="YAML search space (default: sweeps/default.yaml)")
+    parser.add_argument("--prune", type=cli.boolean("prune"), default=True,
+                        help="stop trials the median pruner rejects, from their per-epoch validation macro F1")
+    cli.add_data_arguments(parser)
+    cli.add_training_arguments(parser)
+    cli.add_gate_arguments(parser)
+    cli.add_serving_arguments(parser)
+    parser.add_argument("--reuse", type=cli.boolean("reuse"), default=True,
+                        help="reuse a finished prepare_data and evaluate with the same parameters, code and inputs")
+    cli.add_launch_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def run_sweep(args: argparse.Namespace) -> None:
+    spec = models.resolve_model(args.model)
+    space = sweep.load_space(cli.user_path(args.search_space) if args.search_space
+                             else PROJECT_DIR / "sweeps" / "default.yaml")
+    name = sweep.study_name(args.study, spec.name)
+    tracking.set_run_name(f"sweep {spec.name}")
+    tracking.log_params({**vars(args), **tracking.data_option_params(cli.data_options(args)), "study": name,
+                         "search_space": args.search_space or "sweeps/default.yaml"})
+    mlflow.set_tags({sweep.STUDY_TAG: name, sweep.SPACE_TAG: sweep.space_key(space)})
+    config = launch.load_backend_config(args.backend_config, launch.check_backend(args.backend))
+    launch.check_store(args.backend, mlflow.get_tracking_uri(), config)  # before any child: jobs must reach it
+    data = tracking.prepare_parameters(args)
+    steps = Steps(args.reuse, Launcher(str(PROJECT_DIR), 1, args.backend, config))
+    data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+
+    study = sweep.open_study(name, mlflow.active_run().info.experiment_id, space, data_run_id, args.seed, args.prune)
+    base = {"model": args.model, "name": spec.name, "data_run_id": data_run_id, **data,
+            **{k: getattr(args, k) for k in (*cli.TUNABLE, "precision", "registered_model")}}
+    trials = sweep.Trials(study, base, f"train {spec.name}")
+    Launcher(str(PROJECT_DIR), args.parallel, args.backend, config, watch=trials.watch if args.prune else None).run(
+        trials.chains(args.n_trials))
+
+    best = sweep.best_trial(study)
+    _log_study(study, best)
+    machine = functools.cache(functools.partial(cache.machine_key, args.precision))
+    scoring = {"data_run_id": data_run_id, **{k: getattr(args, k) for k in cli.SCORING_KEYS}}
+    best_run = best.user_attrs["run_id"]
+    steps.run("evaluate", f"evaluate {spec.name} trial {best.user_attrs['number']}",
+              {"train_run_id": best_run, **scoring}, machine)
+    steps.launcher.one(launch.once("compare", "compare", {"run_ids": best_run,
+                                                          **{k: getattr(args, k) for k in cli.GATE_KEYS}}))
+
+
+def _log_study(study: sweep.Study, best) -> None:
+    """The trials table, the report, Optuna's plots and the best trial as tags and metrics, on the parent."""
+    table = sweep.trials_table(study)
+    counts = table["state"].value_counts()
+    mlflow.log_metrics({"best_val_f1_macro": best.value, "trials": len(table),
+                        **{f"trials_{s.lower()}": int(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL")}})
+    mlflow.set_tags({"agnews.best_trial": str(best.user_attrs["number"]),
+                     "agnews.best_run_id": best.user_attrs["run_id"],
+                     **{f"agnews.best.{k}": str(v) for k, v in best.params.items()}})
+    folder = plots.plots_dir()
+    table.to_csv(folder / "trials.csv", index=False)
+    (folder / "sweep.md").write_text(sweep.report(study, best, table), encoding="utf-8")
+    for name in ("trials.csv", "sweep.md"):
+        mlflow.log_artifact(str(folder / name), "sweep")
+    for path in sweep.figures(study, folder):
+        tracking.log_plot(path)
+    log.info("best: trial %s, val macro F1 %.4f, %s", best.user_attrs["number"], best.value, best.params)
+
+
+def main(argv: list[str] | None = None) -> None:
+    with tracking.step_run("sweep", plots=True):
+        run_sweep(parse_args(argv))
+
+
+if __name__ == "__main__":
+    cli.run_and_exit(main)
