@@ -1,5 +1,10 @@
 """Interrupts: SIGTERM (torchrun's and every scheduler's stop signal) behaves like Ctrl-C, so a step ends
-its run KILLED and undoes what it half-wrote instead of vanishing with its run left RUNNING."""
+its run KILLED and undoes what it half-wrote instead of vanishing with its run left RUNNING.
+
+One interrupt per process: the first SIGINT/SIGTERM raises; every later one is recorded and logged, never raised,
+because the process is then closing its run. Under `main` a child gets two SIGTERMs within milliseconds (the
+terminal's or scheduler's, then main's cancel): a second exception landing in the cleanup left the run open, and
+MLflow's exit handler then ended it FINISHED."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +15,9 @@ from typing import Iterator
 
 log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_state = {"stopping": False, "holding": 0}
+_pending: list[int] = []
 
 
 class Terminated(KeyboardInterrupt):
@@ -19,15 +27,22 @@ class Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+def _interrupt(signum, frame) -> None:
+    """Raise for the first signal; record any signal while a run is being closed or after the first."""
+    if _state["stopping"] or _state["holding"]:
+        _pending.append(signum)
+        if _state["stopping"] and not _state["holding"]:
+            log.warning("%s ignored: this step is already stopping", signal.Signals(signum).name)
+        return
+    _state["stopping"] = True
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def install(parent_death: bool) -> None:
     """SIGTERM raises Terminated; SIGINT raises KeyboardInterrupt even where the shell had it ignored; with
     `parent_death`, when the process that launched us (`mlflow run`) dies, the kernel sends us SIGTERM (Linux)."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in SIGNALS:
+        signal.signal(sig, _interrupt)
     if not parent_death:
         return
     try:
@@ -40,17 +55,25 @@ def install(parent_death: bool) -> None:
 def deferred(redeliver: bool = False) -> Iterator[None]:
     """Hold SIGINT/SIGTERM while the run is being closed (undo, tag, end); the step exits right after anyway.
     `redeliver`: a signal held meanwhile is raised again once the block is done (starting a child: the run it
-    created is recorded first, so the interrupt then cancels it instead of leaving it RUNNING)."""
-    pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    created is recorded first, so the interrupt then cancels it instead of leaving it RUNNING). Outside a step
+    (no `install`), our handler stands in for the block and the previous ones come back after it."""
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    installed = all(handler is _interrupt for handler in previous.values())
+    _state["holding"] += 1  # before any swap: a signal landing from here on is recorded
+    if not installed:
+        for sig in SIGNALS:
+            signal.signal(sig, _interrupt)
+    start = len(_pending)
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if pending and redeliver:
-            signal.raise_signal(pending[0])
-        elif pending:
+        _state["holding"] -= 1
+        if not installed:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        held = _pending[start:]
+        if held and redeliver and not _state["stopping"]:
+            signal.raise_signal(held[0])
+        elif held:
             log.warning("signal %s arrived while the run was being closed; it was closed first",
-                        signal.Signals(pending[0]).name)
+                        signal.Signals(held[0]).name)

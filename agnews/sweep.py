@@ -171,7 +171,7 @@ def open_study(name: str, experiment_id: str, space: dict[str, BaseDistribution]
                                 "-P study=<name>")
     # A sampler seeded by (seed, trials so far): a resumed study does not propose its first trials again.
     sampler_seed = int(np.random.SeedSequence([seed, len(runs)]).generate_state(1)[0])
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2) if prune else optuna.pruners.NopPruner()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=sampler_seed),
                                 pruner=pruner, study_name=name)

@@ -73,6 +73,17 @@ def test_a_missing_space_file_says_what_to_pass(tmp_path):
         sweep.load_space(tmp_path / "nowhere.yaml")
 
 
+@pytest.mark.faults
+def test_a_bad_space_fails_the_sweep_in_one_line_before_any_child(store, tmp_path, tiny_model, fixture_csv):
+    space = _space(tmp_path, "dropout: {low: 0.0, high: 0.5}")
+    message = run_step("sweep", *step_args(model=tiny_model, data=fixture_csv, search_space=space, n_trials=2))
+    assert message is not None and message.startswith("error: search space ") and "\n" not in message
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.data.tags["agnews.step"], r.info.status) for r in runs] == [("sweep", "FAILED")]  # no child started
+    assert "dropout" in runs[0].data.tags["agnews.error"] and not client.search_registered_models()
+
+
 def test_the_space_key_is_canonical():
     a = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "epochs": IntDistribution(1, 3)}
     b = dict(reversed(list(a.items())))
