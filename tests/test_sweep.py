@@ -175,7 +175,7 @@ def test_watch_prunes_a_trial_below_the_median_from_its_runs_epochs(store):
 # --- the done criterion: 4 trials, 2 at a time, then 4 more on the same study ------------------------------------
 
 LR_SWEEP = ["-P", f"search_space={LR_ONLY}", "-P", "study=lr", "-P", "n_trials=4", "-P", "parallel=2",
-            "-P", "epochs=2", "-P", "batch_size=8", "-P", "int8=false", "-P", "min_gate_rows=10"]
+            "-P", "epochs=1", "-P", "batch_size=8", "-P", "int8=false", "-P", "min_gate_rows=10"]
 
 
 @pytest.mark.slow  # minutes on two shared cores: 4 + 4 tiny trainings, each a child process
@@ -212,7 +212,7 @@ def test_sweep_of_four_trials_two_at_a_time_then_four_more(tmp_path, fixture_csv
     with entered_store(project):
         assert run_step("sweep", *step_args(model=tiny_model, data=fixture_csv, train_size=80, val_size=40,
                                             test_size=40, gate_size=40, search_space=LR_ONLY, study="lr",
-                                            n_trials=4, parallel=2, epochs=2, batch_size=8, int8="false",
+                                            n_trials=4, parallel=2, epochs=1, batch_size=8, int8="false",
                                             min_gate_rows=10)) is None
     runs = runs_of(client)
     trials = [r for r in by_step(runs, "train") if r.data.tags.get(sweep.STUDY_TAG) == "lr"]
