@@ -346,10 +346,12 @@ def test_tracking_server_down_fails_in_seconds(project):
     assert elapsed < 60, elapsed  # not MLflow's minutes of retries
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny_model):
-    """Ctrl-C (SIGINT to the foreground group) and a scheduler's SIGTERM mid-training, under `main`: the train
-    child and the parent end KILLED, nothing registered, nothing left in graficas/; a re-run starts clean."""
+    """A scheduler's SIGTERM to the whole group mid-training, under `main`: the train child and the parent end
+    KILLED, nothing registered, nothing left in graficas/. The child also gets main's cancel milliseconds later
+    (tests/test_signals.py: one interrupt per process). SIGINT takes the same handler; Ctrl-C on a whole `main`
+    is tests/test_slurm.py's case."""
     experiment = f"signal-{sig.name}"
     client = client_for(project)
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=40",

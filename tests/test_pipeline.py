@@ -202,41 +202,32 @@ def test_main_again_reuses_finished_steps(main_run, fixture_csv):
     assert children[0].data.tags["agnews.promotion_decision"] == "already_champion"
 
 
-def test_train_alone_through_the_cli_then_evaluate_and_compare(tmp_path, fixture_csv, tiny_model):
+def test_train_alone_from_a_hub_id_in_the_offline_cache_then_evaluate_and_compare(tmp_path, fixture_csv, tiny_model):
+    """`mlflow run . -e train -P model=tinybert` on its own: huawei-noah/TinyBERT_General_4L_312D resolves from a
+    populated HF cache offline, the data is prepared inside the run; then evaluate and compare on that run."""
     project = project_copy(tmp_path / "project")
-    train = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", f"model={tiny_model}",
-                       "-P", f"data={fixture_csv}", *SMALL, *TINY, "--experiment-name", "alone", cwd=project)
+    populate_hf_cache(tmp_path / "hf", TINYBERT_ID, tiny_model)
+    train = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", "model=tinybert",
+                       "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=1", "--experiment-name", "alone",
+                       cwd=project, env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert train.returncode == 0, train.stderr[-3000:]
     client = client_for(project)
     [run] = runs_of(client, "alone")
-    assert run.info.run_name == "train tiny-bert" and "mlflow.parentRunId" not in run.data.tags
+    assert run.info.run_name == "train tinybert" and "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["base_model"] == TINYBERT_ID
+    assert run.data.params["effective_learning_rate"] == "0.0001"  # the preset's documented default
     assert {f.path for f in client.list_artifacts(run.info.run_id, "data")} >= {"data/test.parquet"}  # prepared here
     [version] = client.search_model_versions("name = 'agnews-classifier'")
-    assert version.run_id == run.info.run_id and version.tags["model"] == "tiny-bert"
+    assert version.run_id == run.info.run_id and version.tags["model"] == "tinybert"
+    assert (version.tags["preset"], version.tags["base_model"]) == ("tinybert", TINYBERT_ID)
+    assert (project / "graficas" / "tinybert_loss_function.png").is_file()
     with entered_store(project):  # the two other entry points of a step-by-step session: the CLI adds nothing here
         assert run_step("evaluate", *step_args(train_run_id=run.info.run_id, int8="false")) is None
         assert run_step("compare", *step_args(run_ids=run.info.run_id)) is None
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
     assert champion.run_id == run.info.run_id
     ev = latest(client, "evaluate")
-    assert ev.info.run_name == "evaluate tiny-bert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
-
-
-def test_hub_id_from_offline_cache_through_cli(tmp_path, fixture_csv, tiny_model):
-    """-P model=tinybert resolves huawei-noah/TinyBERT_General_4L_312D from a populated HF cache, offline."""
-    project = project_copy(tmp_path / "project")
-    populate_hf_cache(tmp_path / "hf", TINYBERT_ID, tiny_model)
-    result = mlflow_cli("run", ".", "-e", "train", "--env-manager", "local", "-P", "model=tinybert",
-                        "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=1",
-                        cwd=project, env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = client_for(project)
-    [run] = runs_of(client)
-    assert run.info.run_name == "train tinybert" and run.data.params["base_model"] == TINYBERT_ID
-    assert run.data.params["effective_learning_rate"] == "0.0001"  # the preset's documented default
-    version = client.get_model_version("agnews-classifier", run.data.tags["agnews.registered_version"])
-    assert (version.tags["preset"], version.tags["base_model"]) == ("tinybert", TINYBERT_ID)
-    assert (project / "graficas" / "tinybert_loss_function.png").is_file()
+    assert ev.info.run_name == "evaluate tinybert" and 0 <= ev.data.metrics["test_accuracy"] <= 1
 
 
 def test_a_weaker_model_on_other_rows_does_not_take_champion(main_run, tmp_path, fixture_csv):
