@@ -13,7 +13,7 @@ from typing import Callable, NoReturn
 
 from agnews.errors import PipelineError
 
-PRECISIONS = ("auto", "fp32", "bf16")  # training.PRECISIONS mirrors this; kept here so parsing imports no torch
+PRECISIONS = ("auto", "fp32", "bf16")  # here, not in hardware.py or training.py: parsing imports no torch
 _REGISTERED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -20,7 +20,6 @@ from mlflow.exceptions import MlflowException
 
 from agnews import cli, metrics
 from agnews.errors import PipelineError, cause
-from agnews.hardware import cpu_description  # noqa: F401 (serving's name: evaluate tags it)
 
 log = logging.getLogger(__name__)
 LATENCY_TEXTS, WARMUP = 100, 5  # batch-1 latency over 100 test texts (cycled when fewer) after 5 warm-up calls

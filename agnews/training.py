@@ -16,10 +16,9 @@ from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
 from agnews import cli, metrics
-from agnews.hardware import cpu_has_native_bf16, resolve_precision  # noqa: F401 (training's names)
+from agnews.hardware import resolve_precision
 
 log = logging.getLogger(__name__)
-PRECISIONS = cli.PRECISIONS
 EpochHook = Callable[[int, dict[str, float]], None]
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from agnews import cli, distill, models, results, serving, tracking, training
+from agnews import cli, distill, hardware, models, results, serving, tracking, training
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> str:
                          "unlabeled_used": len(pool), "temperature": args.temperature, "alpha": args.alpha,
                          "epochs": config.epochs, "learning_rate": config.learning_rate,
                          "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed,
-                         "precision": training.resolve_precision(config.precision),
+                         "precision": hardware.resolve_precision(config.precision),
                          "early_stopping_patience": config.early_stopping_patience, "warmup_ratio": config.warmup_ratio,
                          "weight_decay": config.weight_decay, "layer_decay": config.layer_decay,
                          "reinit_top_k": config.reinit_top_k, "torch_threads": threads,

@@ -13,6 +13,7 @@ from agnews import (
     cli,
     comparison,
     gate,
+    hardware,
     metrics,
     monitor_runs,
     plots,
@@ -144,7 +145,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
     model_name = train_run.data.tags[tracking.MODEL_TAG]
     mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
                      "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id,
-                     "agnews.cpu": serving.cpu_description()})
+                     "agnews.cpu": hardware.cpu_description()})
     mlflow.set_tag(cache.INPUT_TAG, cache.machine_key(args.precision))  # what main reuses by
     tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
                          "int8": args.int8, "register_int8": args.register_int8,

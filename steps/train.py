@@ -15,7 +15,7 @@ import sys
 import mlflow
 import pandas as pd
 
-from agnews import cache, cli, distill, models, results, tracking, training
+from agnews import cache, cli, distill, hardware, models, results, tracking, training
 from agnews.data import Sample, sample_splits, with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task
@@ -66,7 +66,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     if args.name:
         spec = dataclasses.replace(spec, name=models.safe_name(args.name))
     config = training.config_from_args(args, args.learning_rate or spec.default_learning_rate)
-    precision = training.resolve_precision(config.precision)
+    precision = hardware.resolve_precision(config.precision)
     data = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     splits, data_run_id = data.splits, data.data_run_id
     tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged

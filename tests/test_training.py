@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from agnews import metrics, training
+from agnews import hardware, metrics, training
 from agnews.data import SampleSizes, sample_splits
 from agnews.errors import PipelineError
 from agnews.models import load_tokenizer_and_model, resolve_model
@@ -65,9 +65,9 @@ def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
     config = training.TrainConfig(epochs=1, learning_rate=1e-2, batch_size=16, precision="bf16")
     result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
     assert result.precision == "bf16" and np.isfinite(result.history[0]["val_loss"])
-    assert training.resolve_precision("auto") == ("bf16" if training.cpu_has_native_bf16() else "fp32")
+    assert hardware.resolve_precision("auto") == ("bf16" if hardware.cpu_has_native_bf16() else "fp32")
     with pytest.raises(PipelineError, match="unknown precision 'fp8'"):
-        training.resolve_precision("fp8")
+        hardware.resolve_precision("fp8")
 
 
 def test_tokenize_unpadded_and_truncated(tiny_model):
