@@ -168,6 +168,23 @@ TUNABLE = ("epochs", "learning_rate", "batch_size", "max_length", "early_stoppin
            "weight_decay", "layer_decay", "label_smoothing", "reinit_top_k")  # train's knobs: what a sweep may search
 
 
+TRAINING_KEYS = (*TUNABLE, "precision", "registered_model")  # what a parent (main, sweep) hands each train child
+
+
+def values(args: argparse.Namespace, keys) -> dict:
+    """The parsed arguments named by `keys`, to hand on to a child (TRAINING_KEYS, GATE_KEYS, SCORING_KEYS)."""
+    return {key: getattr(args, key) for key in keys}
+
+
+def add_parent_arguments(parser: argparse.ArgumentParser) -> None:
+    """What a parent of train children (main, sweep) takes and hands on: the data, train's knobs, the gate and
+    evaluate's scoring."""
+    add_data_arguments(parser)
+    add_training_arguments(parser)
+    add_gate_arguments(parser)
+    add_serving_arguments(parser)
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
     parser.add_argument("--epochs", type=_whole_type("epochs", 1), default=3)

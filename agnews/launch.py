@@ -7,6 +7,7 @@ finished, and returns its result (e.g. train, then the evaluate of that train). 
 reused child is not launched. Chains run in order; at most `parallel` children run at any time."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -412,3 +413,19 @@ class Steps:
 
     def run(self, entry_point: str, run_name: str, parameters: dict, inputs: str | Callable[[], str] = "") -> str:
         return self.launcher.one(self.child(entry_point, run_name, parameters, inputs))
+
+    def prepare_data(self, args) -> tuple[dict, str]:
+        """prepare_data's parameters from a parent's arguments (main, sweep) and its run, reused when the same
+        sample of the same input was drawn before."""
+        from agnews import cache, tracking
+
+        data = tracking.prepare_parameters(args)
+        return data, self.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+
+
+def backend_config(args) -> dict:
+    """`-P backend` and `-P backend_config` read and checked, and the store checked against them (jobs must reach
+    it): before any child starts."""
+    config = load_backend_config(args.backend_config, check_backend(args.backend))
+    check_store(args.backend, mlflow.get_tracking_uri(), config)
+    return config

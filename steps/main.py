@@ -8,24 +8,18 @@ import functools
 import logging
 from pathlib import Path
 
-import mlflow
-
 from agnews import cache, cli, launch, models, tracking
 from agnews.launch import Chain, Launcher, Steps
 
 log = logging.getLogger("steps.main")
 PROJECT_DIR = str(Path(__file__).resolve().parents[1])  # in a git-URL run: MLflow's checkout of the commit
-TRAINING_KEYS = (*cli.TUNABLE, "precision", "registered_model")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = cli.StepParser(description=__doc__)
     parser.add_argument("--models", default="tinybert,bert-mini,distilbert", help="comma list of models")
     parser.add_argument("--seeds", default="", help="comma list of training seeds; empty: the one --seed")
-    cli.add_data_arguments(parser)
-    cli.add_training_arguments(parser)
-    cli.add_gate_arguments(parser)
-    cli.add_serving_arguments(parser)
+    cli.add_parent_arguments(parser)
     parser.add_argument("--distill", type=cli.boolean("distill"), default=False,
                         help="after compare, distill the champion into a student, evaluate it and compare again")
     parser.add_argument("--student", default="", help="distill's student model; default: the champion's base model")
@@ -43,15 +37,12 @@ def run_pipeline(args: argparse.Namespace) -> None:
     specs = models.distinct_names([models.resolve_model(name) for name in names])
     tracking.log_params({**vars(args), "seeds": ",".join(map(str, seeds)),
                          **tracking.data_option_params(cli.data_options(args))})
-    config = launch.load_backend_config(args.backend_config, launch.check_backend(args.backend))
-    launch.check_store(args.backend, mlflow.get_tracking_uri(), config)  # before any child: jobs must reach it
-    launcher = Launcher(PROJECT_DIR, args.parallel, args.backend, config)
+    launcher = Launcher(PROJECT_DIR, args.parallel, args.backend, launch.backend_config(args))
     steps = Steps(args.reuse, launcher)
-    data = tracking.prepare_parameters(args)
-    data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+    data, data_run_id = steps.prepare_data(args)
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))  # evaluate's cost depends on it
-    train_params = {k: getattr(args, k) for k in TRAINING_KEYS}
-    scoring = {"data_run_id": data_run_id, **{k: getattr(args, k) for k in cli.SCORING_KEYS}}
+    train_params = cli.values(args, cli.TRAINING_KEYS)
+    scoring = {"data_run_id": data_run_id, **cli.values(args, cli.SCORING_KEYS)}
 
     def train_and_evaluate(name: str, spec: models.ModelSpec, seed: int) -> Chain:
         suffix = f" seed {seed}" if len(seeds) > 1 else ""
@@ -65,14 +56,14 @@ def run_pipeline(args: argparse.Namespace) -> None:
     train_run_ids = launcher.run(train_and_evaluate(name, spec, seed) for name, spec in zip(names, specs)
                                  for seed in seeds)
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
-    gate = {k: getattr(args, k) for k in cli.GATE_KEYS}
+    gate = cli.values(args, cli.GATE_KEYS)
     launcher.one(launch.once("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate}))
     if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
         student = launcher.one(launch.once("distill", "distill", {
             "teacher": f"models:/{args.registered_model}@champion", "model": args.student,
             "data_run_id": data_run_id, "seed": args.seed,
             **{k: v for k, v in train_params.items() if k != "label_smoothing"},  # distill's soft labels smooth
-            **{k: getattr(args, k) for k in ("student_layers", "unlabeled_size", "temperature", "alpha")}}))
+            **cli.values(args, ("student_layers", "unlabeled_size", "temperature", "alpha"))}))
         launcher.one(launch.once("evaluate", "evaluate distilled", {"train_run_id": student, **scoring}))
         launcher.one(launch.once("compare", "compare with the distilled student",
                              {"run_ids": ",".join([*train_run_ids, student]), **gate}))

@@ -27,10 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--search_space", default="", help="YAML search space (default: sweeps/default.yaml)")
     parser.add_argument("--prune", type=cli.boolean("prune"), default=True,
                         help="stop trials the median pruner rejects, from their per-epoch validation macro F1")
-    cli.add_data_arguments(parser)
-    cli.add_training_arguments(parser)
-    cli.add_gate_arguments(parser)
-    cli.add_serving_arguments(parser)
+    cli.add_parent_arguments(parser)
     parser.add_argument("--reuse", type=cli.boolean("reuse"), default=True,
                         help="reuse a finished prepare_data and evaluate with the same parameters, code and inputs")
     cli.add_launch_arguments(parser)
@@ -46,15 +43,13 @@ def run_sweep(args: argparse.Namespace) -> None:
     tracking.log_params({**vars(args), **tracking.data_option_params(cli.data_options(args)), "study": name,
                          "search_space": args.search_space or "sweeps/default.yaml"})
     mlflow.set_tags({sweep.STUDY_TAG: name, sweep.SPACE_TAG: sweep.space_key(space)})
-    config = launch.load_backend_config(args.backend_config, launch.check_backend(args.backend))
-    launch.check_store(args.backend, mlflow.get_tracking_uri(), config)  # before any child: jobs must reach it
-    data = tracking.prepare_parameters(args)
+    config = launch.backend_config(args)
     steps = Steps(args.reuse, Launcher(str(PROJECT_DIR), 1, args.backend, config))
-    data_run_id = steps.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+    data, data_run_id = steps.prepare_data(args)
 
     study = sweep.open_study(name, mlflow.active_run().info.experiment_id, space, data_run_id, args.seed, args.prune)
     base = {"model": args.model, "name": spec.name, "data_run_id": data_run_id, **data,
-            **{k: getattr(args, k) for k in (*cli.TUNABLE, "precision", "registered_model")}}
+            **cli.values(args, cli.TRAINING_KEYS)}
     trials = sweep.Trials(study, base, f"train {spec.name}")
     Launcher(str(PROJECT_DIR), args.parallel, args.backend, config, watch=trials.watch if args.prune else None).run(
         trials.chains(args.n_trials))
@@ -62,12 +57,12 @@ def run_sweep(args: argparse.Namespace) -> None:
     best = sweep.best_trial(study)
     _log_study(study, best)
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))
-    scoring = {"data_run_id": data_run_id, **{k: getattr(args, k) for k in cli.SCORING_KEYS}}
+    scoring = {"data_run_id": data_run_id, **cli.values(args, cli.SCORING_KEYS)}
     best_run = best.user_attrs["run_id"]
     steps.run("evaluate", f"evaluate {spec.name} trial {best.user_attrs['number']}",
               {"train_run_id": best_run, **scoring}, machine)
     steps.launcher.one(launch.once("compare", "compare", {"run_ids": best_run,
-                                                          **{k: getattr(args, k) for k in cli.GATE_KEYS}}))
+                                                          **cli.values(args, cli.GATE_KEYS)}))
 
 
 def _log_study(study: sweep.Study, best) -> None:
