@@ -46,3 +46,21 @@ def test_deferred_outside_a_step_stands_in_and_restores_the_handlers(fresh):
         signal.raise_signal(signal.SIGTERM)  # recorded, logged after the block
     assert {sig: signal.getsignal(sig) for sig in signals.SIGNALS} == before
     assert signals._pending == [signal.SIGTERM] and not signals._state["stopping"]
+
+
+def test_a_signal_after_figures_were_staged_leaves_neither_them_nor_a_published_copy(fresh, store, tmp_path):
+    """A step killed once its figures exist (training's are drawn at the end, so the CLI signal test kills
+    before any): the run ends KILLED, its staging folder goes, graficas/ gets nothing."""
+    import mlflow
+
+    from agnews import staging, tracking
+
+    with pytest.raises(SystemExit, match=r"^error: train interrupted by SIGTERM; run \w+ ended KILLED"):
+        with tracking.step_run("train", plots=True) as run:
+            figure = staging.folder() / "tiny-bert_confusion.png"
+            figure.write_bytes(b"png")
+            tracking.publish_on_success(figure)
+            signal.raise_signal(signal.SIGTERM)
+    assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
+    assert not figure.parent.exists()
+    assert not list((tmp_path / "graficas").iterdir())
