@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from agnews import ag_news, task
 from agnews.ag_news import DEFAULT_DATA
@@ -441,6 +440,8 @@ def _take(frame: pd.DataFrame, split: str, n: int, seed: int,
         if single:  # scikit-learn would name the class by its id; the user knows it by name
             raise _draw_error(split, n, frame, labels, f"class(es) {', '.join(single)} have a single row, too few "
                               "to stratify", f"add rows of {', '.join(single)}, or drop the class")
+        from sklearn.model_selection import train_test_split  # ~1 s of imports only prepare_data needs
+
         try:
             taken, rest = train_test_split(frame, train_size=n, stratify=frame["label"], random_state=seed)
         except ValueError as exc:  # e.g. a class with a single row

@@ -75,15 +75,6 @@ def from_rank_zero(load: Callable[[], T]) -> T:
     return payload[0]
 
 
-def configure_threads() -> int:
-    """One torch thread per core per process: more oversubscribes (1.2x slower at 4 threads on 2 cores)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizing 1000 rows takes 0.2 s; avoid fork warnings
-    if "OMP_NUM_THREADS" not in os.environ:  # torchrun and users who set it know better
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
-    return torch.get_num_threads()
-
-
 def tokenize(tokenizer, frame: pd.DataFrame, max_length: int) -> Dataset:
     """Tokenize once, unpadded: the collator pads each batch to its own longest row."""
     encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)

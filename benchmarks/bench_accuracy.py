@@ -10,6 +10,7 @@ split drew (~4,100, labels dropped) are the unlabelled pool, capped by --pool. F
   self-train   a fresh MiniLM on the labelled rows + the pool soft-labelled by this seed's baseline (T=2, alpha=0.5)
   L3           MiniLM cut to its first 3 layers, fine-tuned on the labelled rows only (learning rate 2e-4)
   L3-distill   the 3-layer cut on the labelled rows + the pool soft-labelled by this seed's baseline (2e-4)
+  recipe       the train parameters given by --recipe (e.g. a sweep's best trial: `-e sweep`, sweep.md)
 
 Validation picks each run's epoch; test only reports: macro F1 with its 95% bootstrap interval, mean ± std over
 seeds, and the paired difference to the baseline over all (seed, row) pairs. Latency: p50 at batch 1 over 100 test
@@ -17,6 +18,7 @@ texts, per architecture. Replaces its section of benchmarks/RESULTS.md, with a r
 
     python benchmarks/bench_accuracy.py                       # 3 seeds, pool 2000 (RESULTS.md records the time)
     python benchmarks/bench_accuracy.py --seeds 1 --methods baseline,L3 --pool 500
+    python benchmarks/bench_accuracy.py --methods baseline,recipe --recipe learning_rate=1e-4,epochs=8,layer_decay=0.8
 """
 from __future__ import annotations
 
@@ -34,21 +36,34 @@ import pandas as pd
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from agnews import distill, hardware, serving, stats, training  # noqa: E402
+from agnews import cli, distill, hardware, serving, stats, training  # noqa: E402
 from agnews.data import SampleSizes, sample_splits  # noqa: E402
 from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
-METHODS = ("baseline", "long", "llrd", "self-train", "L3", "L3-distill")
+METHODS = ("baseline", "long", "llrd", "self-train", "L3", "L3-distill")  # and "recipe", with --recipe
 SPLIT_SEED = 42
 SIZES = (1000, 500)  # labelled train rows, validation rows; test rows come from --test_size
 log = logging.getLogger("bench_accuracy")
 
 
-def _config(method: str, seed: int, learning_rate: float) -> training.TrainConfig:
+def parse_recipe(text: str) -> dict:
+    """`key=value,...` over TrainConfig's tunable fields (cli.TUNABLE), each value read as that field's type."""
+    defaults, recipe = training.TrainConfig(), {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in cli.TUNABLE:
+            raise SystemExit(f"error: --recipe: {key!r} is not a train parameter; use {', '.join(cli.TUNABLE)}")
+        recipe[key] = type(getattr(defaults, key))(float(value))
+    return recipe
+
+
+def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = None) -> training.TrainConfig:
     config = training.TrainConfig(epochs=3, learning_rate=learning_rate, seed=seed, precision="auto",
                                   early_stopping_patience=0)
+    if method == "recipe":  # train's own defaults (early stopping included), then the recipe's values
+        config = training.TrainConfig(**{"learning_rate": learning_rate, **(recipe or {})}, seed=seed, precision="auto")
     if method == "long":
         config.epochs, config.early_stopping_patience = 10, 2
     if method == "llrd":
@@ -58,14 +73,16 @@ def _config(method: str, seed: int, learning_rate: float) -> training.TrainConfi
     return config
 
 
-def one_run(method: str, splits: dict, pool: pd.DataFrame, seed: int, teacher: np.ndarray | None):
+def one_run(method: str, splits: dict, pool: pd.DataFrame, seed: int, teacher: np.ndarray | None,
+            recipe: dict | None = None):
     """Train one recipe; (row of results, test logits, the trained model and tokenizer)."""
     spec = resolve_model("minilm")
     transformers.set_seed(seed)
     tokenizer, model = load_tokenizer_and_model(spec)
     if method.startswith("L3"):
         distill.cut_layers(model, 3)
-    config = _config(method, seed, spec.default_learning_rate)
+    config = _config(method, seed, spec.default_learning_rate, recipe)
+    distill.reinit_top_layers(model, config.reinit_top_k, seed)  # as steps/train.py does; 0 = none
     frame, soft = splits["train"], None
     if method in ("self-train", "L3-distill"):
         frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
@@ -144,6 +161,15 @@ def reading(rows: list[dict], paired: dict, latency: dict[int, float], goal: flo
     return lines
 
 
+def _recipe_note(methods: list[str], recipe: dict, args) -> list[str]:
+    if "recipe" not in methods:
+        return []
+    values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in recipe.items())
+    return ["", f"`recipe`: {values}, train's defaults otherwise (early stopping after "
+            f"{training.TrainConfig().early_stopping_patience} epochs without a better validation macro F1)"
+            + (f"; from {args.recipe_source}" if args.recipe_source else "") + "."]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -151,22 +177,27 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=2000, help="unlabelled rows used (cap), of ~4,100")
     parser.add_argument("--test_size", type=int, default=2000)
     parser.add_argument("--goal", type=float, default=0.90, help="the mean test macro F1 the reading checks")
+    parser.add_argument("--recipe", default="", help="train parameters of the `recipe` method: key=value,...")
+    parser.add_argument("--recipe_source", default="", help="where --recipe came from, for the report (a sweep)")
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
+    recipe = parse_recipe(args.recipe)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     transformers.logging.set_verbosity_error()
     started, load_start = time.perf_counter(), os.getloadavg()
-    threads = training.configure_threads()
+    threads = hardware.configure_threads()
     sample = sample_splits(str(DATA), SampleSizes(*SIZES, args.test_size, gate=0), seed=SPLIT_SEED)
     splits, pool = sample.splits, sample.unlabeled.sample(n=min(args.pool, len(sample.unlabeled)), random_state=0)
     methods = [m for m in args.methods.split(",") if m]
+    if "recipe" in methods and not recipe:
+        raise SystemExit("error: the recipe method needs --recipe key=value,... (e.g. a sweep's best trial)")
     rows, predictions, latency = [], {m: [] for m in methods}, {}
     for seed in range(args.seeds):
         teacher = None
         for method in methods:
             if method in ("self-train", "L3-distill") and teacher is None:
                 raise SystemExit(f"{method} needs the baseline first in --methods")
-            row, logits, classifier = one_run(method, splits, pool, seed, teacher)
+            row, logits, classifier = one_run(method, splits, pool, seed, teacher, recipe)
             rows.append(row)
             predictions[method].append(logits.argmax(-1))
             if method == "baseline":  # this seed's teacher: soft labels for the labelled rows and the pool
@@ -187,7 +218,7 @@ def main() -> None:
              f"validation, {len(splits['test'])} test rows (split seed {SPLIT_SEED}), unlabelled pool {len(pool)} rows "
              f"(capped from {len(sample.unlabeled)}); {args.seeds} training seed(s); batch {config.batch_size}, "
              f"max_length {config.max_length}, learning rate {resolve_model('minilm').default_learning_rate} unless "
-             "stated. Validation picks each run's epoch; test only reports.", "",
+             "stated. Validation picks each run's epoch; test only reports.", *_recipe_note(methods, recipe, args), "",
              *table, "", *reading(rows, paired, latency, args.goal), ""]
     print("\n".join(lines))
     out = Path(args.out)

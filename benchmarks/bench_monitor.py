@@ -104,7 +104,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     transformers.logging.set_verbosity_error()
     started, load_start = time.perf_counter(), os.getloadavg()
-    threads = training.configure_threads()
+    threads = hardware.configure_threads()
     # the test split drawn large: its first 500 rows are the reference's test rows, the rest held out (labelled)
     sample = sample_splits(str(DATA), SampleSizes(1000, 500, 500 + args.held_out, gate=0), seed=SPLIT_SEED)
     splits = dict(sample.splits)

@@ -293,7 +293,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     transformers.logging.set_verbosity_error()
     started, load_start = time.perf_counter(), os.getloadavg()
-    threads = training.configure_threads()
+    threads = hardware.configure_threads()
     precision = hardware.resolve_precision("auto")
     sample = sample_splits(str(DATA), SampleSizes(args.rows, args.rows // 2, args.rows // 2, gate=0), seed=42)
     splits = {k: sample.splits[k] for k in USED_SPLITS}

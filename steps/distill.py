@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> str:
     tracking.set_run_name(f"distill {name}")
     mlflow.set_tags({tracking.MODEL_TAG: name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
                      "agnews.data_run_id": args.data_run_id, **teacher_tags})
-    threads = training.configure_threads()
+    threads = hardware.configure_threads()
     tracking.log_params({"teacher": args.teacher, "model": base, "base_model": spec.checkpoint,
                          "student_layers": args.student_layers, "unlabeled_size": args.unlabeled_size,
                          "unlabeled_used": len(pool), "temperature": args.temperature, "alpha": args.alpha,

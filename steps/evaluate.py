@@ -21,7 +21,6 @@ from agnews import (
     serving,
     stats,
     tracking,
-    training,
 )
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
@@ -152,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
                          "int8_tolerance": args.int8_tolerance})
     tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
 
-    texts, threads = test["text"].tolist(), training.configure_threads()
+    texts, threads = test["text"].tolist(), hardware.configure_threads()
     with tempfile.TemporaryDirectory(prefix="agnews-int8-") as tmp:
         with serving.peak_memory() as peak, serving.load(train_run.data.tags["agnews.model_uri"], args.precision,
                                                          args.batch_size) as model:

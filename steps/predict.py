@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, monitor, monitor_runs, serving, tracking, training
+from agnews import cli, hardware, monitor, monitor_runs, serving, tracking
 from agnews import predict as batch_predict
 
 log = logging.getLogger("steps.predict")
@@ -84,7 +84,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> None:
     with tracking.step_run("predict", "predict"):
         args = parse_args(argv)
-        training.configure_threads()
+        hardware.configure_threads()
         predict(args)
 
 

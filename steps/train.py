@@ -72,7 +72,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged
     models.check_max_length(spec, model, config.max_length)
     distill.reinit_top_layers(model, config.reinit_top_k, config.seed)  # checks k against the layers: before logging
-    threads = training.configure_threads()
+    threads = hardware.configure_threads()
     if rank == 0:
         _log_data(args, data)
         mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset,
