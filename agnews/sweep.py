@@ -29,7 +29,7 @@ import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from agnews import cli, launch
+from agnews import cli, launch, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -156,19 +156,22 @@ def _param_value(dist: BaseDistribution, text: str):
 def open_study(name: str, experiment_id: str, space: dict[str, BaseDistribution], data_run_id: str, seed: int,
                prune: bool) -> Study:
     """The study `name`, its finished trials added back from their runs; refuses a resumed study searched over
-    another space or on another data run (its values would not compare)."""
+    another space or on other rows (its values would not compare). A data run prepared again with the same rows
+    (prepare_data is not reused across code versions) continues the study."""
     client = mlflow.MlflowClient()
     runs = _trial_runs(experiment_id, name)
-    key = space_key(space)
+    key, same_rows = space_key(space), {data_run_id: True}
     for run in runs:
         if run.data.tags.get(SPACE_TAG) != key:
             raise PipelineError(f"study {name!r} was searched over another space (trial "
                                 f"{run.data.tags.get(TRIAL_TAG)}: {run.data.tags.get(SPACE_TAG)}); pass that "
                                 "-P search_space again, or a new -P study=<name>")
-        if run.data.params.get("data_run_id") != data_run_id:
-            raise PipelineError(f"study {name!r} ran on data run {run.data.params.get('data_run_id')}, not "
-                                f"{data_run_id} (other data parameters); pass the same data parameters, or a new "
-                                "-P study=<name>")
+        used = run.data.params.get("data_run_id")
+        if used not in same_rows:
+            same_rows[used] = _same_rows(used, data_run_id)
+        if not same_rows[used]:
+            raise PipelineError(f"study {name!r} ran on data run {used}, not {data_run_id}, and their rows differ "
+                                "(other data parameters); pass the same data parameters, or a new -P study=<name>")
     # A sampler seeded by (seed, trials so far): a resumed study does not propose its first trials again.
     sampler_seed = int(np.random.SeedSequence([seed, len(runs)]).generate_state(1)[0])
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2) if prune else optuna.pruners.NopPruner()
@@ -193,6 +196,15 @@ def open_study(name: str, experiment_id: str, space: dict[str, BaseDistribution]
         log.info("study %r: %d earlier trials (%s); continuing at trial %d", name, len(runs),
                  ", ".join(f"{n} {s}" for s, n in sorted(counts.items())), result.next_number)
     return result
+
+
+def _same_rows(used: str, data_run_id: str) -> bool:
+    digests = tracking.split_digests(used)
+    same = bool(digests) and digests == tracking.split_digests(data_run_id)
+    if same:
+        log.info("data run %s holds the same rows as %s, the study's (prepared again, e.g. after a code change): "
+                 "the study continues", data_run_id, used)
+    return same
 
 
 # --- trials as train children --------------------------------------------------------------------------------------

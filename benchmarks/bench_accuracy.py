@@ -38,7 +38,7 @@ import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agnews import cli, distill, hardware, serving, stats, training  # noqa: E402
-from agnews.data import SampleSizes, sample_splits  # noqa: E402
+from agnews.data import Sample, SampleSizes, sample_splits  # noqa: E402
 from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -74,12 +74,13 @@ def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = 
     return config
 
 
-def one_run(method: str, splits: dict, pool: pd.DataFrame, seed: int, teacher: np.ndarray | None,
+def one_run(method: str, sample: Sample, pool: pd.DataFrame, seed: int, teacher: np.ndarray | None,
             recipe: dict | None = None):
     """Train one recipe; (row of results, test logits, the trained model and tokenizer)."""
     spec = resolve_model("minilm")
     transformers.set_seed(seed)
-    tokenizer, model = load_tokenizer_and_model(spec)
+    splits = sample.splits
+    tokenizer, model = load_tokenizer_and_model(spec, sample.task)
     if method.startswith("L3"):
         distill.cut_layers(model, 3)
     config = _config(method, seed, spec.default_learning_rate, recipe)
@@ -200,7 +201,7 @@ def main() -> None:
         for method in methods:
             if method in ("self-train", "L3-distill") and teacher is None:
                 raise SystemExit(f"{method} needs the baseline first in --methods")
-            row, logits, classifier = one_run(method, splits, pool, seed, teacher, recipe)
+            row, logits, classifier = one_run(method, sample, pool, seed, teacher, recipe)
             rows.append(row)
             predictions[method].append(logits.argmax(-1))
             if method == "baseline":  # this seed's teacher: soft labels for the labelled rows and the pool

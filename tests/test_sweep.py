@@ -24,7 +24,7 @@ from conftest import (
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from agnews import sweep
+from agnews import sweep, tracking
 from agnews.errors import PipelineError
 
 LR_ONLY = REPO / "sweeps" / "learning_rate.yaml"
@@ -131,13 +131,37 @@ def test_a_study_resumes_from_its_runs_numbering_on_and_keeping_interrupted_tria
     assert len(trials.chains(2)) == 2 and study.next_number == 6  # the next sweep's trials: 4 and 5
 
 
-def test_a_study_refuses_another_space_or_other_data(store):
+def _data_run(experiment_id: str, texts: list[str]) -> str:
+    """A prepare_data-like run: its splits logged as dataset inputs (their digests identify the rows)."""
+    frame = pd.DataFrame({"row_id": [f"r{i}" for i in range(len(texts))], "text": texts, "label": [0, 1] * 2})
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        tracking.log_lineage({"train": frame, "validation": frame.iloc[:2]}, mlflow.get_artifact_uri("data"))
+    return run.info.run_id
+
+
+def test_a_study_refuses_another_space_or_other_rows(store):
     experiment = mlflow.MlflowClient().create_experiment("sweeps")
-    _trial_run(experiment, 0, "FINISHED", 0.8, [0.8])
+    original = _data_run(experiment, ["a", "b", "c", "d"])
+    _trial_run(experiment, 0, "FINISHED", 0.8, [0.8], data_run_id=original)
     with pytest.raises(PipelineError, match=r"study 's' was searched over another space .*new -P study=<name>"):
-        sweep.open_study("s", experiment, {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}, "d1", 0, True)
-    with pytest.raises(PipelineError, match=r"study 's' ran on data run d1, not d2 .*new -P study=<name>"):
-        sweep.open_study("s", experiment, SPACE, "d2", 0, True)
+        sweep.open_study("s", experiment, {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}, original, 0,
+                         True)
+    other = _data_run(experiment, ["a", "b", "c", "e"])
+    with pytest.raises(PipelineError, match=rf"study 's' ran on data run {original}, not {other}, and their rows "
+                                            r"differ .*new -P study=<name>"):
+        sweep.open_study("s", experiment, SPACE, other, 0, True)
+    with pytest.raises(PipelineError, match=rf"ran on data run {original}, not missing, and their rows differ"):
+        sweep.open_study("s", experiment, SPACE, "missing", 0, True)
+
+
+def test_a_study_continues_on_a_data_run_prepared_again_with_the_same_rows(store):
+    """prepare_data is reused only by the same code: after a code change the sweep prepares the same rows again
+    (a new data run); the study continues on it (this refused a resume once, after a commit between sweeps)."""
+    experiment = mlflow.MlflowClient().create_experiment("sweeps")
+    _trial_run(experiment, 0, "FINISHED", 0.8, [0.8], data_run_id=_data_run(experiment, ["a", "b", "c", "d"]))
+    again = _data_run(experiment, ["a", "b", "c", "d"])
+    study = sweep.open_study("s", experiment, SPACE, again, 0, True)
+    assert study.next_number == 1 and sweep.best_trial(study).value == 0.8
     with pytest.raises(PipelineError, match=r"-P study='a b' is not a valid study name"):
         sweep.study_name("a b", "m")
     assert sweep.study_name("", "tiny") == "sweep-tiny"
