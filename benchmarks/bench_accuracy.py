@@ -38,6 +38,8 @@ import pandas as pd
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+
 from agnews import cli, distill, hardware, serving, stats, training  # noqa: E402
 from agnews.data import Sample, SampleSizes, sample_splits  # noqa: E402
 from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
@@ -227,23 +229,7 @@ def main() -> None:
              "stated. Validation picks each run's epoch; test only reports.", *_recipe_note(methods, recipe, args), "",
              *table, "", *reading(rows, paired, latency, args.goal), ""]
     print("\n".join(lines))
-    write_section(Path(args.out), heading, lines)
-
-
-def write_section(out: Path, heading: str, lines: list[str]) -> None:
-    """Replace the section under `heading` (up to the next `# ` heading), or add it before the monitoring
-    benchmark's: the other benchmarks' sections, and this one's under another --title, survive."""
-    text = out.read_text() if out.exists() else ""
-    block = "\n".join(lines).strip("\n")
-    if f"\n{heading}\n" in f"\n{text}":
-        before, _, after = f"\n{text}".partition(f"\n{heading}\n")
-        rest = after.split("\n# ", 1)[1] if "\n# " in after else ""
-        text = before.strip("\n") + "\n\n" + block + ("\n\n# " + rest if rest else "\n")
-    else:
-        before, marker, after = text.partition("\n# Monitoring benchmark")
-        text = before.rstrip("\n") + "\n\n" + block + "\n" + (marker + after if marker else "")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text.lstrip("\n"))
+    write_section(Path(args.out), heading, lines, ahead_of="# Monitoring benchmark")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from transformers import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
+
 from agnews import hardware, training  # noqa: E402
 from agnews.data import SampleSizes, sample_splits  # noqa: E402
 
@@ -460,11 +462,7 @@ def write_results(out: Path, rows, peaks, precision, threads, args, real, profil
               f"({precision}); {measured['matmul_share']:.0%} of the self CPU time is in matrix multiplications:", "",
               "```", profile.strip(), "```", "",
               *targets(by, archs, peaks, precision, naive_total / project_total, native_bf16, measured, profile_arch)]
-    marker = "\n# Accuracy benchmark"  # bench_accuracy.py's section survives a rerun of this one
-    previous = out.read_text() if out.exists() else ""
-    kept = marker + previous.split(marker, 1)[1] if marker in previous else ""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + kept)
+    write_section(out, "# Training benchmark", lines, ahead_of="# Accuracy benchmark")  # the first section
     (out.parent / "bench_train.json").write_text(json.dumps({"rows": rows, "peaks": peaks, "measured": measured},
                                                             indent=1))
     print("\n".join(lines))
