@@ -206,6 +206,14 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registered_model", type=registered_model_name, default="agnews-classifier")
 
 
+def training_value(name: str, text: str):
+    """One train parameter read and checked as `-P name=text` is (PipelineError when train would refuse it): for
+    values that come from elsewhere (a sweep's search space, a benchmark's recipe)."""
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    return next(action for action in parser._actions if action.dest == name).type(text)
+
+
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min_improvement", type=f1_difference("min_improvement"), default=0.0,
                         help="the gate promotes when the lower end of the paired 95%% interval of the macro-F1 "

@@ -90,13 +90,8 @@ def distribution(name: str, entry: object) -> BaseDistribution:
 
 def _check_value(name: str, value: object) -> None:
     """The value through train's own `-P` parsing (range, type): a space cannot propose what train refuses."""
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    cli.add_training_arguments(parser)
-    action = next(a for a in parser._actions if a.dest == name)
     try:
-        action.type(str(value))
+        cli.training_value(name, str(value))
     except PipelineError as exc:
         raise PipelineError(f"search space entry {name}: {exc}") from None
 

@@ -42,6 +42,7 @@ from results_md import write_section  # noqa: E402  (benchmarks/, the script's o
 
 from agnews import cli, distill, hardware, serving, stats, training  # noqa: E402
 from agnews.data import Sample, SampleSizes, sample_splits  # noqa: E402
+from agnews.errors import PipelineError  # noqa: E402
 from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -53,14 +54,16 @@ log = logging.getLogger("bench_accuracy")
 
 
 def parse_recipe(text: str) -> dict:
-    """`key=value,...` over TrainConfig's tunable fields (cli.TUNABLE), each value read as that field's type."""
-    defaults, recipe = training.TrainConfig(), {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        if key not in cli.TUNABLE:
-            raise SystemExit(f"error: --recipe: {key!r} is not a train parameter; use {', '.join(cli.TUNABLE)}")
-        recipe[key] = type(getattr(defaults, key))(float(value))
-    return recipe
+    """`key=value,...` over train's tunable parameters (cli.TUNABLE), each read and checked by train's own `-P`
+    parsing (cli.training_value), as a sweep's search space is."""
+    pairs = [item.partition("=") for item in text.split(",") if item]
+    unknown = [key for key, _, _ in pairs if key not in cli.TUNABLE]
+    if unknown:
+        raise SystemExit(f"error: --recipe: {', '.join(unknown)} not train parameters; use {', '.join(cli.TUNABLE)}")
+    try:
+        return {key: cli.training_value(key, value) for key, _, value in pairs}
+    except PipelineError as exc:
+        raise SystemExit(f"error: --recipe: {exc}") from None
 
 
 def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = None) -> training.TrainConfig:
