@@ -360,7 +360,11 @@ def test_main_through_the_cli_then_predict_on_a_three_class_jsonl(tmp_path, tiny
     evaluation = latest(client, "evaluate")
     assert {"test_f1_deportes", "test_f1_economia_y_empresas", "test_f1_politica"} <= set(evaluation.data.metrics)
     assert {"int8_test_f1_macro", "int8_test_accuracy"} & set(evaluation.data.metrics)  # the int8 model ran
-    assert "economía y empresas" in (project / "graficas" / "report.md").read_text()
+    # The report names classes where it discusses them (the most-confused pairs); which pairs those are depends on
+    # how the tiny model trained (one CI run's report never mentioned economía y empresas), so: the task's names, never
+    # AG News's. The accented name itself is checked in the model's config above.
+    report = (project / "graficas" / "report.md").read_text()
+    assert any(name in report for name in TOPICS) and not any(n in report for n in ("Sci/Tech", "Business", "World"))
     model = mlflow.pyfunc.load_model("models:/agnews-classifier@champion")  # the served model speaks the task's names
     assert set(model.predict(["game team season"])["label"]) <= set(TOPICS)
 
