@@ -320,7 +320,7 @@ def test_max_length_with_a_decimal_point_reads_back(store, fixture_csv, tiny_mod
     assert train.info.status == "FINISHED" and train.data.params["max_length"] == "64.0"
     assert "effective_max_length" not in train.data.params  # 64.0 and 64 are the same value
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", train.info.experiment_id)
-    assert run_step("evaluate", "--train_run_id", train.info.run_id) is None
+    assert run_step("evaluate", "--train_run_id", train.info.run_id, "--int8", "false") is None
     [evaluate] = by_step(client.search_runs([train.info.experiment_id]), "evaluate")
     assert evaluate.info.status == "FINISHED" and 0 <= evaluate.data.metrics["test_accuracy"] <= 1
 

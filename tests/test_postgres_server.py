@@ -52,7 +52,10 @@ def tracking_server(postgres_uri, tmp_path_factory):
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", postgres_uri,
          "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Without MLflow's server-side job runner (GenAI evaluation jobs the pipeline never submits): its eight
+        # huey consumer processes cost ~30 s of CPU to start and poll all along.
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     wait_for_http(f"{url}/health", server, 120, "mlflow server did not answer /health in 120 s")
     yield url, artifacts
