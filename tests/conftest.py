@@ -33,6 +33,9 @@ SMALL = ["-P", "train_size=80", "-P", "val_size=40", "-P", "test_size=40", "-P",
 FIXTURE_ROWS = 240  # write_agnews_csv's default: 60 rows per class
 TINY = ["-P", f"epochs={EPOCHS}", "-P", "learning_rate=0.01", "-P", "batch_size=8"]
 SMALL_AND_TINY = SMALL + TINY
+# A training still running when a test signals or cancels it (after its first epoch): a tiny epoch takes ~0.3 s once
+# the libraries load from .pyc, and a CI run at 40 epochs saw a second train job finish (23 s) before the cancel came.
+UNTIL_CANCELLED = ["-P", "epochs=400", "-P", "early_stopping_patience=0"]
 
 
 def client_for(project: Path) -> mlflow.MlflowClient:

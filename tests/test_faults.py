@@ -22,6 +22,7 @@ from conftest import (
     FIXTURE_ROWS,
     SMALL,
     TINY,
+    UNTIL_CANCELLED,
     by_step,
     client_for,
     free_port,
@@ -354,8 +355,8 @@ def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny
     tests/test_signals.py's (the CLI check here once globbed the shared TMPDIR and caught the other worker's)."""
     experiment = f"signal-{sig.name}"
     client = client_for(project)
-    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=400",
-              "-P", "learning_rate=0.01", "-P", "batch_size=8", "-P", "early_stopping_patience=0"]
+    params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, *UNTIL_CANCELLED,
+              "-P", "learning_rate=0.01", "-P", "batch_size=8"]
     with running_cli(project, *params, "--experiment-name", experiment) as proc:
         wait_for_epoch(client, experiment, proc)
         os.killpg(proc.pid, sig)

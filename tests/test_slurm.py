@@ -19,6 +19,7 @@ import pytest
 from conftest import (
     REPO,
     SMALL,
+    UNTIL_CANCELLED,
     build_tiny_bert,
     by_step,
     client_for,
@@ -122,10 +123,8 @@ def test_main_runs_every_child_as_a_slurm_job(jobcomp, project, fixture_csv, tmp
 
 
 def _long_training(tiny_model, fixture_csv) -> list[str]:
-    """Training that is still running when the test cancels it: a tiny epoch takes ~0.3 s once the libraries load
-    from .pyc, and a CI run at 40 epochs saw the second train job finish (23 s) before main's cancel reached it."""
-    return ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, "-P", "epochs=400",
-            "-P", "early_stopping_patience=0", *FAST, "-P", "backend=slurm"]
+    return ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, *UNTIL_CANCELLED, *FAST,
+            "-P", "backend=slurm"]
 
 
 @pytest.mark.faults
