@@ -224,10 +224,13 @@ def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prepare_data run whose gate split decides (default: the candidate's data run)")
     parser.add_argument("--min_gate_rows", type=_whole_type("min_gate_rows", 2), default=30,
                         help="fewer unseen gate rows than this and the gate does not decide (the incumbent stays)")
+    parser.add_argument("--min_gate_rows_per_class", type=_whole_type("min_gate_rows_per_class", 1), default=5,
+                        help="fewer unseen gate rows than this in any class and the gate does not decide (macro F1 "
+                             "averages every class)")
 
 
 GATE_KEYS = ("registered_model", "min_improvement", "latency_budget_ms", "gate_data_run_id", "min_gate_rows",
-             "int8_tolerance")  # what a parent (main, sweep) hands compare
+             "min_gate_rows_per_class", "int8_tolerance")  # what a parent (main, sweep) hands compare
 SCORING_KEYS = ("precision", "int8", "register_int8", "int8_tolerance")  # ... and evaluate, with the data run
 
 

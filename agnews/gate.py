@@ -6,10 +6,16 @@ The rule: the candidate takes `champion` only if the lower end of the paired boo
 lead on the gate rows is above `min_improvement`. The k-th decision made on one gate sample uses a two-sided
 interval at level 1 - ALPHA / 2**(k-1) (95%, 97.5%, 98.75%, ...): each decision's one-sided false-promotion rate is
 at most ALPHA / 2**k, so over every decision ever made on those rows it is at most ALPHA / 2 + ALPHA / 4 + ... =
-ALPHA (as far as the percentile bootstrap's coverage is exact; it is approximate on few rows)."""
+ALPHA (as far as the percentile bootstrap's coverage is exact; it is approximate on few rows).
+
+"One gate sample" is its rows, not the run that logged them: the count is kept on the registered model under a
+digest of every gate row (text and label), so a data run prepared again (after a commit, on another machine) with
+the same rows continues the count instead of starting at 1. A decision also needs a floor of rows in every class
+(macro F1 averages per-class F1; a class of 1 or 2 rows makes its F1 a coin toss), not only in all."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import asdict, dataclass, fields
 
@@ -28,7 +34,8 @@ log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 ALPHA = 0.05  # the first decision's two-sided level: a 95% interval, as every decision used before spending
 MIN_GATE_ROWS = 30  # the documented floor: fewer rows and the percentile bootstrap of macro F1 is not to be trusted
-DECISIONS_TAG = "agnews.gate_decisions"  # on the data run whose gate split decided: how many decisions it made
+MIN_GATE_ROWS_PER_CLASS = 5  # the default floor of unseen gate rows in every class
+DECISIONS_TAG = "agnews.gate_decisions"  # how many decisions a gate sample made: before 2026-12 on its data run only
 
 
 def confidence(k: int) -> float:
@@ -57,6 +64,7 @@ class Decision:
     candidate_gate_f1_macro: float = float("nan")
     incumbent_gate_f1_macro: float = float("nan")
     gate_data_run_id: str = ""
+    gate_rows_digest: str = ""  # sha256 of every row of the gate sample: the decision count is kept under it
     gate_decision_number: int = 0  # k: this was the k-th decision on those gate rows
     gate_confidence: float = float("nan")  # the interval level k allows
     reason: str = ""
@@ -161,6 +169,34 @@ class GateRows:
     data_run_id: str
     why: str = ""
     classes: int = 4  # the gate data run's label count (macro F1 averages over all of them)
+    digest: str = ""  # of the whole gate sample (before exclusions): what its decisions are counted under
+    decisions_before: int = 0  # decisions already made on that sample for this registered model
+
+
+def rows_digest(gate: pd.DataFrame) -> str:
+    """sha256 over every row's id (a hash of its text) and label, in a fixed order: the same rows give the same
+    digest whichever run logged them or in what order; one changed row, label or count gives another."""
+    lines = sorted(f"{r}\t{y}" for r, y in zip(with_row_ids(gate)["row_id"], gate["label"].astype(int)))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _count_tag(digest: str) -> str:
+    return f"{DECISIONS_TAG}.{digest[:32]}"
+
+
+def decisions_made(registered_model: str, digest: str, data_run_id: str = "") -> int:
+    """Decisions already made for `registered_model` on the gate sample of this digest; a data run's own count
+    (written before counts were kept by digest) is a floor."""
+    client = mlflow.MlflowClient()
+    tags = client.get_registered_model(registered_model).tags or {}
+    legacy = client.get_run(data_run_id).data.tags.get(DECISIONS_TAG, "0") if data_run_id else "0"
+    return max(int(tags.get(_count_tag(digest), "0") or 0), int(legacy or 0))
+
+
+def class_floor(rows: pd.DataFrame, classes: int, per_class: int) -> list[int]:
+    """The class ids with fewer than `per_class` rows among `rows` (absent ones included)."""
+    counts = np.bincount(rows["label"].astype(int).to_numpy(), minlength=classes)
+    return [k for k in range(classes) if counts[k] < per_class]
 
 
 def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_data_run_id: str = "") -> GateRows:
@@ -168,6 +204,8 @@ def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_d
     trained, validated or distilled on. An incumbent whose rows cannot be known only allows rows the user names."""
     source = gate_data_run_id or candidate_run.data.tags["agnews.data_run_id"]
     gate = with_row_ids(tracking.load_splits(source, ("gate",))["gate"])
+    digest = rows_digest(gate)
+    before = decisions_made(incumbent.name, digest, source)
     incumbent_run = training_run(incumbent)
     labels = _one_label_set(candidate_run, incumbent, incumbent_run, source)
     theirs = seen_rows(incumbent_run) if incumbent_run is not None else None
@@ -175,12 +213,12 @@ def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_d
     unknown = [who for who, rows in ((f"champion version {incumbent.version}", theirs), ("the candidate", ours))
                if rows is None]
     if unknown and not gate_data_run_id:
-        return GateRows(None, 0, source, classes=labels.num_labels, why=(
+        return GateRows(None, 0, source, classes=labels.num_labels, digest=digest, decisions_before=before, why=(
             f"the rows {' and '.join(unknown)} trained on cannot be known (no training run with a data run behind "
             "it, e.g. registered by hand, or a teacher that cannot be traced), so any gate row may be one it saw; "
             "pass -P gate_data_run_id=<a prepare_data run whose gate rows it never saw> to decide"))
     rows, excluded = unseen(gate, ours or set(), theirs or set())
-    return GateRows(rows, excluded, source, classes=labels.num_labels)
+    return GateRows(rows, excluded, source, classes=labels.num_labels, digest=digest, decisions_before=before)
 
 
 def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
@@ -198,13 +236,9 @@ def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
 
 # --- the rule -----------------------------------------------------------------------------------------------
 
-def decisions_made(data_run_id: str) -> int:
-    return int(mlflow.get_run(data_run_id).data.tags.get(DECISIONS_TAG, "0") or 0)
-
-
 def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, rows: GateRows | None,
            predict_candidate, predict_incumbent, min_improvement: float, min_rows: int = MIN_GATE_ROWS,
-           seed: int = 0) -> Decision:
+           seed: int = 0, min_per_class: int = MIN_GATE_ROWS_PER_CLASS) -> Decision:
     """Apply the rule. `predict_*(texts)` are only called when a comparison is made; `rows` only read then."""
     if incumbent is None:
         return Decision("first_champion", model, candidate_version, min_improvement=min_improvement,
@@ -226,7 +260,16 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
                             f"model saw ({rows.excluded} excluded), fewer than the {min_rows} a decision needs; "
                             "prepare data with a larger -P gate_size and train the candidate on it, or pass "
                             "-P gate_data_run_id=<a prepare_data run with unseen gate rows>"))
-    k = decisions_made(rows.data_run_id) + 1
+    short = class_floor(rows.rows, rows.classes, min_per_class)
+    if short:
+        return Decision("undecided", **base, gate_rows=n, gate_excluded=rows.excluded,
+                        gate_data_run_id=rows.data_run_id, reason=(
+                            f"not decided, version {incumbent.version} keeps champion: {len(short)} of "
+                            f"{rows.classes} classes (ids {', '.join(map(str, short[:10]))}) have fewer than "
+                            f"{min_per_class} gate rows neither model saw, and macro F1 averages every class; "
+                            "prepare data with a larger -P gate_size, pass -P gate_data_run_id=<a prepare_data run "
+                            "with more unseen gate rows>, or lower -P min_gate_rows_per_class"))
+    k = rows.decisions_before + 1
     level = confidence(k)
     texts, labels = rows.rows["text"].tolist(), rows.rows["label"].to_numpy()
     a, b = predict_candidate(texts), predict_incumbent(texts)
@@ -237,7 +280,7 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
         gate_delta_f1_macro=result.delta, gate_delta_ci_low=result.ci_low, gate_delta_ci_high=result.ci_high,
         gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a, rows.classes),
         incumbent_gate_f1_macro=stats.score("f1_macro", labels, b, rows.classes), gate_data_run_id=rows.data_run_id,
-        gate_decision_number=k, gate_confidence=level)
+        gate_rows_digest=rows.digest, gate_decision_number=k, gate_confidence=level)
     verdict = "above" if promoted else "not above"
     decision.reason = (f"on {n} gate rows ({rows.excluded} excluded) the candidate's macro-F1 lead over version "
                        f"{incumbent.version} is {result.delta:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}] "
@@ -263,13 +306,13 @@ def predict_version(registered_model: str, version: str, texts: list[str]) -> np
 # --- what it writes, undone on failure -------------------------------------------------------------------------
 
 class Journal:
-    """Every version tag and data-run tag this compare writes, with the value it replaced; if the step fails
+    """Every version tag and registered-model tag this compare writes, with the value it replaced; if the step fails
     afterwards, `tracking.step_run` puts them all back (no decision outlives a compare that did not finish)."""
 
     def __init__(self, registered_model: str):
         self.name, self.client = registered_model, mlflow.MlflowClient()
         self._versions: dict[tuple[str, str], str | None] = {}
-        self._runs: dict[tuple[str, str], str | None] = {}
+        self._model: dict[str, str | None] = {}
         tracking.on_failure(f"gate tags of {registered_model}", self.restore)
 
     def set_version_tag(self, version: str, key: str, value: str | None) -> None:
@@ -282,10 +325,10 @@ class Journal:
         else:
             self.client.set_model_version_tag(self.name, version, key, value[:5000])
 
-    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
-        if (run_id, key) not in self._runs:
-            self._runs[(run_id, key)] = mlflow.get_run(run_id).data.tags.get(key)
-        self.client.set_tag(run_id, key, value)
+    def set_model_tag(self, key: str, value: str) -> None:
+        if key not in self._model:
+            self._model[key] = (self.client.get_registered_model(self.name).tags or {}).get(key)
+        self.client.set_registered_model_tag(self.name, key, value)
 
     def restore(self) -> None:
         for (version, key), old in self._versions.items():
@@ -294,12 +337,12 @@ class Journal:
                     self.client.delete_model_version_tag(self.name, version, key)
             else:
                 self.client.set_model_version_tag(self.name, version, key, old)
-        for (run_id, key), old in self._runs.items():
+        for key, old in self._model.items():
             if old is None:
                 with contextlib.suppress(MlflowException):
-                    self.client.delete_tag(run_id, key)
+                    self.client.delete_registered_model_tag(self.name, key)
             else:
-                self.client.set_tag(run_id, key, old)
+                self.client.set_registered_model_tag(self.name, key, old)
 
 
 def mark_over_budget(journal: Journal, version: str, reason: str) -> None:
@@ -312,14 +355,17 @@ def mark_over_budget(journal: Journal, version: str, reason: str) -> None:
 
 
 def promotion_lock(registered_model: str):
-    """Held from reading the incumbent to setting the alias, so two compares at once cannot both promote."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in registered_model)  # a file name
-    return store.lock(mlflow.get_tracking_uri(), f"promotion-{safe}")
+    """Held from reading the incumbent (and the decision count) to setting the alias, so two compares at once,
+    on one machine or on several against one server, cannot both promote or both number a decision k. Yields what
+    `apply` verifies before it writes (a lease in the store can expire)."""
+    return store.exclusive(f"{registered_model}.promotion")
 
 
-def apply(journal: Journal, decision: Decision, selected_by_run: str) -> None:
+def apply(journal: Journal, decision: Decision, selected_by_run: str, hold=None) -> None:
     """Tags first (and the decision counted on its gate rows), aliases last; if the step fails after this, tags,
-    count and aliases are put back as they were."""
+    count and aliases are put back as they were. `hold`: the promotion lock, verified still held first."""
+    if hold is not None:
+        hold.verify()
     name, client = journal.name, journal.client
     before = {alias: version_by_alias(name, alias) for alias in (CHAMPION, CHALLENGER)}
     current = before[CHAMPION]
@@ -333,7 +379,7 @@ def apply(journal: Journal, decision: Decision, selected_by_run: str) -> None:
     for key, value in tags.items():
         journal.set_version_tag(decision.candidate_version, key, value)
     if decision.gate_decision_number:  # the rows were looked at: the next decision on them spends less
-        journal.set_run_tag(decision.gate_data_run_id, DECISIONS_TAG, str(decision.gate_decision_number))
+        journal.set_model_tag(_count_tag(decision.gate_rows_digest), str(decision.gate_decision_number))
 
     def restore() -> None:
         for alias, version in before.items():

@@ -55,7 +55,7 @@ def _decide(args: argparse.Namespace, candidate) -> gate.Decision:
     scorer = lambda version: lambda texts: gate.predict_version(args.registered_model, version, texts)  # noqa: E731
     return gate.decide(candidate.registered_version, candidate.model, incumbent, rows,
                        scorer(candidate.registered_version), scorer(str(incumbent.version) if incumbent else ""),
-                       args.min_improvement, args.min_gate_rows)
+                       args.min_improvement, args.min_gate_rows, min_per_class=args.min_gate_rows_per_class)
 
 
 def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task) -> None:
@@ -84,12 +84,13 @@ def compare(args: argparse.Namespace) -> gate.Decision:
     tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
                          "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"]),
                          "gate_data_run_id": args.gate_data_run_id, "min_gate_rows": args.min_gate_rows,
+                         "min_gate_rows_per_class": args.min_gate_rows_per_class,
                          "int8_tolerance": args.int8_tolerance})
     costs = comparison.frontier(ranked, evaluations, args.latency_budget_ms, args.int8_tolerance)
     if args.latency_budget_ms:
         comparison.check_measured(costs)
     candidate, over = gate.candidate(ranked, comparison.fp32_latency(costs), args.latency_budget_ms)
-    with gate.promotion_lock(args.registered_model):  # read incumbent -> decide -> set alias, one at a time
+    with gate.promotion_lock(args.registered_model) as hold:  # read incumbent -> decide -> set alias, one at a time
         journal = gate.Journal(args.registered_model)  # every tag below is put back if the step fails
         if candidate is None:  # nothing fits the budget: the best-ranked model is the (refused) candidate
             candidate, over = ranked.iloc[0], over[1:]
@@ -105,7 +106,7 @@ def compare(args: argparse.Namespace) -> gate.Decision:
                          candidate.registered_version, "agnews.promotion_decision": decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,
                             "candidate_val_f1_macro_mean": candidate.val_f1_macro_mean})
-        gate.apply(journal, decision, mlflow.active_run().info.run_id)  # last: the alias
+        gate.apply(journal, decision, mlflow.active_run().info.run_id, hold)  # last: the alias
     return decision
 
 

@@ -68,19 +68,68 @@ def test_first_and_already_champion_need_no_rows():
 
 def test_kth_decision_uses_the_spent_level_and_is_counted(store):
     with mlflow.start_run() as data_run:
-        mlflow.set_tag(gate.DECISIONS_TAG, "2")  # two decisions already made on these rows
+        pass
     rows = _rows(200, data_run.info.run_id)
+    rows.decisions_before, rows.digest = 2, "d" * 64  # two decisions already made on these rows
     labels = rows.rows["label"].to_numpy()
     better = labels.copy()
     worse = np.where(np.arange(len(labels)) % 5 == 0, (labels + 1) % 4, labels)  # wrong on every fifth row
     decision = gate.decide("2", "cand", _version("1"), rows, lambda t: better, lambda t: worse, 0.0)
     assert decision.gate_decision_number == 3 and decision.gate_confidence == pytest.approx(0.9875)
     assert decision.decision == "promoted" and "98.75% interval: decision 3" in decision.reason
-    narrow = gate.decide("2", "cand", _version("1"), gate.GateRows(rows.rows, 0, data_run.info.run_id),
+    narrow = gate.decide("2", "cand", _version("1"), gate.GateRows(rows.rows, 0, data_run.info.run_id,
+                                                                   decisions_before=2),
                          lambda t: better, lambda t: worse, 0.0)
     assert narrow.gate_delta_ci_low == decision.gate_delta_ci_low  # same k, same rows: same interval
     wide = stats.paired(labels, better, worse, "f1_macro", confidence=0.95)
     assert decision.gate_delta_ci_low <= wide.ci_low  # a later decision needs more evidence
+    assert decision.tags()["gate_rows_digest"] == "d" * 64  # apply counts the decision under it
+
+
+def _gate_frame(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"text": [f"headline {i} {rng.integers(1e9)}" for i in range(n)], "label": np.arange(n) % 4})
+
+
+def test_the_decision_count_is_keyed_by_the_gate_rows_not_the_run_that_logged_them(store):
+    """After a commit prepare_data logs the same gate rows under a new data run: the count must go on, not restart
+    (it lived on the data run until 2026-12). Same rows in another order: same digest; one label changed: another."""
+    frame = _gate_frame()
+    digest = gate.rows_digest(frame)
+    assert gate.rows_digest(frame.sample(frac=1, random_state=3)) == digest
+    relabelled = frame.assign(label=frame["label"].where(frame.index != 5, (frame["label"] + 1) % 4))
+    assert gate.rows_digest(relabelled) != digest and gate.rows_digest(frame.iloc[1:]) != digest
+    client = mlflow.MlflowClient()
+    v1, v2 = _registered(client, "m", 2)
+    client.set_registered_model_alias("m", gate.CHAMPION, v1)
+    with mlflow.start_run() as first_data_run:
+        pass
+    decision = gate.Decision("kept_incumbent", "cand", v2, v1, gate_rows=40, gate_data_run_id=first_data_run.info.
+                             run_id, gate_rows_digest=digest, gate_decision_number=1, gate_confidence=0.95)
+    with tracking.step_run("compare", "compare"):
+        gate.apply(gate.Journal("m"), decision, "run")
+    with mlflow.start_run() as again:  # the same rows, prepared again under a new code digest
+        pass
+    assert gate.decisions_made("m", digest, again.info.run_id) == 1  # the next decision is number 2
+    assert gate.decisions_made("m", gate.rows_digest(relabelled), again.info.run_id) == 0
+    with mlflow.start_run() as legacy:
+        mlflow.set_tag(gate.DECISIONS_TAG, "3")  # counted on the data run by the code before this change
+    assert gate.decisions_made("m", digest, legacy.info.run_id) == 3  # a floor: never counts down
+
+
+def test_a_class_with_too_few_unseen_gate_rows_leaves_the_decision_undone():
+    """200 rows but none of class 3: macro F1 over 4 classes cannot be judged (30 rows for 20 classes was enough
+    before: the floor did not grow with the classes)."""
+    frame = pd.DataFrame({"row_id": [f"r{i}" for i in range(200)], "text": [f"t{i}" for i in range(200)],
+                          "label": [i % 3 for i in range(200)]})
+    decision = gate.decide("2", "cand", _version("1"), gate.GateRows(frame, 0, "data"), _never, _never, 0.0)
+    assert decision.decision == "undecided" and "ids 3" in decision.reason
+    assert "-P min_gate_rows_per_class" in decision.reason and "-P gate_size" in decision.reason
+    twenty = pd.DataFrame({"row_id": [f"r{i}" for i in range(30)], "text": [f"t{i}" for i in range(30)],
+                           "label": [i % 20 for i in range(30)]})  # 1-2 rows per class
+    assert gate.decide("2", "c", _version("1"), gate.GateRows(twenty, 0, "d", classes=20), _never, _never,
+                       0.0).decision == "undecided"
+    assert gate.class_floor(twenty, 20, 1) == [] and gate.class_floor(twenty, 20, 2) == list(range(10, 20))
 
 
 # --- tags written by compare are put back when it fails ------------------------------------------------------
@@ -99,8 +148,8 @@ def test_a_failing_compare_restores_tags_count_and_aliases(store):
     with mlflow.start_run() as data_run:
         pass
     decision = gate.Decision("promoted", "cand", v2, v1, "inc", gate_rows=100, gate_delta_ci_low=0.01,
-                             gate_data_run_id=data_run.info.run_id, gate_decision_number=1, gate_confidence=0.95,
-                             reason="because")
+                             gate_data_run_id=data_run.info.run_id, gate_rows_digest="d" * 64,
+                             gate_decision_number=1, gate_confidence=0.95, reason="because")
     before = {v: dict(client.get_model_version("m", v).tags) for v in (v1, v2, v3)}
     with pytest.raises(SystemExit, match="error: boom"):
         with tracking.step_run("compare", "compare"):
@@ -112,7 +161,7 @@ def test_a_failing_compare_restores_tags_count_and_aliases(store):
             raise PipelineError("boom")  # e.g. the report could not be published
     assert {v: dict(client.get_model_version("m", v).tags) for v in (v1, v2, v3)} == before
     assert str(client.get_model_version_by_alias("m", gate.CHAMPION).version) == v1
-    assert gate.DECISIONS_TAG not in client.get_run(data_run.info.run_id).data.tags
+    assert gate.decisions_made("m", "d" * 64) == 0 and not client.get_registered_model("m").tags
 
 
 def test_a_finished_compare_counts_the_decision_on_its_gate_rows(store):
@@ -122,15 +171,15 @@ def test_a_finished_compare_counts_the_decision_on_its_gate_rows(store):
     with mlflow.start_run() as data_run:
         pass
     decision = gate.Decision("kept_incumbent", "cand", v2, v1, gate_rows=100, gate_data_run_id=data_run.info.run_id,
-                             gate_decision_number=1, gate_confidence=0.95)
+                             gate_rows_digest="d" * 64, gate_decision_number=1, gate_confidence=0.95)
     with tracking.step_run("compare", "compare"):
         gate.apply(gate.Journal("m"), decision, "run")
-    assert gate.decisions_made(data_run.info.run_id) == 1
+    assert gate.decisions_made("m", "d" * 64) == 1
     assert str(client.get_model_version_by_alias("m", gate.CHALLENGER).version) == v2
     undecided = gate.Decision("undecided", "cand", v2, v1, gate_data_run_id=data_run.info.run_id, reason="few rows")
     with tracking.step_run("compare", "compare"):
         gate.apply(gate.Journal("m"), undecided, "run")
-    assert gate.decisions_made(data_run.info.run_id) == 1  # no rows were looked at: nothing spent
+    assert gate.decisions_made("m", "d" * 64) == 1  # no rows were looked at: nothing spent
     assert client.get_model_version("m", v2).tags["promotion_decision"] == "undecided"
 
 
@@ -208,3 +257,46 @@ def test_promotion_lock_makes_a_second_compare_wait(tmp_path, monkeypatch):
         acquired = time.time()
     released = float(holder.stdout.readline())
     assert holder.wait(timeout=30) == 0 and acquired >= released
+
+
+# --- a lease in the store: holds across machines (no file shared between them) ------------------------------------
+
+def test_a_lease_in_the_store_is_held_by_one_holder_at_a_time(store):
+    """The registry's unique name is the lock: two holders (say, compares on two machines with no file in common)
+    never hold it at once; the second waits, then gives up with one line naming the holder."""
+    from agnews import store as stores
+
+    first, second = stores.Lease("m.promotion.lease"), stores.Lease("m.promotion.lease", poll_s=0.05)
+    first.acquire()
+    with pytest.raises(PipelineError, match=f"held by {first.owner}.*delete that registered model"):
+        second.acquire(timeout_s=0.2)
+    first.verify()  # ours, time left: extended
+    first.release()
+    second.acquire(timeout_s=1)
+    assert second.holder().owner == second.owner
+    with pytest.raises(PipelineError, match="was lost"):
+        first.verify()
+    first.release()  # not ours any more: left alone
+    assert second.holder().owner == second.owner
+    second.release()
+    assert second.holder() is None
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_may_not_write(store):
+    """A holder that died leaves the lease until it expires; a waiter then takes it, and the old holder (had it only
+    hung) finds it lost before it moves an alias."""
+    from agnews import store as stores
+
+    hung = stores.Lease("m.promotion.lease", ttl_s=0.3)
+    hung.acquire()
+    waiter = stores.Lease("m.promotion.lease", poll_s=0.05)
+    waiter.acquire(timeout_s=5)
+    assert waiter.holder().owner == waiter.owner
+    client = mlflow.MlflowClient()
+    v1, v2 = _registered(client, "m", 2)
+    decision = gate.Decision("first_champion", "cand", v1)
+    with pytest.raises(SystemExit, match="error: the lease 'm.promotion.lease' was lost"):
+        with tracking.step_run("compare", "compare"):
+            gate.apply(gate.Journal("m"), decision, "run", hung)
+    assert gate.version_by_alias("m", gate.CHAMPION) is None
+    assert "promotion_decision" not in client.get_model_version("m", v1).tags

@@ -15,11 +15,15 @@ MODEL = "agnews-classifier"
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, fixture_csv, tiny_model):
+def other_csv(tmp_path_factory):
+    return write_agnews_csv(tmp_path_factory.mktemp("other") / "other.csv", rows_per_class=40, seed=11)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, fixture_csv, tiny_model, other_csv):
     """Data A (seed 42, small splits), data B (seed 7: 180 of the file's 240 rows for train and validation), data C
     (another file, a 100-row gate); train runs: `weak` and `strong` on A, `b` on B."""
     root = tmp_path_factory.mktemp("scenarios")
-    other_csv = write_agnews_csv(root / "other.csv", rows_per_class=40, seed=11)
     with project_store(root / "project") as (project, client, _):
         data = {}
         for key, csv, sizes in (("A", fixture_csv, SMALL_SIZES),
@@ -52,6 +56,12 @@ def _champion(client) -> str | None:
 
 def _set_champion(client, version: str) -> None:
     client.set_registered_model_alias(MODEL, gate.CHAMPION, version)
+
+
+def _made(data_run_id: str) -> int:
+    """Decisions made on that data run's gate rows (counted under their digest, whichever run logged them)."""
+    rows = tracking.load_splits(data_run_id, ("gate",))["gate"]
+    return gate.decisions_made(MODEL, gate.rows_digest(rows), data_run_id)
 
 
 def _compare(*run_ids: str, **params: str) -> str | None:
@@ -97,20 +107,20 @@ def test_too_few_unseen_gate_rows_keep_the_incumbent(world):
     assert tags["promotion_decision"] == "undecided" and int(tags["gate_rows"]) < 30
     assert "fewer than the 30 a decision needs" in tags["promotion_reason"]
     assert _champion(client) == _version(runs["b"])
-    assert gate.DECISIONS_TAG not in client.get_run(data["A"]).data.tags  # nothing was looked at
+    assert _made(data["A"]) == 0  # nothing was looked at
 
-    # rows neither model saw, named by the user: decided, and counted on that data run
+    # rows neither model saw, named by the user: decided, and counted on those rows
     assert _compare(runs["strong"].info.run_id, gate_data_run_id=data["C"]) is None
     tags = client.get_model_version(MODEL, _version(runs["strong"])).tags
     assert tags["promotion_decision"] in ("promoted", "kept_incumbent") and int(tags["gate_rows"]) >= 30
     assert tags["gate_data_run_id"] == data["C"] and tags["gate_decision_number"] == "1"
-    assert client.get_run(data["C"]).data.tags[gate.DECISIONS_TAG] == "1"
+    assert _made(data["C"]) == 1 and gate.DECISIONS_TAG not in client.get_run(data["C"]).data.tags
 
 
-def test_each_decision_on_one_gate_sample_is_counted_and_spends_alpha(world):
+def test_each_decision_on_one_gate_sample_is_counted_and_spends_alpha(world, other_csv):
     client, data, runs = world
     _set_champion(client, _version(runs["weak"]))
-    before = gate.decisions_made(data["C"])
+    before = _made(data["C"])
     for k in (1, 2):
         assert _compare(runs["strong"].info.run_id, gate_data_run_id=data["C"]) is None
         tags = client.get_model_version(MODEL, _version(runs["strong"])).tags
@@ -120,6 +130,16 @@ def test_each_decision_on_one_gate_sample_is_counted_and_spends_alpha(world):
     report = open(mlflow.artifacts.download_artifacts(run_id=latest(client, "compare").info.run_id,
                                                       artifact_path="comparison/report.md")).read()
     assert f"decision {before + 2} made on these gate rows, so a {gate.confidence(before + 2):.2%} interval" in report
+
+    # the same rows prepared again (as after a commit: prepare_data is reused only under the same code digest): the
+    # count goes on; it lived on the data run until 2026-12 and restarted at 1 here
+    assert run_step("prepare_data", *step_args(data=other_csv, seed="42", train_size="20", val_size="20",
+                                               test_size="20", gate_size="100")) is None
+    again = latest(client, "prepare_data").info.run_id
+    assert again != data["C"]
+    assert _compare(runs["strong"].info.run_id, gate_data_run_id=again) is None
+    assert client.get_model_version(MODEL, _version(runs["strong"])).tags["gate_decision_number"] == str(before + 3)
+    _set_champion(client, _version(runs["weak"]))
 
 
 @pytest.mark.faults
@@ -145,7 +165,7 @@ def test_a_compare_that_fails_after_tagging_leaves_no_tag(world, monkeypatch):
     _set_champion(client, _version(runs["weak"]))
     versions = [_version(runs[k]) for k in ("weak", "strong")]
     before = {v: dict(client.get_model_version(MODEL, v).tags) for v in versions}
-    count = gate.decisions_made(data["C"])
+    count = _made(data["C"])
 
     def fail():
         raise PipelineError("plots folder vanished")
@@ -154,4 +174,4 @@ def test_a_compare_that_fails_after_tagging_leaves_no_tag(world, monkeypatch):
     message = _compare(runs["strong"].info.run_id, gate_data_run_id=data["C"])
     assert message == "error: plots folder vanished"
     assert {v: dict(client.get_model_version(MODEL, v).tags) for v in versions} == before
-    assert _champion(client) == _version(runs["weak"]) and gate.decisions_made(data["C"]) == count
+    assert _champion(client) == _version(runs["weak"]) and _made(data["C"]) == count
