@@ -246,22 +246,58 @@ def frontier(ranked: pd.DataFrame, evaluations: dict, budget_ms: float = 0.0,
         rows.append({**base, "variant": "fp32", "compute": run.data.params.get("serving_precision", "") if run else "",
                      "registered_version": model["registered_version"], "val_f1_macro": model["val_f1_macro"],
                      "evaluate_run_id": run.info.run_id if run else "", "accepted": True,
+                "latency_measured_by": _conditions(run),
                      "test_f1_macro": model["test_f1_macro"], "test_f1_macro_ci_low": model["test_f1_macro_ci_low"],
                      "test_f1_macro_ci_high": model["test_f1_macro_ci_high"],
                      **{c: m.get(c, float("nan")) for c in COST_COLUMNS}})
         if "int8_test_f1_macro" in m:
             rows.append({**base, "variant": "int8", "compute": "int8", "registered_version": run.data.tags.get(
                 "agnews.int8_registered_version", ""), "val_f1_macro": m["int8_val_f1_macro"],
-                "evaluate_run_id": run.info.run_id,
+                "evaluate_run_id": run.info.run_id, "latency_measured_by": _conditions(run),
                 "accepted": int8_accepted(m.get("int8_delta_ci_low", float("nan")), int8_tolerance),
                 **{c: m[f"int8_{c}"] for c in ("test_f1_macro", "test_f1_macro_ci_low", "test_f1_macro_ci_high")},
                 **{c: m.get(f"int8_{c}", float("nan")) for c in COST_COLUMNS + INT8_VS_FP32}})
-    table = pd.DataFrame(rows)
+    return _marked(pd.DataFrame(rows), budget_ms)
+
+
+def _marked(table: pd.DataFrame, budget_ms: float) -> pd.DataFrame:
     table["pareto"] = _pareto(table)
     if budget_ms:
         table["within_budget"] = table["latency_p50_ms"] <= budget_ms
         table["budget_pick"] = table.index == _budget_pick_index(table, budget_ms)
     return table
+
+
+def _conditions(run) -> str:
+    """Where and how an evaluate run timed its model: the CPU and threads (siblings may have run beside it)."""
+    if run is None:
+        return ""
+    return (f"evaluate run {run.info.run_id} on {run.data.tags.get('agnews.cpu', 'an unrecorded CPU')}, "
+            f"{run.data.params.get('torch_threads', '?')} thread(s)")
+
+
+TIMED = ["latency_p50_ms", "latency_p95_ms", "throughput_per_s"]
+
+
+def retimed(table: pd.DataFrame, timer, conditions: str, budget_ms: float) -> pd.DataFrame:
+    """The frontier with every registered model and variant timed again by `timer(version) -> cost dict` (one at a
+    time, on one machine: `conditions` says which), so a latency budget compares like with like. evaluate's numbers
+    are not: each child timed its model at cores/N threads while sibling trainings ran, or on another node. A
+    variant with no registered version (int8 not registered) cannot be loaded here: not timed, never the pick."""
+    out = table.copy()
+    for index, row in out.iterrows():
+        version = str(row.get("registered_version") or "")
+        if not version or version == "nan":
+            out.loc[index, TIMED] = np.nan
+            out.loc[index, "latency_measured_by"] = "not timed by compare: not registered"
+            continue
+        cost = timer(version)
+        for column in TIMED:
+            out.loc[index, column] = cost[column]
+        if row["variant"] == "fp32":
+            out.loc[index, "compute"] = cost.get("compute", row.get("compute", ""))
+        out.loc[index, "latency_measured_by"] = conditions
+    return _marked(out, budget_ms)
 
 
 def _pareto(table: pd.DataFrame) -> list[bool]:

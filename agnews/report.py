@@ -588,14 +588,27 @@ def _budget_sentence(costs: pd.DataFrame, budget: float) -> str:
             "gate, and the gate may keep the incumbent.")
 
 
+def _conditions_sentence(costs: pd.DataFrame) -> str:
+    """Where the latencies come from; timings under different conditions are said to be not comparable."""
+    where = [str(c) for c in costs.get("latency_measured_by", pd.Series(dtype=str)).dropna() if str(c)]
+    by_compare = sorted({w for w in where if w.startswith("compare on ")})
+    if by_compare:
+        return f"Timed again for the latency budget by {by_compare[0]}: every row alike."
+    conditions = sorted({w.split(" on ", 1)[-1] for w in where})
+    if len(conditions) <= 1:
+        return "Timed by each model's own evaluate run" + (f" on {conditions[0]}." if conditions else ".")
+    return ("Timed by each model's own evaluate run, on different machines or thread counts (" +
+            "; ".join(conditions) + "): **not comparable** as they stand; a latency budget (-P latency_budget_ms) "
+            "times them again alike.")
+
+
 def _cost_section(costs: pd.DataFrame | None, budget: float) -> list[str]:
     if costs is None or costs.empty:
         return []
     lines = ["## Serving cost", "",
-             "Measured by evaluate on the machine it ran on, after warm-up: latency at batch 1 over 100 test texts, "
-             "throughput at batch 32, peak memory the model added to the process, size of the logged model. "
-             "`Pareto`: no other row is both at least as fast and at least as accurate on test.", "",
-             frontier_table(costs)]
+             "After warm-up: latency at batch 1 over 100 test texts, throughput at batch 32, peak memory the model "
+             "added to the process, size of the logged model. `Pareto`: no other row is both at least as fast and "
+             "at least as accurate on test.", "", _conditions_sentence(costs), "", frontier_table(costs)]
     lines += _int8_lines(costs)
     if budget:
         lines += [_budget_sentence(costs, budget), ""]

@@ -90,7 +90,7 @@ def test_gate_in_every_branch(trained):
     assert tags["promotion_decision"] == "undecided" and "fewer than the 30" in tags["promotion_reason"]
     assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40
     assert _alias(client, "champion") == _version(strong)
-    _compare(project, other.info.run_id, min_gate_rows="10")  # the user accepts fewer rows: re-scored
+    _compare(project, other.info.run_id, min_gate_rows="10", min_gate_rows_per_class="2")  # fewer rows accepted
     tags = client.get_model_version(MODEL, _version(other)).tags
     assert tags["promotion_decision"] in ("kept_incumbent", "promoted")
     assert int(tags["gate_excluded"]) > 0 and int(tags["gate_rows"]) + int(tags["gate_excluded"]) == 40

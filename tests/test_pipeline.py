@@ -243,7 +243,8 @@ def test_a_weaker_model_on_other_rows_does_not_take_champion(main_run, tmp_path,
     result = mlflow_cli("run", ".", "--env-manager", "local", "-P", f"models={weak}", "-P",
                         f"data={fixture_csv}", *SMALL,
                         "-P", "seed=7", "-P", "epochs=1", "-P", "learning_rate=1e-6", "-P", "int8=false",
-                        "-P", "min_gate_rows=10", cwd=project)  # 40-row gates: ~20 rows neither model saw
+                        "-P", "min_gate_rows=10", "-P", "min_gate_rows_per_class=2",
+                        cwd=project)  # 40-row gates: ~20 rows neither model saw
     assert result.returncode == 0, result.stderr[-4000:]
     assert client.get_model_version_by_alias("agnews-classifier", "champion").version == champion.version
     challenger = client.get_model_version_by_alias("agnews-classifier", "challenger")

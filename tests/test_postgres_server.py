@@ -69,10 +69,13 @@ def test_two_mains_at_once_against_postgres_backed_server(tracking_server, tmp_p
     url, artifacts = tracking_server
     project = project_copy(tmp_path / "project")
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL_AND_TINY, "-P", "int8=false",
-              "-P", "min_gate_rows=10"]  # the other seed's 40-row gate keeps ~20 rows neither model saw
+              "-P", "min_gate_rows=10", "-P", "min_gate_rows_per_class=2"]  # the other seed's 40-row gate keeps
+    # ~20 rows neither model saw
     with contextlib.ExitStack() as both:
-        procs = [both.enter_context(running_cli(project, *params, *extra, env={"MLFLOW_TRACKING_URI": url}))
-                 for extra in ([], ["-P", "seed=7"])]
+        # each its own cache folder, as two users' machines: nothing but the server is shared
+        procs = [both.enter_context(running_cli(project, *params, *extra, env={
+            "MLFLOW_TRACKING_URI": url, "XDG_CACHE_HOME": str(tmp_path / f"cache-{k}")}))
+                 for k, extra in enumerate(([], ["-P", "seed=7"]))]
         outputs = [proc.communicate(timeout=900) for proc in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outputs]
     assert not (project / "mlflow.db").exists()  # nothing went to the embedded default store
@@ -91,3 +94,26 @@ def test_two_mains_at_once_against_postgres_backed_server(tracking_server, tmp_p
     champion = client.get_model_version_by_alias("agnews-classifier", "champion")
     assert champion.run_id in {r.info.run_id for r in by_step(runs, "train")}
     assert len(list(artifacts.rglob("comparison_radar.png"))) == 2  # artifacts proxied into the server's destination
+
+
+def test_two_compares_on_two_machines_never_hold_the_promotion_lock_at_once(tracking_server, tmp_path):
+    """Two processes with no file in common (each its own cache folder, as on two machines) against one server: the
+    promotion lock is a lease in the store, so their holds never overlap. Until 2026-12 it was a file in each
+    machine's cache folder, and both held it at once."""
+    url, _ = tracking_server
+    holder = ("import sys, time\nfrom agnews import gate\n"
+              "with gate.promotion_lock('agnews-classifier') as hold:\n"
+              "    start = time.time(); time.sleep(1.5); hold.verify(); print(start, time.time(), flush=True)\n")
+    procs = []
+    for machine in ("a", "b"):
+        cache = tmp_path / machine
+        cache.mkdir()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url, "XDG_CACHE_HOME": str(cache)}
+        procs.append(subprocess.Popen([sys.executable, "-c", holder], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    (a_start, a_end), (b_start, b_end) = sorted(tuple(map(float, out.split())) for out, _ in outputs)
+    assert a_end <= b_start, "both held the promotion lock at once"
+    client = mlflow.MlflowClient(tracking_uri=url)
+    assert not client.search_registered_models("name = 'agnews-classifier.promotion.lease'")  # released

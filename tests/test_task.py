@@ -345,7 +345,8 @@ def test_main_through_the_cli_then_predict_on_a_three_class_jsonl(tmp_path, tiny
                         "-P", "train_size=60", "-P", "val_size=18", "-P", "test_size=18", "-P", "gate_size=18",
                         "-P", "epochs=2", "-P", "learning_rate=0.01", "-P", "batch_size=8",
                         "-P", "distill=true", "-P", "student_layers=1",
-                        "-P", "min_gate_rows=10", cwd=project)  # 18 gate rows: under the default floor of 30
+                        "-P", "min_gate_rows=10", "-P", "min_gate_rows_per_class=2",
+                        cwd=project)  # 18 gate rows: under the default floors of 30 rows, 5 per class
     assert result.returncode == 0, result.stderr[-4000:]
     client = client_for(project)
     mlflow.set_tracking_uri(client.tracking_uri)
