@@ -6,17 +6,27 @@
   per-epoch `val_f1_macro`; `best_val_f1_macro`), so it lives wherever the runs live: the embedded SQLite store, a
   PostgreSQL-backed server, any store a team already has, with no second database. Re-running a sweep with the
   same study continues its numbering and never re-runs a finished trial; an interrupted trial (its run KILLED or
-  FAILED) is kept as a failed trial: its number is not reused and it is not retried.
+  FAILED) is kept as a failed trial: its number is not reused and it is not retried. A study holds its model, seed and
+  every train parameter it does not search fixed, on the same rows (a sha256 of every row of each split): a resume
+  with others is refused. One sweep at a time per study: the sweep run tagged with it beats a heartbeat tag; a
+  second one is refused while it is alive, and a stale one (no beat for STALE_SECONDS, or its process gone on this
+  host) is ended FAILED and the study taken over.
 - Trials run through agnews.launch, like `main`'s children (`parallel`, `backend`). Pruning: the sweep reads each
   running trial's per-epoch validation macro F1 from its run, reports it to the study, and stops (cancels) a trial
   Optuna's median pruner rejects; the run ends KILLED, tagged `agnews.trial_state=PRUNED`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import re
+import socket
+import tempfile
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +36,18 @@ import numpy as np
 import optuna
 import pandas as pd
 import yaml
+from mlflow.exceptions import MlflowException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from agnews import cli, launch, tracking
+from agnews.data import SPLITS
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
 STUDY_TAG, TRIAL_TAG, STATE_TAG, SPACE_TAG = "agnews.study", "agnews.trial", "agnews.trial_state", "agnews.search_space"
+HOST_TAG, PID_TAG, BEAT_TAG = "agnews.sweep_host", "agnews.sweep_pid", "agnews.heartbeat"
+BEAT_SECONDS, STALE_SECONDS = 60, 600  # a sweep run whose last beat is older than STALE_SECONDS is taken as crashed
 OBJECTIVE, PER_EPOCH = "best_val_f1_macro", "val_f1_macro"  # the trial's best epoch (its own choice), each epoch
 INTEGERS = {"epochs", "batch_size", "max_length", "early_stopping_patience", "reinit_top_k"}
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -73,10 +87,11 @@ def distribution(name: str, entry: object) -> BaseDistribution:
         choices = entry["choices"]
         if not isinstance(choices, list) or not choices or len(set(map(str, choices))) != len(choices):
             raise PipelineError(f"search space entry {name}: choices must be a non-empty list of distinct values")
+        choices = [_number(value) for value in choices]
         for value in choices:  # each choice must be a value `-P name=` accepts
             _check_value(name, value)
         return CategoricalDistribution(choices)
-    low, high, use_log = entry.get("low"), entry.get("high"), entry.get("log", False)
+    low, high, use_log = _number(entry.get("low")), _number(entry.get("high")), entry.get("log", False)
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high))
     if not numbers or not low < high or not isinstance(use_log, bool) or (use_log and low <= 0):
         raise PipelineError(f"search space entry {name}: needs numbers low < high (low > 0 with log: true); got "
@@ -86,6 +101,16 @@ def distribution(name: str, entry: object) -> BaseDistribution:
     if name in INTEGERS:  # train's parsing above refused a fractional bound
         return IntDistribution(int(low), int(high), log=use_log)
     return FloatDistribution(float(low), float(high), log=use_log)
+
+
+def _number(value: object) -> object:
+    """A string that reads as a number, as that number: YAML 1.1 reads `1e-4` (no dot) as the string '1e-4'."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def _check_value(name: str, value: object) -> None:
@@ -107,6 +132,12 @@ def study_name(value: str, model_name: str) -> str:
     if not _STUDY_NAME.match(name):
         raise PipelineError(f"-P study={value!r} is not a valid study name; use letters, digits, '.', '_' or '-'")
     return name
+
+
+def fixed_parameters(model: str, seed: int, training: dict, space: dict[str, BaseDistribution]) -> dict:
+    """What a study holds fixed, as the trials' `-P` values: the model, the seed and every train parameter
+    (`training`: cli.TRAINING_KEYS) its space does not search."""
+    return {"model": model, "seed": seed, **{k: v for k, v in training.items() if k not in space}}
 
 
 # --- the study, rebuilt from the runs ----------------------------------------------------------------------------
@@ -149,12 +180,14 @@ def _param_value(dist: BaseDistribution, text: str):
 
 
 def open_study(name: str, experiment_id: str, space: dict[str, BaseDistribution], data_run_id: str, seed: int,
-               prune: bool) -> Study:
+               prune: bool, fixed: dict | None = None) -> Study:
     """The study `name`, its finished trials added back from their runs; refuses a resumed study searched over
-    another space or on other rows (its values would not compare). A data run prepared again with the same rows
-    (prepare_data is not reused across code versions) continues the study."""
+    another space, on other rows or with other `fixed` parameters (fixed_parameters; its values would not compare).
+    A data run prepared again with the same rows (prepare_data is not reused across code versions) continues the
+    study."""
     client = mlflow.MlflowClient()
     runs = _trial_runs(experiment_id, name)
+    _check_fixed(name, runs, fixed or {})
     key, same_rows = space_key(space), {data_run_id: True}
     for run in runs:
         if run.data.tags.get(SPACE_TAG) != key:
@@ -193,13 +226,124 @@ def open_study(name: str, experiment_id: str, space: dict[str, BaseDistribution]
     return result
 
 
+def _check_fixed(name: str, runs: list, fixed: dict) -> None:
+    """One line naming every fixed parameter an earlier trial ran with another value (a param it never logged,
+    from older code, is not compared)."""
+    differ = {}
+    for run in runs:
+        for key, value in fixed.items():
+            logged = run.data.params.get(key)
+            if key not in differ and logged is not None and not cli.same_value(logged, value):
+                differ[key] = logged
+    if differ:
+        listed = ", ".join(f"{k}={v} (now {fixed[k]})" for k, v in differ.items())
+        raise PipelineError(f"study {name!r} ran its trials with other fixed parameters: {listed}; pass those -P "
+                            "values again to resume it, or -P study=<new name> for a new study")
+
+
 def _same_rows(used: str, data_run_id: str) -> bool:
-    digests = tracking.split_digests(used)
-    same = bool(digests) and digests == tracking.split_digests(data_run_id)
+    digests = row_digests(used)
+    same = bool(digests) and digests == row_digests(data_run_id)
     if same:
         log.info("data run %s holds the same rows as %s, the study's (prepared again, e.g. after a code change): "
                  "the study continues", data_run_id, used)
     return same
+
+
+def row_digests(data_run_id: str) -> dict[str, str]:
+    """A sha256 of every row of each split of a data run (tracking.rows_digest): its tag, or for a run prepared
+    before the tag, computed from its data/<split>.parquet artifacts. Empty when the run cannot be read."""
+    try:
+        run = mlflow.MlflowClient().get_run(data_run_id or "")
+    except MlflowException:
+        return {}
+    if tracking.ROWS_TAG in run.data.tags:
+        return json.loads(run.data.tags[tracking.ROWS_TAG])
+    digests = {}
+    for split in SPLITS:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = mlflow.artifacts.download_artifacts(run_id=data_run_id, artifact_path=f"data/{split}.parquet",
+                                                           dst_path=tmp)
+            except (MlflowException, OSError):
+                continue  # a split it never wrote (e.g. gate, prepared before it existed)
+            digests[split] = tracking.rows_digest(pd.read_parquet(path))
+    log.info("data run %s has no %s tag (prepared before it): row digests computed from its splits", data_run_id,
+             tracking.ROWS_TAG)
+    return digests
+
+
+# --- one sweep per study at a time ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def heartbeat(run_id: str, seconds: float = BEAT_SECONDS):
+    """Tag the sweep run with its host and process, and beat BEAT_TAG (unix seconds) every `seconds` from a
+    thread while the body runs: claim_study tells a live sweep from a crashed one by it."""
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, HOST_TAG, socket.gethostname())
+    client.set_tag(run_id, PID_TAG, str(os.getpid()))
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            client.set_tag(run_id, BEAT_TAG, f"{time.time():.0f}")
+        except Exception as exc:  # a store that is briefly down: the next beat may get through
+            log.warning("heartbeat of sweep run %s not recorded: %s", run_id, exc)
+
+    def beating() -> None:
+        while not stop.wait(seconds):
+            beat()
+
+    beat()
+    thread = threading.Thread(target=beating, name=f"heartbeat-{run_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def claim_study(name: str, experiment_id: str, owner: str) -> None:
+    """Refuse a second sweep on study `name` while another sweep run holding it is alive (RUNNING, a recent
+    heartbeat); end a stale one (a crashed sweep) FAILED, so that only the sweep run `owner` adds trials."""
+    client = mlflow.MlflowClient()
+    running = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{name}' and tags.`agnews.step` = 'sweep' "
+                                                  "and attributes.status = 'RUNNING'")
+    for run in running:
+        if run.info.run_id == owner:
+            continue
+        reason = _stale(run)
+        if reason is None:
+            raise PipelineError(f"study {name!r} is in use by sweep run {run.info.run_id}, still running on "
+                                f"{run.data.tags.get(HOST_TAG, 'an unknown host')}; wait for it to end, or pass "
+                                "-P study=<new name> for a new study")
+        log.warning("sweep run %s on study %r is stale (%s): ending it FAILED and taking the study over",
+                    run.info.run_id, name, reason)
+        client.set_tag(run.info.run_id, "agnews.error", f"ended by sweep run {owner} on the same study: {reason}")
+        client.set_terminated(run.info.run_id, "FAILED")
+
+
+def _stale(run) -> str | None:
+    """Why a RUNNING sweep run is taken as crashed, or None when it may be alive."""
+    tags = run.data.tags
+    last = float(tags.get(BEAT_TAG, run.info.start_time / 1000))  # no beat yet (or older code): its start
+    if time.time() - last > STALE_SECONDS:
+        return f"no heartbeat for {time.time() - last:.0f} s"
+    pid = int(tags.get(PID_TAG, 0))
+    if pid and tags.get(HOST_TAG) == socket.gethostname() and not _alive(pid):
+        return f"its process {pid} on this host is gone"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --- trials as train children --------------------------------------------------------------------------------------

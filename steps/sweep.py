@@ -44,12 +44,20 @@ def run_sweep(args: argparse.Namespace) -> None:
                          "search_space": args.search_space or "sweeps/default.yaml"})
     mlflow.set_tags({sweep.STUDY_TAG: name, sweep.SPACE_TAG: sweep.space_key(space)})
     config = launch.backend_config(args)
+    run = mlflow.active_run().info
+    with sweep.heartbeat(run.run_id):
+        sweep.claim_study(name, run.experiment_id, run.run_id)  # after our tag: of two at once, one sees the other
+        _run_study(args, spec, space, name, config)
+
+
+def _run_study(args: argparse.Namespace, spec, space: dict, name: str, config: dict) -> None:
     steps = Steps(args.reuse, Launcher(str(PROJECT_DIR), 1, args.backend, config))
     data, data_run_id = steps.prepare_data(args)
 
-    study = sweep.open_study(name, mlflow.active_run().info.experiment_id, space, data_run_id, args.seed, args.prune)
-    base = {"model": args.model, "name": spec.name, "data_run_id": data_run_id, **data,
-            **cli.values(args, cli.TRAINING_KEYS)}
+    training = cli.values(args, cli.TRAINING_KEYS)
+    study = sweep.open_study(name, mlflow.active_run().info.experiment_id, space, data_run_id, args.seed, args.prune,
+                             sweep.fixed_parameters(args.model, args.seed, training, space))
+    base = {"model": args.model, "name": spec.name, "data_run_id": data_run_id, **data, **training}
     trials = sweep.Trials(study, base, f"train {spec.name}")
     Launcher(str(PROJECT_DIR), args.parallel, args.backend, config, watch=trials.watch if args.prune else None).run(
         trials.chains(args.n_trials))

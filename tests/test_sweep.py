@@ -132,10 +132,10 @@ def test_a_study_resumes_from_its_runs_numbering_on_and_keeping_interrupted_tria
 
 
 def _data_run(experiment_id: str, texts: list[str]) -> str:
-    """A prepare_data-like run: its splits logged as dataset inputs (their digests identify the rows)."""
+    """A prepare_data-like run: its splits logged as prepare_data logs them (a sha256 of their rows names them)."""
     frame = pd.DataFrame({"row_id": [f"r{i}" for i in range(len(texts))], "text": texts, "label": [0, 1] * 2})
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        tracking.log_lineage({"train": frame, "validation": frame.iloc[:2]}, mlflow.get_artifact_uri("data"))
+        tracking.log_splits({"train": frame, "validation": frame.iloc[:2]})
     return run.info.run_id
 
 
