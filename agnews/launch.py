@@ -12,7 +12,10 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator, Iterable
@@ -29,6 +32,7 @@ from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 BUILT_IN = ("local", "kubernetes", "databricks")
+KUBE_PROJECT = Path("deploy") / "kubernetes"  # its MLproject: the root's entry points in a docker_env
 CANCEL_WAIT_S = 60.0  # how long a cancelled child may take to end its run KILLED before we end it ourselves
 FAILED_CHILD_TAG = "agnews.failed_child"
 
@@ -205,6 +209,67 @@ class LocalChild(SubmittedRun):
         self.inner.cancel()
 
 
+def kubernetes_project(project_dir: str) -> Path:
+    """The folder MLflow builds every pod's image from (build_image=True: FROM the docker_env image, this folder
+    copied into its work dir, /mlflow/projects/code, where `python -m steps.<step>` finds these agnews/ and steps/
+    first on sys.path, before the base image's installed copy): deploy/kubernetes/MLproject, the project's agnews/
+    and steps/, and their code digest in cache.DIGEST_FILE, which the pods' cache.code_digest reads, so that the
+    runs they tag are the ones `main` reuses. A temporary folder, removed with the launcher."""
+    from agnews import cache
+
+    root, stage = Path(project_dir), Path(tempfile.mkdtemp(prefix="agnews-kubernetes-"))
+    shutil.copy2(root / KUBE_PROJECT / "MLproject", stage / "MLproject")
+    for package in ("agnews", "steps"):
+        shutil.copytree(root / package, stage / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (stage / cache.DIGEST_FILE).write_text(cache.code_digest(root) + "\n")
+    return stage
+
+
+def image_repository(config: dict, stage: Path) -> dict:
+    """The backend config with the code digest as the image's tag, where MLflow would push an untagged name (it
+    tags with the work folder's git commit, and the staged folder has none): `docker push` of an untagged name
+    pushes every local tag of it."""
+    from mlflow.utils.git_utils import get_git_commit
+
+    from agnews import cache
+
+    uri = config.get("repository-uri", "")
+    if not uri or ":" in uri.rsplit("/", 1)[-1] or "@" in uri or get_git_commit(str(stage)):
+        return config
+    return {**config, "repository-uri": f"{uri}:{(stage / cache.DIGEST_FILE).read_text().strip()}"}
+
+
+class KubernetesChild(SubmittedRun):
+    """MLflow's KubernetesSubmittedRun, cancelled so that its pod goes too. MLflow's cancel() deletes the Job with
+    no propagation policy, and the API's default for a batch/v1 Job orphans its pods: the pod trained on, then
+    registered a version and ended the run FINISHED over main's KILLED. Deleting with propagation_policy=
+    "Background" deletes the pod as well (SIGTERM: the step ends its run KILLED and undoes its registration)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    @property
+    def run_id(self) -> str:
+        return self.inner.run_id
+
+    def get_status(self) -> str:
+        return self.inner.get_status()
+
+    def wait(self) -> bool:
+        return self.inner.wait()
+
+    def cancel(self) -> None:
+        inner = self.inner
+        with inner._status_lock:
+            if RunStatus.is_terminated(inner._status):
+                return
+            log.info("deleting kubernetes job %s/%s and its pod", inner._job_namespace, inner._job_name)
+            inner._kube_api.delete_namespaced_job(name=inner._job_name, namespace=inner._job_namespace,
+                                                  propagation_policy="Background")
+            inner._status = RunStatus.KILLED
+
+
 @dataclass
 class _Running:
     index: int
@@ -221,6 +286,7 @@ class Launcher:
         self.project_dir, self.parallel, self.backend, self.watch = project_dir, parallel, backend, watch
         self.config = dict(config or {})
         self.poll_s = float(self.config.get("poll_seconds", poll_s))
+        self._kubernetes: tuple[str, dict] | None = None  # the staged project and its config, made once
         self.threads = thread_split(parallel)
         if backend == "local":
             # Each child inherits it: N children x threads stay within the cores. Set here, in main's own
@@ -272,9 +338,9 @@ class Launcher:
         parent = mlflow.active_run()
         log.info("starting child run %r on %s (%d at once, %d threads each)", launch.run_name, self.backend,
                  self.parallel, self.threads)
-        project = self.project_dir
-        if self.backend == "kubernetes":  # MLflow's kubernetes backend needs a docker_env MLproject
-            project = str(Path(self.project_dir) / "deploy" / "kubernetes")
+        project, config = self.project_dir, dict(self.config)
+        if self.backend == "kubernetes":
+            project, config = self.kubernetes()
         parameters = {k: str(v) for k, v in launch.parameters.items()}
         try:
             if self.backend == "local":
@@ -282,19 +348,29 @@ class Launcher:
             else:
                 submitted = mlflow.projects.run(
                     project, launch.entry_point, parameters=parameters, experiment_id=parent.info.experiment_id,
-                    run_name=launch.run_name, backend=self.backend, backend_config=dict(self.config),
-                    env_manager="local", synchronous=False)
+                    run_name=launch.run_name, backend=self.backend, backend_config=config, env_manager="local",
+                    synchronous=False, build_image=self.backend == "kubernetes")
         except MlflowException as exc:
             raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
                                 f"({cause(exc)})") from exc
         client = mlflow.MlflowClient()
         for key, value in {"agnews.threads": str(self.threads), **launch.tags}.items():
             client.set_tag(submitted.run_id, key, value)
-        return submitted
+        return KubernetesChild(submitted) if self.backend == "kubernetes" else submitted
+
+    def kubernetes(self) -> tuple[str, dict]:
+        """MLflow's kubernetes backend builds each child's image from a docker_env project: the staged copy of this
+        project (kubernetes_project), made once per launcher; its config tagged by the code digest."""
+        if self._kubernetes is None:
+            stage = kubernetes_project(self.project_dir)
+            weakref.finalize(self, shutil.rmtree, stage, True)
+            self._kubernetes = str(stage), image_repository(self.config, stage)
+        return self._kubernetes[0], dict(self._kubernetes[1])
 
     def _collect(self, running: list[_Running], results: dict[int, str]) -> None:
         """Wait until at least one child has ended; a success steps its chain, a failure raises."""
         while True:
+            _poll(running)
             done = [item for item in running if RunStatus.is_terminated(
                 RunStatus.from_string(item.submitted.get_status()))]
             if done:
@@ -340,26 +416,50 @@ class Launcher:
         if not running:
             return
         with signals.deferred():
-            for item in running:
-                log.warning("cancelling child run %r (%s)", item.launch.run_name, item.submitted.run_id)
-                try:
-                    item.submitted.cancel()
-                except Exception as exc:  # keep cancelling the others
-                    log.error("could not cancel %r: %s", item.launch.run_name, cause(exc))
-            for item in running:
-                _ensure_ended(item.submitted.run_id, "KILLED")
+            failed = {item.submitted.run_id for item in running if not _cancel(item)}
+            for item in running:  # a child whose cancel failed will not end its run: no wait for it
+                wait_s = 0.0 if item.submitted.run_id in failed else CANCEL_WAIT_S
+                _ensure_ended(item.submitted.run_id, "KILLED", wait_s)
             running.clear()
+
+
+def _poll(running: list[_Running]) -> None:
+    """One state query per backend that batches them (Slurm: one `squeue` for all its jobs) before the children's
+    get_status() calls read it; other backends are asked child by child."""
+    groups: dict[type, list[SubmittedRun]] = {}
+    for item in running:
+        groups.setdefault(type(item.submitted), []).append(item.submitted)
+    for kind, children in groups.items():
+        if callable(getattr(kind, "poll", None)):
+            kind.poll(children)
+
+
+def _cancel(item: _Running) -> bool:
+    """Cancel one child; a failure (e.g. scancel refused) is logged as an error and tagged on its run, not raised:
+    the other children are cancelled still. Its job may be running on: the message says how to stop it."""
+    log.warning("cancelling child run %r (%s)", item.launch.run_name, item.submitted.run_id)
+    try:
+        item.submitted.cancel()
+        return True
+    except Exception as exc:
+        reason = str(exc) if isinstance(exc, PipelineError) else cause(exc)
+        log.error("could not cancel child run %r (%s): %s", item.launch.run_name, item.submitted.run_id, reason)
+        mlflow.MlflowClient().set_tag(item.submitted.run_id, "agnews.backend_error", f"cancel failed: {reason}"[:5000])
+        return False
 
 
 def _ensure_ended(run_id: str, status: str, timeout_s: float = CANCEL_WAIT_S) -> None:
     """Wait for a cancelled child to end its own run (it undoes its registrations first); then end it ourselves."""
     client = mlflow.MlflowClient()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if RunStatus.is_terminated(RunStatus.from_string(client.get_run(run_id).info.status)):
-            return
+    while not RunStatus.is_terminated(RunStatus.from_string(client.get_run(run_id).info.status)):
+        if time.monotonic() >= deadline:
+            break
         time.sleep(0.5)
-    log.warning("child run %s did not end within %.0f s of cancelling; ending it %s", run_id, timeout_s, status)
+    else:
+        return
+    if timeout_s:
+        log.warning("child run %s did not end within %.0f s of cancelling; ending it %s", run_id, timeout_s, status)
     client.set_terminated(run_id, status)
 
 

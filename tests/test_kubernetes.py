@@ -1,18 +1,20 @@
-"""Kubernetes on paper: the files the README's `main -P backend=kubernetes` uses, and the Job MLflow's own kubernetes
-backend renders from them (mlflow.projects.kubernetes). Nothing is submitted: there is no cluster here."""
+"""Kubernetes on paper: the files the README's `main -P backend=kubernetes` uses, and what `main` has MLflow's own
+kubernetes backend (mlflow.projects.kubernetes, mlflow.projects.docker) build, push and submit, with only the
+docker daemon and the kube API replaced by fakes. Nothing is submitted: there is no cluster here."""
 from __future__ import annotations
 
 import json
 import re
+import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
+import mlflow
 import pytest
 import yaml
 from mlflow.projects import _parse_kubernetes_config
-from mlflow.projects import kubernetes as kb
-from mlflow.projects.utils import get_entry_point_command, get_run_env_vars, load_project
 
-from agnews import launch
+from agnews import cache, launch
 from agnews.errors import PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,26 +37,110 @@ def test_dockerfile_installs_the_pinned_requirements_and_the_project():
     assert "pip install --no-deps ." in dockerfile  # agnews and steps importable from MLflow's work folder
 
 
-def test_job_rendered_by_mlflow_has_image_command_and_environment(monkeypatch):
+def test_the_shipped_config_names_a_template_from_the_project_root(monkeypatch):
     monkeypatch.chdir(REPO)  # the config names the template relative to the project root, where main runs
-    monkeypatch.setenv("KUBE_MLFLOW_TRACKING_URI", POD_URI)
     config = _parse_kubernetes_config(json.loads((DEPLOY / "kubernetes_config.json").read_text()))
-    project = load_project(str(DEPLOY))
-    command = get_entry_point_command(project, "train", {"model": "tinybert", "data_run_id": "d1", "seed": "2"}, None)
-    job = kb._get_kubernetes_job_definition(
-        project.name, f"{config['repository-uri']}:5e1f0c", "sha256:0123abcd", kb._get_run_command(command),
-        get_run_env_vars(run_id="r1", experiment_id="7"), config["kube-job-template"])
-    assert job["kind"] == "Job" and job["metadata"]["namespace"] == "mlflow"
-    assert job["metadata"]["name"].startswith("agnews-mlops-")
-    assert job["spec"]["backoffLimit"] == 0
+    assert config["kube-job-template"]["kind"] == "Job" and config["repository-uri"]
+
+
+class FakeDocker:
+    """docker.from_env(): builds record the build context MLflow sends (extracted to a folder), pushes answer
+    a registry digest. The no-build path (build_image=False) pulls the base image as it is."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.builds, self.pushed = folder, [], []
+        self.images = self
+
+    def build(self, tag, fileobj, dockerfile, **kwargs):
+        context = self.folder / f"context-{len(self.builds)}"
+        with tarfile.open(fileobj=fileobj, mode="r:gz") as archive:
+            archive.extractall(context, filter="data")
+        self.builds.append((tag, context / dockerfile))
+        return SimpleNamespace(tags=[tag], id="sha256:built"), []
+
+    def list(self, name):
+        return []
+
+    def pull(self, name):
+        return SimpleNamespace(tags=[name], id="sha256:base")
+
+    def push(self, repository, stream, decode):
+        self.pushed.append(repository)
+        return iter([{"status": "Pushed"}])
+
+    def get_registry_data(self, tag):
+        return SimpleNamespace(id="sha256:0123abcd")
+
+
+class FakeBatchApi:
+    """kubernetes.client.BatchV1Api(): the Jobs created and the deletions asked for."""
+
+    created, deleted = [], []
+
+    def create_namespaced_job(self, namespace, body, **kwargs):
+        self.created.append(body)
+
+    def delete_namespaced_job(self, **kwargs):
+        self.deleted.append(kwargs)
+
+    def read_namespaced_job_status(self, **kwargs):
+        return SimpleNamespace(status=SimpleNamespace(start_time="now", conditions=None))
+
+
+@pytest.fixture()
+def cluster(monkeypatch, tmp_path):
+    """MLflow's own kubernetes backend with only docker and the kube API replaced."""
+    import docker
+    import kubernetes
+    from mlflow.projects import docker as mlflow_docker
+
+    fake = FakeDocker(tmp_path)
+    monkeypatch.setattr(docker, "from_env", lambda **kwargs: fake)
+    monkeypatch.setattr(mlflow_docker, "validate_docker_installation", lambda: None)
+    monkeypatch.setattr(kubernetes.config, "load_kube_config", lambda context=None: None)
+    monkeypatch.setattr(FakeBatchApi, "created", [])
+    monkeypatch.setattr(FakeBatchApi, "deleted", [])
+    monkeypatch.setattr(kubernetes.client, "BatchV1Api", FakeBatchApi)
+    monkeypatch.setenv("KUBE_MLFLOW_TRACKING_URI", POD_URI)
+    return fake
+
+
+def test_main_submits_a_job_on_an_image_built_from_the_project(store, cluster):
+    """What `main -P backend=kubernetes` has MLflow submit: an image built FROM the base image with the project's
+    current source in its work folder, pushed to repository-uri and pinned by its registry digest; the entry
+    point's command; the pods' tracking URI. The pods' code digest is main's, so their runs are the ones reused."""
+    config = json.loads((DEPLOY / "kubernetes_config.json").read_text())
+    config["kube-job-template-path"] = str(REPO / config["kube-job-template-path"])
+    with mlflow.start_run():
+        launcher = launch.Launcher(str(REPO), parallel=2, backend="kubernetes", config=config)
+        child = launcher.submit(launch.Launch("train", "train tinybert seed 2",
+                                              {"model": "tinybert", "data_run_id": "d1", "seed": 2}))
+    digest = cache.code_digest()
+    [(tag, dockerfile)] = cluster.builds
+    assert tag == f"registry.example.com/agnews-mlops:{digest}" and cluster.pushed == [tag]
+    assert dockerfile.read_text().startswith("FROM agnews-mlops:latest")
+    code = dockerfile.parent  # what the image holds in its work folder, /mlflow/projects/code
+    assert (code / "MLproject").read_bytes() == (DEPLOY / "MLproject").read_bytes()
+    for source in ("agnews/cache.py", "agnews/launch.py", "steps/train.py"):
+        assert (code / source).read_bytes() == (REPO / source).read_bytes()
+    assert cache.code_digest(code) == digest  # a pod's agnews.cache, run from that folder
+    (code / cache.DIGEST_FILE).unlink()
+    assert cache.code_digest(code) != digest  # its own hash would differ: deploy/kubernetes' MLproject
+
+    [job] = FakeBatchApi.created
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == "mlflow" and job["spec"]["backoffLimit"] == 0
     [container] = job["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "registry.example.com/agnews-mlops:5e1f0c@sha256:0123abcd"
+    assert container["image"] == f"registry.example.com/agnews-mlops:{digest}@sha256:0123abcd"
     assert container["command"][:5] == ["python", "-m", "steps.train", "--model", "tinybert"]
     assert container["command"][container["command"].index("--seed") + 1] == "2"
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["MLFLOW_TRACKING_URI"] == POD_URI  # from KUBE_MLFLOW_TRACKING_URI, not this machine's store
-    assert (env["MLFLOW_RUN_ID"], env["MLFLOW_EXPERIMENT_ID"], env["OMP_NUM_THREADS"]) == ("r1", "7", "4")
+    assert (env["MLFLOW_RUN_ID"], env["OMP_NUM_THREADS"]) == (child.run_id, "4")
     assert container["resources"]["limits"]["cpu"] == env["OMP_NUM_THREADS"]
+
+    child.cancel()  # the Job goes with its pod: MLflow's own cancel orphans the pod, which trains on
+    assert FakeBatchApi.deleted == [{"name": job["metadata"]["name"], "namespace": "mlflow",
+                                     "propagation_policy": "Background"}]
 
 
 @pytest.mark.parametrize("uri", ["sqlite:////tmp/mlflow.db", "http://127.0.0.1:5000"])

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import signal
+import subprocess
 
 import mlflow
 import pytest
 from mlflow.entities import RunStatus
 from mlflow.projects.submitted_run import SubmittedRun
 
-from agnews import launch
+from agnews import launch, signals
 from agnews.backends import slurm
 from agnews.errors import PipelineError
 from agnews.launch import Launch, Launcher
@@ -34,18 +37,53 @@ def test_cpu_count_is_at_least_one():
 
 # --- Slurm states and configuration -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("state, status", [
-    ("PENDING", "SCHEDULED"), ("RUNNING", "RUNNING"), ("COMPLETED", "FINISHED"), ("FAILED", "FAILED"),
-    ("CANCELLED", "KILLED"), ("TIMEOUT", "FAILED"), ("OUT_OF_MEMORY", "FAILED"), ("NODE_FAIL", "FAILED"),
-    ("PREEMPTED", "KILLED"), ("CANCELLED by 0", "KILLED"), ("COMPLETING", "RUNNING"), ("BOOT_FAIL", "FAILED"),
-    ("SOMETHING_NEW", "RUNNING")])
-def test_every_slurm_state_maps_to_an_mlflow_status(state, status):
+# Slurm's own job states, from outside this project's table: the list `squeue -t <unknown>` prints ("Valid job
+# states include: ...", slurm-wlm 22.05.8, seen here 2026-12-04), checked again against the squeue installed
+# wherever there is one.
+SLURM_STATES = ("PENDING,RUNNING,SUSPENDED,COMPLETED,CANCELLED,FAILED,TIMEOUT,NODE_FAIL,PREEMPTED,BOOT_FAIL,DEADLINE,"
+                "OUT_OF_MEMORY,COMPLETING,CONFIGURING,RESIZING,RESV_DEL_HOLD,REQUEUED,REQUEUE_FED,REQUEUE_HOLD,REVOKED,"
+                "SIGNALING,SPECIAL_EXIT,STAGE_OUT,STOPPED").split(",")
+# slurm.h: the base states after JOB_SUSPENDED are the finished ones (IS_JOB_FINISHED); the rest of the list are
+# flags a job carries on its way (COMPLETING: "some processes on some nodes may still be active", squeue(1)), except
+# two that leave it waiting on an operator for good: SPECIAL_EXIT (requeued and held on a chosen exit code) and
+# REVOKED (a federation sibling that another cluster runs): main must not wait on those.
+FINISHED_BASE = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
+                 "OUT_OF_MEMORY"}
+GIVEN_UP = {"SPECIAL_EXIT", "REVOKED"}
+
+
+def _installed_slurm_states() -> list[str] | None:
+    if not shutil.which("squeue"):
+        return None
+    listed = subprocess.run(["squeue", "-h", "-t", "NO_SUCH_STATE"], capture_output=True, text=True, timeout=30)
+    match = re.search(r"Valid job states include: (\S+)", listed.stderr)
+    return match.group(1).split(",") if match else None
+
+
+def test_the_slurm_states_are_the_ones_slurm_knows():
+    installed = _installed_slurm_states()
+    if installed is not None:
+        assert set(installed) == set(SLURM_STATES), "this Slurm has other states: map them in slurm.STATES"
+    assert set(slurm.STATES) == set(SLURM_STATES)
+
+
+@pytest.mark.parametrize("state", SLURM_STATES)
+def test_a_slurm_state_ends_the_run_exactly_when_slurm_is_done_with_the_job(state):
+    """Finished (slurm.h) or given up: a terminal MLflow status, FINISHED only for COMPLETED (exit code 0), KILLED
+    for a job someone stopped (scancel, preemption), FAILED for the rest; any other state: polled again."""
+    status = RunStatus.from_string(slurm.to_mlflow_status(state))
+    assert RunStatus.is_terminated(status) == (state in FINISHED_BASE | GIVEN_UP)
+    if state in FINISHED_BASE | GIVEN_UP:
+        expected = {"COMPLETED": "FINISHED", "CANCELLED": "KILLED", "PREEMPTED": "KILLED"}.get(state, "FAILED")
+        assert RunStatus.to_string(status) == expected
+    else:  # waiting for resources (PENDING, held, requeued) is SCHEDULED; holding an allocation is RUNNING
+        assert RunStatus.to_string(status) in ("SCHEDULED", "RUNNING")
+
+
+@pytest.mark.parametrize("state, status", [("CANCELLED by 0", "KILLED"), ("COMPLETED+", "FINISHED"),
+                                           ("SOMETHING_NEW", "RUNNING")])
+def test_slurm_state_spellings_and_unknown_states(state, status):
     assert slurm.to_mlflow_status(state) == status
-
-
-def test_every_mapped_status_is_an_mlflow_status():
-    for status in slurm.STATES.values():
-        RunStatus.from_string(status)
 
 
 @pytest.mark.parametrize("config, pattern", [
@@ -83,6 +121,7 @@ def test_sbatch_script_runs_the_command_in_this_environment(tmp_path):
                    "--partition=gpu", "--time=00:30:00", "--gpus=a100:1", "--mem=8G"):
         assert f"#SBATCH {option}" in lines
     assert "#SBATCH --qos=high" in lines
+    assert "#SBATCH --no-requeue" in lines  # a NODE_FAIL or preemption must not run the job again under its run
     assert "export MLFLOW_RUN_ID=abc" in lines and "export OMP_NUM_THREADS=3" in lines
     assert any(re.match(r"export PATH=\S*/bin:", line) for line in lines)
     assert lines[-2:] == ["cd /shared/project", "exec python -m steps.train --model 'a b'"]
@@ -244,22 +283,50 @@ def test_a_failing_child_cancels_the_others_and_is_named(fake_launcher):
     assert client.get_run(mlflow.active_run().info.run_id).data.tags[launch.FAILED_CHILD_TAG] == "train b"
 
 
-def test_an_interrupt_cancels_every_child(fake_launcher, monkeypatch):
+@pytest.fixture()
+def step_signals(monkeypatch):
+    """agnews.signals as in a fresh step process, this process' handlers back afterwards. SIGHUP first gets a
+    harmless handler: where it is not handled (the code before this test), it must not hang up pytest itself."""
+    monkeypatch.setattr(signals, "_state", {"stopping": False, "holding": 0})
+    monkeypatch.setattr(signals, "_pending", [])
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGHUP, lambda signum, frame: None)
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def test_an_interrupt_cancels_every_child(fake_launcher, step_signals, monkeypatch):
+    """A signal while main waits for its children, through main's own handlers: here SIGHUP, the terminal or ssh
+    session of `main` going away (SIGINT and SIGTERM raise the same way: tests/test_signals.py). Every child is
+    cancelled (on Slurm the jobs would outlive main otherwise) and the interrupt names the signal."""
     launcher, plan, log, names = fake_launcher
     plan["train a"] = plan["train b"] = ("FINISHED", 10 ** 6)
     sleeps = []
 
-    def interrupted_sleep(seconds):  # Ctrl-C while main waits for its children
+    def hung_up_sleep(seconds):
         sleeps.append(seconds)
         if len(sleeps) == 3:
-            raise KeyboardInterrupt
+            signal.raise_signal(signal.SIGHUP)
+        assert len(sleeps) < 10, "SIGHUP did not stop main"
 
-    monkeypatch.setattr(launch.time, "sleep", interrupted_sleep)
-    with pytest.raises(KeyboardInterrupt):
+    signals.install(parent_death=False)  # as steps.main does (tracking.step_run)
+    monkeypatch.setattr(launch.time, "sleep", hung_up_sleep)
+    with pytest.raises(signals.Terminated) as info:
         launcher.run(_chain(x) for x in "ab")
+    assert info.value.signal_name == "SIGHUP"
     client = mlflow.MlflowClient()
     assert {client.get_run(r).info.status for r in names} == {"KILLED"}
     assert [event for event, _ in log].count("cancel") == 2
+
+
+def test_nohup_keeps_a_step_running_on_hangup(step_signals):
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # what nohup does before it execs the command
+    signals.install(parent_death=False)
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    with signals.deferred():
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signals._interrupt
 
 
 def test_a_child_that_never_ends_its_run_is_ended_for_it(store):
@@ -297,13 +364,10 @@ def test_a_backend_failing_half_way_leaves_no_run_open(fake_launcher, monkeypatc
     assert {r.info.run_name: r.info.status for r in children} == {"train a": "KILLED", "train b": "FAILED"}
 
 
-@pytest.mark.parametrize("backend, project_tail, config", [
-    ("kubernetes", "deploy/kubernetes", {"kube-job-template-path": "t.yaml", "repository-uri": "r"}),
-    ("slurm", "", {"cpus_per_task": 3}),
-])
-def test_remote_children_go_through_mlflow_projects_run(backend, project_tail, config, store, monkeypatch, tmp_path):
-    """What MLflow is asked: the backend, its config, env manager local, not synchronous; kubernetes from the
-    docker_env project in deploy/kubernetes."""
+def test_slurm_children_go_through_mlflow_projects_run(store, monkeypatch, tmp_path):
+    """What MLflow is asked: the backend, its config, env manager local, not synchronous, no image (kubernetes:
+    tests/test_kubernetes.py)."""
+    backend, config = "slurm", {"cpus_per_task": 3}
     calls = []
 
     class Submitted:
@@ -319,9 +383,9 @@ def test_remote_children_go_through_mlflow_projects_run(backend, project_tail, c
         launcher = Launcher(str(tmp_path), parallel=2, backend=backend, config=config)
         launcher.submit(Launch("train", "train a", {"seed": 1}))
     [(uri, entry_point, kwargs)] = calls
-    assert uri == str(tmp_path / project_tail).rstrip("/") and entry_point == "train"
-    assert (kwargs["backend"], kwargs["backend_config"], kwargs["env_manager"], kwargs["synchronous"]) == (
-        backend, config, "local", False)
+    assert uri == str(tmp_path) and entry_point == "train"
+    assert (kwargs["backend"], kwargs["backend_config"], kwargs["env_manager"], kwargs["synchronous"],
+            kwargs["build_image"]) == (backend, config, "local", False, False)
     assert kwargs["parameters"] == {"seed": "1"} and kwargs["run_name"] == "train a"
 
 

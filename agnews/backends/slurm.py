@@ -5,18 +5,21 @@ virtualenv over a shared filesystem (`--env-manager local`), on `sbatch`, `scont
     mlflow run . -P backend=slurm [-P backend_config=slurm.json] [-P parallel=4]
 
 The run is created here (a child of the active run, as MLflow's own backends do), the job runs the entry point's
-command with MLFLOW_RUN_ID set, every Slurm state maps to an MLflow status, `cancel()` is `scancel`, and the job's
-output file is logged to the run (artifact `slurm/<job>.out`) when it ends."""
+command with MLFLOW_RUN_ID set, every Slurm state maps to an MLflow status, `cancel()` is `scancel` (its failure
+raised, not ignored), and the job's output file is logged to the run (artifact `slurm/<job>.out`) when it ends.
+Jobs are never requeued (`--no-requeue`: a requeued job would run again under a run `main` already ended). Before
+the first job a node is asked to write a marker into the job folder (skipped when every node is this machine), and
+the states of all the jobs `main` waits for come from one `squeue` call per poll (`SlurmSubmittedRun.poll`)."""
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shlex
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +55,16 @@ STATES = {
 }
 # The job's state is gone from slurmctld (purged after MinJobAge): the run's own status is all there is.
 GONE = "GONE"
+# A state read by poll() serves the get_status() calls of the same round (they follow within milliseconds).
+FRESH_S = 0.5
+# After the visibility probe's job COMPLETED, how long its marker may take to show here: an NFS client caches a
+# name it looked up and did not find for up to acdirmax (60 s by default, nfs(5)).
+PROBE_MARKER_WAIT_S = 60.0
+
+
+def ended(state: str) -> bool:
+    """The job will not run any more (GONE: slurmctld purged it, MinJobAge after its end)."""
+    return state == GONE or RunStatus.is_terminated(RunStatus.from_string(to_mlflow_status(state)))
 
 
 def to_mlflow_status(state: str) -> str:
@@ -158,25 +171,34 @@ def partition_size(partition: str | None) -> tuple[int, int]:
     return sum(n for n, _ in sizes), min(c for _, c in sizes)
 
 
+def job_states(job_ids: list[str]) -> dict[str, str]:
+    """Each job's state from ONE `squeue` call (`-t all`: ended jobs too, while slurmctld holds them); GONE for a
+    job it no longer holds (purged MinJobAge after its end). Slurm 22.05 (seen here): `squeue -j <one purged id>`
+    exits 1 with "Invalid job id specified", `-j <several purged ids>` exits 0 listing none of them."""
+    if not job_ids:
+        return {}
+    result = _slurm("squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", "%i %T", check=False)
+    if result.returncode != 0 and "Invalid job id" not in result.stderr:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise PipelineError(f"`squeue` could not read the state of slurm job(s) {','.join(job_ids)} "
+                            f"({message[-1] if message else result.returncode}); is slurmctld running? (sinfo)")
+    listed = dict(line.split(None, 1) for line in result.stdout.splitlines() if len(line.split()) >= 2)
+    return {job: listed.get(job, GONE).strip() for job in job_ids}
+
+
 def job_state(job_id: str) -> str:
-    """The job's state from slurmctld (`scontrol show job`), GONE once it was purged (MinJobAge after the end)."""
-    result = _slurm("scontrol", "show", "job", "-o", job_id, check=False)
-    match = re.search(r"\bJobState=(\S+)", result.stdout)
-    if match:
-        return match.group(1)
-    if "Invalid job id" in result.stderr:
-        return GONE
-    raise PipelineError(f"`scontrol show job {job_id}` failed: {result.stderr.strip() or result.returncode}")
+    return job_states([job_id])[job_id]
 
 
 # --- the job ----------------------------------------------------------------------------------------------------
 
 def sbatch_script(command: str, work_dir: str, env: dict[str, str], config: SlurmConfig, job_name: str,
                   output: Path) -> str:
-    """The batch script: #SBATCH options from the config, this virtualenv's python first on PATH, the MLflow run's
-    environment, then the entry point's command (exec: scancel's SIGTERM reaches the step, which ends its run
-    KILLED)."""
-    options = [f"--job-name={job_name}", f"--output={output}", f"--cpus-per-task={config.cpus_per_task}"]
+    """The batch script: #SBATCH options from the config (and --no-requeue), this virtualenv's python first on PATH,
+    the MLflow run's environment, then the entry point's command (exec: scancel's SIGTERM reaches the step, which
+    ends its run KILLED)."""
+    options = [f"--job-name={job_name}", f"--output={output}", f"--cpus-per-task={config.cpus_per_task}",
+               "--no-requeue"]  # a requeued job (NODE_FAIL, preemption) would run again under an ended run
     options += [f"--{key}={value}" for key, value in
                 (("partition", config.partition), ("time", config.time), ("gpus", config.gpus), ("mem", config.mem))
                 if value]
@@ -203,24 +225,109 @@ def submit(script: Path) -> str:
     return result.stdout.strip().split(";")[0]  # "<id>[;<cluster>]"
 
 
+# --- is the work folder shared? ------------------------------------------------------------------------------------
+
+_visible: set[tuple[str, str, str]] = set()  # (partition, work dir, job folder) checked in this process
+
+
+def check_visible(work_dir: str, folder: Path, config: SlurmConfig) -> None:
+    """Before the first job: a node must see the project folder the jobs `cd` into, this virtualenv's python and
+    the job folder. Trivially so when every node of the partition is this machine (the CI cluster: no job, no wait);
+    otherwise one tiny job writes a marker into `folder` and it must appear here. Checked once per process."""
+    key = (config.partition, work_dir, str(folder))
+    if key in _visible:
+        return
+    if not single_node_here(config.partition or None):
+        _probe(work_dir, folder, config)
+    _visible.add(key)
+
+
+def probe_script(work_dir: str, marker: Path, token: str, config: SlurmConfig) -> str:
+    options = ["--job-name=agnews-visible", "--output=/dev/null", "--no-requeue", "--time=1", "--cpus-per-task=1"]
+    options += [f"--{key}={value}" for key, value in (("partition", config.partition), ("mem", config.mem)) if value]
+    return "\n".join(["#!/bin/bash", *(f"#SBATCH {option}" for option in options), *config.sbatch_lines,
+                      f"cd {shlex.quote(work_dir)} && test -x {shlex.quote(sys.executable)} "
+                      f"&& echo {token} > {shlex.quote(str(marker))}", ""])
+
+
+def _probe(work_dir: str, folder: Path, config: SlurmConfig) -> None:
+    token = uuid.uuid4().hex[:16]
+    marker, script = folder / f".visible-{token}", folder / f".visible-{token}.sbatch"
+    script.write_text(probe_script(work_dir, marker, token, config))
+    try:
+        job = submit(script)
+    finally:
+        script.unlink(missing_ok=True)  # slurmctld keeps its own copy
+    log.info("slurm job %s checks that the nodes see %s (it waits for a node like any job)", job, work_dir)
+    outcome = ""
+    try:
+        outcome = _await_marker(job, marker, token, config.poll_seconds)
+    finally:
+        marker.unlink(missing_ok=True)
+        if not outcome:  # interrupted while waiting: leave no job queued
+            _slurm("scancel", job, check=False)
+    if outcome != "seen":
+        raise PipelineError(
+            f"the Slurm nodes do not see {work_dir} as this machine does: slurm job {job} {outcome}; run from a "
+            f"folder every node mounts at the same path, this virtualenv ({Path(sys.executable).parent.parent}) "
+            "included (a git URL: set TMPDIR to such a folder, MLflow checks out there), and output_dir in "
+            "-P backend_config on it too")
+
+
+def _await_marker(job: str, marker: Path, token: str, poll_s: float) -> str:
+    """"seen" once the marker holds the token, else why not: the job's end state, or no marker after it ended."""
+    ended_at = None
+    while True:
+        if marker.is_file() and marker.read_text().strip() == token:
+            return "seen"
+        state = job_state(job).split()[0]
+        if ended(state) and state not in ("COMPLETED", GONE):
+            return f"ended {state} (a node could not enter the folder, run this python or write {marker.parent})"
+        if ended(state):
+            ended_at = ended_at or time.monotonic()
+            if time.monotonic() - ended_at > PROBE_MARKER_WAIT_S:
+                return (f"wrote its marker into a {marker.parent} of the node's own (not here "
+                        f"{PROBE_MARKER_WAIT_S:.0f} s after the job ended)")
+        time.sleep(min(poll_s, 1.0))
+
+
+# --- a submitted job --------------------------------------------------------------------------------------------
+
 class SlurmSubmittedRun(SubmittedRun):
-    """A run's Slurm job: polled with `scontrol`, cancelled with `scancel`, its output logged to the run."""
+    """A run's Slurm job: polled with `squeue` (all of a launcher's jobs in one call: `poll`), cancelled with
+    `scancel`, its output logged to the run."""
 
     def __init__(self, run_id: str, job_id: str, output: Path, poll_seconds: float = 2.0):
         super().__init__()
         self._run_id, self.job_id, self.output, self.poll_seconds = run_id, job_id, output, poll_seconds
         self._closed = False
+        self._seen: tuple[float, str] | None = None  # (when, state) last read
 
     @property
     def run_id(self) -> str:
         return self._run_id
 
+    @classmethod
+    def poll(cls, runs: list["SlurmSubmittedRun"]) -> None:
+        """Read the state of every job still running with one `squeue` call (Launcher._collect calls this once per
+        round; each get_status() then reads it)."""
+        live = [run for run in runs if run._seen is None or not ended(run._seen[1])]
+        states = job_states([run.job_id for run in live])
+        now = time.monotonic()
+        for run in live:
+            state = states[run.job_id]
+            run._seen = (now, run._gone_state() if state == GONE else state)
+
+    def _gone_state(self) -> str:
+        """Purged from slurmctld: the run's own end is what we know."""
+        run_status = mlflow.MlflowClient().get_run(self._run_id).info.status
+        return "COMPLETED" if run_status == "FINISHED" else "FAILED" if run_status != "KILLED" else "CANCELLED"
+
     def _state(self) -> str:
-        state = job_state(self.job_id)
-        if state == GONE:  # purged: the run's own end is what we know
-            run_status = mlflow.MlflowClient().get_run(self._run_id).info.status
-            return "COMPLETED" if run_status == "FINISHED" else "FAILED" if run_status != "KILLED" else "CANCELLED"
-        return state
+        """The job's state: an ended one is final, a live one read again when older than FRESH_S."""
+        if self._seen is None or not ended(self._seen[1]) and time.monotonic() - self._seen[0] > FRESH_S:
+            self.poll([self])
+        return self._seen[1]
 
     def get_status(self) -> str:
         return to_mlflow_status(self._state())
@@ -235,16 +342,24 @@ class SlurmSubmittedRun(SubmittedRun):
             time.sleep(self.poll_seconds)
 
     def cancel(self) -> None:
-        """scancel, then wait until Slurm has ended the job (the step got SIGTERM and ended its run KILLED)."""
-        _slurm("scancel", self.job_id, check=False)
+        """scancel, then wait until Slurm has ended the job (the step got SIGTERM and ended its run KILLED). A
+        scancel that failed on a job still running, or a job still running 120 s later, raises."""
+        result = _slurm("scancel", self.job_id, check=False)
+        self._seen = None
+        if result.returncode != 0 and not ended(self._state()):
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise PipelineError(f"`scancel {self.job_id}` failed ({lines[-1] if lines else result.returncode}) and "
+                                f"slurm job {self.job_id} is still {self._state()}; cancel it yourself (scancel "
+                                f"{self.job_id}; check the job's owner and slurmctld)")
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             state = self._state()
-            if RunStatus.is_terminated(RunStatus.from_string(to_mlflow_status(state))):
+            if ended(state):
                 self._close(state, "KILLED")
                 return
             time.sleep(min(self.poll_seconds, 1.0))
-        log.error("slurm job %s still %s 120 s after scancel", self.job_id, self._state())
+        raise PipelineError(f"slurm job {self.job_id} is still {self._state()} 120 s after scancel; check it "
+                            f"(scontrol show job {self.job_id}) and cancel it yourself")
 
     def _close(self, state: str, status: str) -> None:
         """Record the job's end on the run once: its state, its output file, and an end status if the step could
@@ -278,13 +393,13 @@ class SlurmBackend(AbstractBackend):
         config = SlurmConfig.parse({k: v for k, v in backend_config.items() if not _mlflow_key(k)})
         work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
         project = load_project(work_dir)
+        folder = job_folder(work_dir, config)
+        check_visible(work_dir, folder, config)  # before the run exists: a refusal leaves nothing behind
         run = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
         run_id = run.info.run_id
         try:
             command = " ".join(get_entry_point_command(project, entry_point, params,
                                                        backend_config.get(PROJECT_STORAGE_DIR)))
-            folder = Path(config.output_dir or Path(work_dir) / "slurm-logs").expanduser().resolve()
-            folder.mkdir(parents=True, exist_ok=True)
             output, script = folder / f"{run_id}.out", folder / f"{run_id}.sbatch"
             env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": tracking_uri,
                    "MLFLOW_EXPERIMENT_ID": str(experiment_id)}
@@ -299,6 +414,17 @@ class SlurmBackend(AbstractBackend):
         mlflow.MlflowClient().set_tag(run_id, JOB_TAG, job_id)
         log.info("run %s is slurm job %s (output %s)", run_id, job_id, output)
         return SlurmSubmittedRun(run_id, job_id, output, config.poll_seconds)
+
+
+def job_folder(work_dir: str, config: SlurmConfig) -> Path:
+    """Where job scripts and outputs go: output_dir, else <project>/slurm-logs; created here."""
+    folder = Path(config.output_dir or Path(work_dir) / "slurm-logs").expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"cannot create the Slurm job folder {folder} ({exc.strerror}); set output_dir in "
+                            "-P backend_config to a folder you can write that every node mounts") from None
+    return folder
 
 
 def _mlflow_key(key: str) -> bool:
