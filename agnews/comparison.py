@@ -79,7 +79,7 @@ def shared_task(trains: list) -> Task:
     first = task_of(trains[0])
     for run in trains[1:]:
         check_same(first, task_of(run), f"train run {run.info.run_id} ({run.data.tags.get(tracking.MODEL_TAG)})",
-                   f"compare only runs trained on one label set (run {trains[0].info.run_id} has the first); "
+                   f"compare only runs trained on one task (run {trains[0].info.run_id} has the first); "
                    "pass -P run_ids=<runs of one prepare_data run>")
     return first
 

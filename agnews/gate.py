@@ -223,14 +223,15 @@ def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_d
 
 def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
                    incumbent_run: mlflow.entities.Run | None, gate_source: str) -> Task:
-    """Candidate, champion and gate rows must share one label set: class 2 of one is not class 2 of another."""
+    """Candidate, champion and gate rows must be one task (labels, text columns, label column, cleaning): class 2
+    of one is not class 2 of another, and a model of another task must never take `champion`."""
     ours = tracking.load_task(candidate_run.data.tags.get("agnews.data_run_id", ""))
     if incumbent_run is not None:
         check_same(ours, tracking.load_task(incumbent_run.data.tags.get("agnews.data_run_id", "")),
                    f"champion version {incumbent.version} of {incumbent.name}",
-                   "register models of this label set under their own name: pass -P registered_model=<new name>")
+                   "register models of another task under their own name: pass -P registered_model=<new name>")
     check_same(ours, tracking.load_task(gate_source), f"gate data run {gate_source}",
-               "pass -P gate_data_run_id=<a prepare_data run of the candidate's label set>")
+               "pass -P gate_data_run_id=<a prepare_data run of the candidate's task>")
     return ours
 
 

@@ -195,11 +195,28 @@ def check_every_class(ids: np.ndarray, labels: tuple[str, ...], source: object) 
                             "pass -P labels=<only the classes the data has, in id order>")
 
 
-def check_same(expected: Task, other: Task, what: str, fix: str) -> None:
-    """Two runs must classify into one label set, in one order; else their metrics and predictions do not pair."""
+def differences(expected: Task, other: Task) -> list[str]:
+    """How `other` is another task than `expected`: the label names and order, the text columns a model reads, the
+    label column, the cleaning of the text. Empty when they are one task."""
+    out = []
     if expected.labels != other.labels:
-        raise PipelineError(f"{what} has labels [{', '.join(other.labels)}], not [{', '.join(expected.labels)}]; "
-                            f"{fix}")
+        out.append(f"has labels [{', '.join(other.labels)}], not [{', '.join(expected.labels)}]")
+    if expected.text_columns != other.text_columns:
+        out.append(f"reads text columns [{', '.join(other.text_columns)}], not [{', '.join(expected.text_columns)}]")
+    if expected.label_column != other.label_column:
+        out.append(f"has label column {other.label_column!r}, not {expected.label_column!r}")
+    if expected.cleaning != other.cleaning:
+        out.append(f"cleans text as {other.cleaning!r}, not {expected.cleaning!r}")
+    return out
+
+
+def check_same(expected: Task, other: Task, what: str, fix: str) -> None:
+    """Two runs must be one task: one label set in one order, read from the same columns, cleaned alike; else their
+    metrics and predictions do not pair, and a model of one must not be compared or promoted on the other's rows.
+    Data runs written before text columns, label column and cleaning were recorded read as AG News' (`from_dict`)."""
+    diffs = differences(expected, other)
+    if diffs:
+        raise PipelineError(f"{what} {'; '.join(diffs)}: another task; {fix}")
 
 
 # --- on disk ---------------------------------------------------------------------------------------------------

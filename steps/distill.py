@@ -10,9 +10,10 @@ import logging
 import mlflow
 import pandas as pd
 
-from agnews import cli, distill, hardware, models, results, serving, tracking, training
+from agnews import cli, distill, hardware, models, monitor_runs, results, serving, tracking, training
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
+from agnews.task import Task, check_same
 
 log = logging.getLogger("steps.distill")
 
@@ -43,6 +44,17 @@ def _teacher(uri: str) -> tuple[str, dict[str, str]]:
                                          "agnews.teacher_base_model": tags.get("base_model", "")}
 
 
+def _check_teacher_task(uri: str, resolved: str, task: Task) -> None:
+    """A teacher of another task (other columns, other cleaning, not only other labels) teaches the wrong thing;
+    checked on its training run's data run when it can be traced (its labels are checked again when loaded)."""
+    run = monitor_runs.training_run_of(resolved)
+    data_run = run.data.tags.get("agnews.data_run_id", "") if run is not None else ""
+    if data_run:
+        check_same(task, tracking.load_task(data_run), f"teacher {uri!r}",
+                   "pass a teacher trained on this data run's task "
+                   "(-P teacher=models:/<its registered model>@champion)")
+
+
 def _pool(data_run_id: str, size: int, seed: int) -> pd.DataFrame:
     pool = tracking.load_unlabeled(data_run_id)
     if size and size < len(pool):
@@ -56,6 +68,7 @@ def run(args: argparse.Namespace) -> str:
     task = tracking.load_task(args.data_run_id)
     pool = _pool(args.data_run_id, args.unlabeled_size, args.seed)
     teacher_uri, teacher_tags = _teacher(args.teacher)
+    _check_teacher_task(args.teacher, teacher_uri, task)
     base = args.model or teacher_tags.get("agnews.teacher_base_model", "")
     if not base:
         raise PipelineError(f"teacher {args.teacher!r} names no base model; pass the student with -P model=<preset, "

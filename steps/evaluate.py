@@ -126,7 +126,7 @@ def _task(train_run, data_run_id: str) -> Task:
     trained_on = train_run.data.tags.get("agnews.data_run_id", "")
     if trained_on and trained_on != data_run_id:
         check_same(tracking.load_task(trained_on), task, f"data run {data_run_id}",
-                   f"evaluate train run {train_run.info.run_id} on data of its own label set (leave -P data_run_id "
+                   f"evaluate train run {train_run.info.run_id} on data of its own task (leave -P data_run_id "
                    "empty for its own data run)")
     return task
 

@@ -456,13 +456,14 @@ def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fix
     trains = [client.create_run(experiment, tags={"agnews.data_run_id": d.info.run_id, "agnews.model": f"m{i}"})
               for i, d in enumerate(data_runs)]
     with pytest.raises(PipelineError, match=r"train run \w+ \(m1\) has labels \[deportes, economía y empresas, "
-                                            r"política\], not \[World, Sports, Business, Sci/Tech\]; compare only"):
+                                            r"política\], not \[World, Sports, Business, Sci/Tech\].*: another task; "
+                                            r"compare only"):
         comparison.shared_task([client.get_run(r.info.run_id) for r in trains])
     ag_data, topics_data = (d.info.run_id for d in data_runs)
     from steps import evaluate
 
     with pytest.raises(PipelineError, match=rf"data run {topics_data} has labels \[deportes, .*\], not \[World, "
-                                            r"Sports, Business, Sci/Tech\]; evaluate train run"):
+                                            r"Sports, Business, Sci/Tech\].*: another task; evaluate train run"):
         evaluate._task(client.get_run(trains[0].info.run_id), topics_data)
     from types import SimpleNamespace
 
@@ -470,9 +471,17 @@ def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fix
 
     champion = SimpleNamespace(version="1", name="agnews-classifier")
     with pytest.raises(PipelineError, match=r"champion version 1 of agnews-classifier has labels \[World, .*\], not "
-                                            r"\[deportes, .*\]; register models of this label set under their own"):
+                                            r"\[deportes, .*\].*: another task; register models of another task under "
+                                            r"their own"):
         gate._one_label_set(client.get_run(trains[1].info.run_id), champion, client.get_run(trains[0].info.run_id),
                             topics_data)
-    with pytest.raises(PipelineError, match=rf"gate data run {ag_data} has labels \[World, .*\]; pass "
+    with pytest.raises(PipelineError, match=rf"gate data run {ag_data} has labels \[World, .*\].*: another task; pass "
                                             r"-P gate_data_run_id="):
         gate._one_label_set(client.get_run(trains[1].info.run_id), champion, None, ag_data)
+    from agnews import tracking
+    from steps import distill  # a teacher of another task teaches the wrong classes from the wrong columns
+
+    teacher = f"runs:/{trains[1].info.run_id}/model"
+    with pytest.raises(PipelineError, match=rf"teacher '{teacher}' has labels \[deportes, .*reads text columns "
+                                            r"\[headline, body\], not \[text\].*: another task"):
+        distill._check_teacher_task(teacher, teacher, tracking.load_task(ag_data))

@@ -179,8 +179,24 @@ def test_task_round_trips_through_labels_json(tmp_path):
     assert "política" in (tmp_path / task.TASK_FILE).read_text(encoding="utf-8")  # readable, not \\u escapes
     assert task.read(tmp_path) == original
     assert task.read(tmp_path / "nothing") == AG_NEWS  # a data run from before labels.json
-    with pytest.raises(PipelineError, match=r"has labels \[a, b\], not \[b, a\]; fix it"):
+    with pytest.raises(PipelineError, match=r"has labels \[a, b\], not \[b, a\]: another task; fix it"):
         task.check_same(Task(("b", "a")), Task(("a", "b")), "run x", "fix it")
+
+
+def test_a_task_is_its_labels_columns_and_cleaning_not_its_labels_alone():
+    """Two data sets with the same names (0/1, or one set of topics read from other columns or cleaned otherwise)
+    are other tasks: the gate would score one task's champion on the other's rows."""
+    base = Task(("0", "1"), ("text",), "label", "generic")
+    task.check_same(base, Task(("0", "1")), "run x", "fix")  # one task
+    for other, says in ((Task(("0", "1"), ("review",)), r"reads text columns \[review\], not \[text\]"),
+                        (Task(("0", "1"), label_column="stars"), r"has label column 'stars', not 'label'"),
+                        (Task(("0", "1"), cleaning="ag_news"), r"cleans text as 'ag_news', not 'generic'")):
+        with pytest.raises(PipelineError, match=says + r": another task; pass -P registered_model=<new name>"):
+            task.check_same(base, other, "champion version 1 of m", "pass -P registered_model=<new name>")
+    both = task.differences(base, Task(("1", "0"), ("title", "body")))
+    assert len(both) == 2 and both[0].startswith("has labels [1, 0]")
+    # a labels.json written before columns and cleaning were recorded: read as what that code did (AG News')
+    assert Task.from_dict({"labels": list(AG_NEWS.labels)}) == AG_NEWS
 
 
 # --- readers -------------------------------------------------------------------------------------------------
