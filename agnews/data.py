@@ -180,6 +180,9 @@ def _read_table(path: Path, options: DataOptions = DataOptions()) -> _Labelled:
 
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
+        import pyarrow.parquet as pq
+
+        refuse_duplicate_columns(pq.read_schema(path).names, path)
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise PipelineError(f"{path} is not a readable Parquet file ({cause(exc)}); {FORMATS}") from exc
@@ -192,7 +195,9 @@ def _read_json_lines(content: str, path: Path) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=lambda pairs: _no_twice(pairs, path, number))
+        except PipelineError:
+            raise
         except ValueError as exc:
             raise PipelineError(f"{path} line {number} is not JSON ({cause(exc)}); write one JSON object per line "
                                 '(JSON Lines), e.g. {"text": "...", "label": "..."}') from exc
@@ -201,6 +206,25 @@ def _read_json_lines(content: str, path: Path) -> pd.DataFrame:
                                 'object per line, e.g. {"text": "...", "label": "..."}')
         records.append(record)
     return pd.DataFrame.from_records(records)
+
+
+def _no_twice(pairs: list[tuple[str, object]], path: Path, number: int) -> dict:
+    """A JSON object with one key twice: json.loads keeps the last silently; we cannot know which was meant."""
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise PipelineError(f"{path} line {number} has key {twice[0]!r} twice; keep one, so it is clear which value "
+                            "is meant")
+    return dict(pairs)
+
+
+def refuse_duplicate_columns(columns, source: object, note: str = "") -> None:
+    """Two columns of one name: which one holds the text (or the label) cannot be known; refused, not guessed."""
+    names = [str(c) for c in columns]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise PipelineError(f"{source} has {names.count(twice[0])} columns named {twice[0]!r} {note}".rstrip() +
+                            "; rename or drop all but one, so it is clear which one is meant")
 
 
 def _check_is_file(path: Path) -> None:
@@ -248,6 +272,9 @@ def _refuse_other_separator(content: str, path: Path) -> None:
 
 
 def _read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
+    """A CSV/TSV as strings; a header with one name twice is refused (pandas would rename the second `name.1`)."""
+    if kwargs.get("header", "infer") in (0, "infer") and "names" not in kwargs:
+        refuse_duplicate_columns([c.strip() for c in _first_row(content, kwargs.get("sep", ","), path)], path)
     try:
         return pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False, **kwargs)
     except ValueError as exc:  # ParserError and EmptyDataError included
@@ -274,7 +301,7 @@ def _labelled(frame: pd.DataFrame, source: object, options: DataOptions,
     given = options.labels or names or _ag_news_names(frame, options)
     ids, labels = task.encode_labels(frame[options.label_column], source, given)
     cleaning = task.AG_NEWS_CLEANING if labels == ag_news.LABELS else "generic"
-    text = _joined(frame, options.columns)
+    text = _joined(frame, options.columns, source)
     return _Labelled(_with_texts(pd.DataFrame({"text": text.to_numpy(), "label": ids}), source, cleaning), labels,
                      cleaning, options.columns)
 
@@ -288,13 +315,32 @@ def _ag_news_names(frame: pd.DataFrame, options: DataOptions) -> tuple[str, ...]
     return ()
 
 
-def _joined(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
-    """The text columns as one string per row, in the order given (AG News: title, then description)."""
+def _joined(frame: pd.DataFrame, columns: tuple[str, ...], source: object = "the data") -> pd.Series:
+    """The text columns as one string per row, in the order given (AG News: title, then description). A value that
+    is not a string (a JSON object or list, a number or a boolean in a Parquet or JSON column) is refused: its
+    printed form is not a text anyone wrote; missing values (None, NaN) read as ""."""
+    for column in columns:
+        _refuse_non_strings(frame[column], column, source)
     parts = [frame[c].fillna("").astype(str) for c in columns]
     text = parts[0]
     for part in parts[1:]:
         text = text + " " + part
     return text
+
+
+def _refuse_non_strings(values: pd.Series, column: str, source: object) -> None:
+    if isinstance(values.dtype, pd.StringDtype):  # strings (and missing values) only
+        return
+    if values.dtype == object:
+        wrong = values.map(lambda v: not (isinstance(v, str) or v is None or (isinstance(v, float) and v != v)))
+    else:  # a whole column of numbers or booleans (Parquet, JSON)
+        wrong = values.notna()
+    bad = np.flatnonzero(wrong.to_numpy())
+    if len(bad):
+        value = values.iloc[bad[0]]
+        raise PipelineError(f"{source} row {bad[0] + 1} has a {type(value).__name__} in text column {column!r} "
+                            f"({str(value)[:40]!r}), not a string; write the text as a string, or pass "
+                            "-P text_columns=<the columns that hold text>")
 
 
 def _with_texts(frame: pd.DataFrame, source: object, cleaning: str) -> pd.DataFrame:
@@ -381,10 +427,28 @@ def _read_splits(ds, source: str, options: DataOptions) -> dict[str, _Labelled]:
     if missing:
         raise PipelineError(f"dataset {source!r} lacks split(s) {missing} (it has {sorted(ds)}); pass "
                             "-P train_split=<name> and -P test_split=<name> from those, or -P data=<local file>")
-    names = () if options.labels else _class_names(ds[options.train_split], options.label_column)
+    class_names = _class_names(ds[options.train_split], options.label_column)
     frames = {part: ds[split].to_pandas() for part, split in wanted.items()}
+    if class_names and options.labels:  # -P labels orders the dataset's own names: each id mapped by its name
+        _check_same_names(options.labels, class_names, source)
+        frames = {part: frame.assign(**{options.label_column: frame[options.label_column].map(
+            dict(enumerate(class_names)))}) for part, frame in frames.items()}
+    names = () if options.labels else class_names
     parts = {part: _labelled(frames[part], f"{source}[{wanted[part]}]", options, names) for part in wanted}
     return _one_label_set(parts, options, source, frames, names)
+
+
+def _check_same_names(given: tuple[str, ...], class_names: tuple[str, ...], source: str) -> None:
+    """-P labels for a dataset that names its classes (a ClassLabel) may reorder those names, never rename them:
+    renaming by position would call one class by another's name."""
+    if set(given) != set(class_names):
+        unknown, absent = sorted(set(given) - set(class_names)), sorted(set(class_names) - set(given))
+        raise PipelineError(
+            f"-P labels={','.join(given)} is not the set of class names dataset {source!r} defines "
+            f"({', '.join(class_names)}): " + "; ".join(filter(None, (
+                f"not in the dataset: {', '.join(unknown)}" if unknown else "",
+                f"missing: {', '.join(absent)}" if absent else ""))) +
+            "; pass those names in the order you want, or leave -P labels empty")
 
 
 # --- sampling ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from agnews import (  # data's private readers: one reading path for train and p
     tracking,
 )
 from agnews.errors import PipelineError
-from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task, parse_columns
+from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task, label_ids, numeric_names, parse_columns
 
 log = logging.getLogger(__name__)
 
@@ -124,43 +124,39 @@ def _input_file(value: str) -> Path:
 
 def _from_columns(frame: pd.DataFrame, path: Path, task: Task, explicit: bool = False) -> Batch:
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
+    data.refuse_duplicate_columns(frame.columns, path, "(names are matched ignoring case and spaces)")
     columns = [c.lower() for c in task.text_columns]
     if explicit:  # -P text_columns: exactly these, or a one-line refusal naming what is there
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise PipelineError(f"{path} lacks column(s) {missing} named by -P text_columns (columns: "
                                 f"{', '.join(map(str, frame.columns))}); pass the columns that hold the text")
-        text = data._joined(frame, tuple(columns))
+        text = data._joined(frame, tuple(columns), path)
+    elif set(columns) <= set(frame.columns):  # the model's own columns first: a `text` beside them is not its input
+        text = data._joined(frame, tuple(columns), path)
     elif "text" in frame.columns:
-        text = _strings(frame["text"])
-    elif set(columns) <= set(frame.columns):  # the columns the model's data run joined, in that order
-        text = data._joined(frame, tuple(columns))
+        text = data._joined(frame, ("text",), path)
     elif {"title", "description"} <= set(frame.columns):
-        text = _strings(frame["title"]) + " " + _strings(frame["description"])
+        text = data._joined(frame, ("title", "description"), path)
     else:
         raise PipelineError(f"{path} has no 'text' column nor the model's text columns {', '.join(columns)} "
                             f"(columns: {', '.join(map(str, frame.columns))}); {INPUT_FORMATS}")
     if frame.empty:
         raise PipelineError(f"{path} has a header but no data rows; add rows to classify")
-    label_column = next((c for c in (task.label_column.lower(), "label") if c in frame.columns), None)
-    hint = f"label must be 0-{task.num_labels - 1} or a class name"
+    label_column = task.label_column.lower() if task.label_column.lower() in frame.columns else None  # its own only
+    hint = "label must be a class name" + ("" if numeric_names(task.labels) else f" or 0-{task.num_labels - 1}")
     labels = _labels(frame[label_column], path, task.labels, first=0, hint=hint) if label_column else None
     return Batch(_clean(text, path, task.cleaning), labels, task.labels)
 
 
-def _strings(column: pd.Series) -> pd.Series:
-    return column.fillna("").astype(str)  # Parquet may hold None/NaN where a CSV holds ""
-
-
 def _labels(values: pd.Series, path: Path, names: tuple[str, ...], first: int, hint: str) -> np.ndarray:
-    """Class ids from numbers (`first` is the number of class 0) or, for 0-based labels, class names (as named,
-    case-insensitive, or their metric-safe form)."""
-    ids = pd.to_numeric(values, errors="coerce") - first
-    ids = ids.where(ids.isin(range(len(names))))
-    if first == 0:  # names only where numbers are ids: the 1-4 format has no names
-        by_name = {key.lower(): i for i, name in enumerate(names)
-                   for key in (name, Task(names).metric_names[i])}
-        ids = ids.fillna(_strings(values).str.strip().str.lower().map(by_name))
+    """Class ids: in AG News' own headerless format (`first` = 1) its class numbers 1-4; else by the task's rule
+    (`task.label_ids`: names first, numbers as positions only when no class is named like a number)."""
+    if first:  # the 1-4 format has no names
+        ids = pd.to_numeric(values, errors="coerce") - first
+        ids = ids.where(ids.isin(range(len(names))))
+    else:
+        ids = label_ids(values, names)
     bad = np.flatnonzero(ids.isna().to_numpy())
     if len(bad):
         raise PipelineError(f"{path} row {bad[0] + 1} has unknown label '{values.iloc[bad[0]]}'; {hint} "

@@ -161,17 +161,42 @@ def sorted_names(names: object) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def _encode_given(text: pd.Series, values: pd.Series, source: object, given: tuple[str, ...]) -> np.ndarray:
-    by_name = text.map({name: i for i, name in enumerate(given)})
-    if by_name.notna().all():
-        return by_name.astype(int).to_numpy()
+_NUMBER = re.compile(r"-?\d+(\.\d*)?")
+
+
+def numeric_names(names: tuple[str, ...]) -> bool:
+    """Any class named like a number (star ratings 1-5, a CSV's 1-4): then numbers in data are names, never ids."""
+    return any(_NUMBER.fullmatch(str(n).strip()) for n in names)
+
+
+def label_ids(values: pd.Series, names: tuple[str, ...]) -> pd.Series:
+    """Class ids (float, NaN where unknown) of label values, matched to the task by name first: as the data run
+    recorded them, then case-insensitively or in their metric-safe form (where that names one class), then a number
+    equal to a numeric name ("1.0" is class "1"). Numbers 0..K-1 are read as ids only when no class is named like a
+    number and no value of the column is a name: a position must never shift a name. One rule for prepare_data,
+    predict and monitoring."""
+    text = values.astype("string").fillna("").str.strip()
+    ids = text.map({name: i for i, name in enumerate(names)}).astype(float)
+    folded: dict[str, set[int]] = {}
+    for i, (name, safe) in enumerate(zip(names, metric_safe_names(tuple(names)))):
+        for key in (name.lower(), safe.lower()):
+            folded.setdefault(key, set()).add(i)
+    ids = ids.fillna(text.str.lower().map({k: next(iter(v)) for k, v in folded.items() if len(v) == 1}))
     numbers = pd.to_numeric(text, errors="coerce")
-    by_id = numbers.where(numbers.isin(range(len(given))))
-    if by_id.notna().all() and not by_name.notna().any():
-        return by_id.astype(int).to_numpy()
-    _refuse_unknown(by_name, values, source, f"-P labels lists {', '.join(given)}; add the class there or fix the "
-                                             f"row (numbers 0-{len(given) - 1} are read as those classes in order)")
-    raise AssertionError("unreachable")  # _refuse_unknown raised
+    if numeric_names(names):
+        by_value = {float(n): i for i, n in enumerate(names) if _NUMBER.fullmatch(str(n).strip())}
+        return ids.fillna(numbers.map(by_value))
+    if ids.notna().any():
+        return ids
+    return numbers.where(numbers.isin(range(len(names))))
+
+
+def _encode_given(text: pd.Series, values: pd.Series, source: object, given: tuple[str, ...]) -> np.ndarray:
+    ids = label_ids(text, given)
+    positions = "" if numeric_names(given) else f" (numbers 0-{len(given) - 1} are read as those classes in order)"
+    _refuse_unknown(ids, values, source, f"-P labels lists {', '.join(given)}; add the class there or fix the "
+                                         f"row{positions}")
+    return ids.astype(int).to_numpy()
 
 
 def _refuse_blank(text: pd.Series, source: object) -> None:
