@@ -5,7 +5,19 @@ A batch is `drift` when one of the statistics below differs from the reference a
 (Holm's correction over the statistics tested, so a batch drawn like the reference is flagged with probability at
 most `alpha` whatever the dependence between the statistics), `degraded` when it carries labels and its accuracy is
 below the model's test interval beyond sampling noise, `too_small` under `min_batch` rows (nothing tested: the
-tests have too little power and the chi-square approximation fails), else `ok`."""
+tests have too little power and the chi-square approximation fails), else `ok`.
+
+Over many batches (`-e monitor`) one flagged batch is not a reason to act: at `alpha` = 0.01 per batch, 100 healthy
+batches hold a false `drift` with odds 1 - 0.99**100 = 63% (if each batch had the full alpha). The window rule, the one
+place it is decided: an **alarm** (retrain advice) needs `persist` (2) consecutive tested batches flagged (`drift` or
+`degraded`; `too_small` and `unknown` batches are untested and neither extend nor break a run). For independent
+healthy batches each flagged with probability at most alpha, a run of `persist` starts at a given batch with
+probability at most alpha**persist, so N batches raise a false alarm with probability at most
+(N - persist + 1) * alpha**persist (union bound): 99 * 0.01**2 = 0.99% for 100 batches, the level one batch had
+alone. Persistence rather than alpha spent over the window (Bonferroni, alpha / N per batch): the per-batch verdict
+stays what it was (each predict run still says whether its batch looks like the reference at alpha), there is no
+window length to fix in advance, and a real shift, which persists, is flagged at every batch and alarms one batch
+later; what it gives up is a shift confined to a single batch (benchmarks/bench_monitor.py measures both sides)."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +40,9 @@ MIN_EXPECTED = 5  # chi-square cells with fewer expected batch rows are pooled (
 # separate two samples of one distribution (ties broken one way, a near-constant confidence shifted).
 CONFIDENCE_DECIMALS, SHARE_DECIMALS = 6, 4
 STATUSES = ("ok", "drift", "degraded", "too_small", "unknown")
+FLAGGED = ("drift", "degraded")  # a tested batch that failed a test
+UNTESTED = ("too_small", "unknown")  # no verdict: neither extends nor breaks a run of flagged batches
+PERSIST = 2  # consecutive flagged batches before an alarm (the window rule, see the module's docstring)
 
 # statistic -> (the test that decides it, what the plotted value is)
 STATISTICS: dict[str, tuple[str, str]] = {
@@ -119,7 +134,8 @@ class Reference:
     test_accuracy: float | None = None
     test_accuracy_ci: list[float] | None = None  # Wilson 95% interval on the test rows (degraded's bar)
     source: str = ""
-    variant: str = ""
+    variant: str = ""  # fp32 (the transformers pipeline) or int8 (the ONNX variant) that saw the rows
+    precision: str = ""  # fp32 or bf16 (autocast) for the pipeline; "" for int8 or a reference older than the field
 
     @property
     def rows(self) -> int:
@@ -135,7 +151,8 @@ class Reference:
 
 
 def build_reference(seen: Profile, labels: tuple[str, ...], test_labels: np.ndarray | None = None,
-                    test_predicted: np.ndarray | None = None, source: str = "", variant: str = "") -> Reference:
+                    test_predicted: np.ndarray | None = None, source: str = "", variant: str = "",
+                    precision: str = "") -> Reference:
     """The reference from a profile of held-out rows (validation + test); the test accuracy and its bootstrap
     interval when their labels and predictions are given."""
     counts = np.bincount(seen.predicted, minlength=len(labels))
@@ -154,7 +171,7 @@ def build_reference(seen: Profile, labels: tuple[str, ...], test_labels: np.ndar
         split=None if seen.split is None else np.round(seen.split, SHARE_DECIMALS).tolist(),
         embedding_mean=seen.embeddings.mean(axis=0).round(6).tolist() if has_embeddings else None,
         embedding_std=seen.embeddings.std(axis=0, ddof=1).round(6).tolist() if has_embeddings else None,
-        test_accuracy=accuracy, test_accuracy_ci=interval, source=source, variant=variant)
+        test_accuracy=accuracy, test_accuracy_ci=interval, source=source, variant=variant, precision=precision)
 
 
 # --- the tests -----------------------------------------------------------------------------------------------------
@@ -272,6 +289,7 @@ class Health:
     reference_accuracy_low: float | None = None
     alpha: float = ALPHA
     min_batch: int = MIN_BATCH
+    reference: str = ""  # which reference the batch was tested against (and why, when not an exact match)
 
     def metrics(self) -> dict[str, float]:
         """monitor_<statistic> (the plotted value), _reference, _statistic, _p, _p_holm, _drifted per statistic."""
@@ -364,3 +382,45 @@ def band(reference: Reference, statistic: str, rows: int, alpha: float = ALPHA, 
     sample = np.asarray(source, dtype=float)[rng.integers(0, reference.rows, size=(draws, rows))]
     values = (sample < low_confidence).mean(axis=1) if statistic == "low_confidence" else sample.mean(axis=1)
     return float(np.quantile(values, alpha / 2)), float(np.quantile(values, 1 - alpha / 2))
+
+
+# --- over a window of batches --------------------------------------------------------------------------------------
+
+def flagged_runs(statuses, persist: int = PERSIST) -> list[list[int]]:
+    """Runs of consecutive flagged batches (indices into `statuses`, oldest first) that reached `persist` tested
+    batches: the alarms. Untested batches (too_small, unknown) inside a run are skipped, not counted."""
+    runs, current = [], []
+    for k, status in enumerate(statuses):
+        if status in UNTESTED:
+            continue
+        if status in FLAGGED:
+            current.append(k)
+            continue
+        if len(current) >= persist:
+            runs.append(current)
+        current = []
+    if len(current) >= persist:
+        runs.append(current)
+    return runs
+
+
+def alarms(statuses, persist: int = PERSIST) -> np.ndarray:
+    """True at each batch where an alarm is raised: the batch that makes a run of flagged batches `persist` long."""
+    out = np.zeros(len(statuses), dtype=bool)
+    for run in flagged_runs(statuses, persist):
+        out[run[persist - 1]] = True
+    return out
+
+
+def in_alarm(statuses, persist: int = PERSIST) -> np.ndarray:
+    """True for every batch of a run of flagged batches that reached `persist` (the rows a retrain adds)."""
+    out = np.zeros(len(statuses), dtype=bool)
+    for run in flagged_runs(statuses, persist):
+        out[run] = True
+    return out
+
+
+def false_alarm_bound(batches: int, alpha: float = ALPHA, persist: int = PERSIST) -> float:
+    """Upper bound on the probability that `batches` independent healthy batches, each flagged with probability at
+    most alpha, raise an alarm: (batches - persist + 1) * alpha**persist (union bound over where a run starts)."""
+    return float(min(1.0, max(batches - persist + 1, 0) * alpha ** persist))

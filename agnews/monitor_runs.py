@@ -25,18 +25,43 @@ log = logging.getLogger(__name__)
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 HEALTH_ARTIFACT = "monitoring/health.json"
 REFERENCE_RUN_TAG = "agnews.reference_run_id"  # on a predict run: where the reference it was tested against lives
+REFERENCE_MATCH_TAG = "agnews.reference_match"  # on a predict run: exact, computed or fallback
+REFERENCE_NOTE_TAG = "agnews.reference_note"  # on a predict run: which reference, and why when not an exact one
 COMPUTED_FOR_TAG = "agnews.reference_for"  # on a predict run that computed the reference of a training run
+# on a run holding a reference: the rows it profiled, and as what (evaluate's older runs: its own tags and params)
+DATA_TAG, VARIANT_TAG, PRECISION_TAG = ("agnews.reference_data_run_id", "agnews.reference_variant",
+                                        "agnews.reference_precision")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+SEARCH_PAGE = 1000  # runs per search request (MLflow's cap for one page); every page is read
+
+
+def _pages(fetch) -> list:
+    """Every item of a paged MLflow search: `fetch(token)` returns a PagedList; read until it has no next token."""
+    items, token = [], None
+    while True:
+        page = fetch(token)
+        items.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return items
+
+
 def _experiments() -> list[str]:
-    return [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
+    client = mlflow.MlflowClient()
+    return [e.experiment_id for e in _pages(lambda token: client.search_experiments(max_results=SEARCH_PAGE,
+                                                                                    page_token=token))]
 
 
 def _search(filter_string: str, newest_first: bool = True) -> list[mlflow.entities.Run]:
+    """All runs matching the filter, every page of them (a store with more than one page of predict runs must not
+    look as if its newest batch were the last one of the first page)."""
+    client, experiments = mlflow.MlflowClient(), _experiments()
     order = "DESC" if newest_first else "ASC"
-    return mlflow.MlflowClient().search_runs(_experiments(), filter_string, order_by=[f"attributes.start_time {order}"],
-                                             max_results=1000)
+    return _pages(lambda token: client.search_runs(experiments, filter_string,
+                                                   order_by=[f"attributes.start_time {order}"],
+                                                   max_results=SEARCH_PAGE, page_token=token))
 
 
 # --- the reference -------------------------------------------------------------------------------------------------
@@ -57,16 +82,34 @@ def load_reference(run_id: str) -> monitor.Reference | None:
         return monitor.Reference.from_dict(json.loads(Path(path).read_text()))
 
 
-def record_reference(model: serving.Classifier, splits: dict[str, pd.DataFrame], source: str) -> monitor.Reference:
-    """The reference of a model on held-out rows (validation + test), logged on the active run."""
+def record_reference(model: serving.Classifier, splits: dict[str, pd.DataFrame], source: str,
+                     data_run_id: str = "") -> monitor.Reference:
+    """The reference of a model on held-out rows (validation + test), logged on the active run, which is tagged
+    with what saw the rows (variant, precision) and, when given, the data run they come from."""
     rows = pd.concat([splits["validation"], splits["test"]], ignore_index=True)
     seen = monitor.profile(model, rows["text"].tolist())
     test_rows = len(splits["test"])
     reference = monitor.build_reference(seen, model.labels, splits["test"]["label"].to_numpy(),
-                                        seen.predicted[-test_rows:], source=source, variant=model.variant)
+                                        seen.predicted[-test_rows:], source=source, variant=model.variant,
+                                        precision=_precision(model))
     log_reference(reference)
-    log.info("monitoring reference recorded on %d rows (%s)", reference.rows, source)
+    mlflow.set_tags({VARIANT_TAG: reference.variant, PRECISION_TAG: reference.precision,
+                     **({DATA_TAG: data_run_id} if data_run_id else {})})
+    log.info("monitoring reference recorded on %d rows (%s; %s)", reference.rows, source, _as(reference.variant,
+                                                                                             reference.precision))
     return reference
+
+
+def _precision(model: serving.Classifier) -> str:
+    """fp32 or bf16 for the transformers pipeline; "" for the int8 variant (its precision is its variant)."""
+    return "" if model.variant == "int8" else str(getattr(model, "precision", ""))
+
+
+def _as(variant: str, precision: str) -> str:
+    """How a reference or a served model saw its rows, in words: "int8 ONNX", "pipeline in bf16"."""
+    if variant == "int8":
+        return "int8 ONNX"
+    return f"pipeline in {precision}" if precision else "pipeline (precision not recorded)"
 
 
 def training_run_of(model_uri: str) -> mlflow.entities.Run | None:
@@ -90,47 +133,122 @@ def training_run_of(model_uri: str) -> mlflow.entities.Run | None:
         return None
 
 
-def find_reference(train_run_id: str) -> tuple[monitor.Reference, str] | None:
-    """The newest finished evaluate run of the training run that holds a reference, else the first predict run that
-    computed one for it: (reference, run id)."""
+@dataclass(frozen=True)
+class Holder:
+    """A run holding a reference, and what it profiled: which data run's rows, seen as which variant/precision."""
+
+    run_id: str
+    data_run_id: str
+    variant: str
+    precision: str
+
+    def describe(self) -> str:
+        return f"reference of run {self.run_id} (data run {self.data_run_id}, {_as(self.variant, self.precision)})"
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The reference a predict run is tested against: where it lives, exact/computed/fallback, and the note."""
+
+    reference: monitor.Reference | None
+    run_id: str
+    match: str
+    note: str
+
+
+def _holder(run: mlflow.entities.Run, train_run: mlflow.entities.Run) -> Holder:
+    """What a run's reference profiled. Runs from before the tags existed: evaluate's own data run tag and
+    serving_precision param (it always profiles the fp32 pipeline); a predict run's model variant and its train
+    run's data run (that is where it computed it)."""
+    tags, evaluate = run.data.tags, run.data.tags.get(tracking.STEP_TAG) == "evaluate"
+    data = tags.get(DATA_TAG) or (tags.get("agnews.data_run_id", "") if evaluate
+                                  else train_run.data.tags.get("agnews.data_run_id", ""))
+    variant = tags.get(VARIANT_TAG) or ("fp32" if evaluate else tags.get("agnews.model_variant", ""))
+    precision = tags.get(PRECISION_TAG) or (run.data.params.get("serving_precision", "") if evaluate else "")
+    return Holder(run.info.run_id, data, variant, precision)
+
+
+def reference_holders(train_run: mlflow.entities.Run) -> list[Holder]:
+    """Finished runs holding a reference of the training run's model, in order of preference within a kind: its
+    evaluate runs newest first, then the predict runs that computed one, oldest first (later ones share it)."""
+    train_run_id = train_run.info.run_id
     evaluated = _search(f"tags.`agnews.train_run_id` = '{train_run_id}' and tags.`agnews.step` = 'evaluate' "
                         "and attributes.status = 'FINISHED'")
     computed = _search(f"tags.`{COMPUTED_FOR_TAG}` = '{train_run_id}' and attributes.status = 'FINISHED'",
                        newest_first=False)
-    for run in [*evaluated, *computed]:
-        reference = load_reference(run.info.run_id)
+    return [_holder(run, train_run) for run in [*evaluated, *computed]]
+
+
+def find_reference(holders: list[Holder], served: Holder, exact: bool) -> Chosen | None:
+    """The first holder on the served model's own data run whose reference loads: with `exact`, only one in the
+    served variant and precision; else the nearest other (the same variant first, then any)."""
+    own = [h for h in holders if served.data_run_id and h.data_run_id == served.data_run_id]
+    if exact:
+        ranked = [h for h in own if (h.variant, h.precision) == (served.variant, served.precision)]
+    else:
+        ranked = sorted((h for h in own if (h.variant, h.precision) != (served.variant, served.precision)),
+                        key=lambda h: h.variant != served.variant)
+    for holder in ranked:
+        reference = load_reference(holder.run_id)
         if reference is not None:
-            return reference, run.info.run_id
+            note = f"{holder.describe()}" if exact else (
+                f"fallback: no reference of the {_as(served.variant, served.precision)} on data run "
+                f"{served.data_run_id} and none could be computed; tested against the {holder.describe()}")
+            return Chosen(reference, holder.run_id, "exact" if exact else "fallback", note)
     return None
 
 
-def reference_for_predict(model_uri: str, model: serving.Classifier) -> tuple[monitor.Reference | None, str]:
-    """(reference, where it lives) for a predict run; computed and logged on this run when the model has none
-    yet (its data run's validation + test rows). (None, why) when the model cannot be traced to a data run."""
+def reference_for_predict(model_uri: str, model: serving.Classifier) -> Chosen:
+    """The reference a predict run tests its batch against: the one recorded on the model's own data run (the
+    train run's `agnews.data_run_id`) in the variant and precision being served. None recorded yet: computed on
+    that data run's validation + test rows and logged on this run (later predict runs use it). Cannot be computed:
+    the nearest recorded one on that data run, said so in the note. References on other rows (an evaluate with
+    -P data_run_id=<other rows>) are never used: they describe other data. No reference: (None, why)."""
     train_run = training_run_of(model_uri)
     if train_run is None:
-        return None, f"{model_uri} cannot be traced to a train run of this store (registered by hand?): no reference"
-    found = find_reference(train_run.info.run_id)
+        return Chosen(None, "", "none", f"{model_uri} cannot be traced to a train run of this store (registered by "
+                                        "hand?): no reference")
+    data_run_id = train_run.data.tags.get("agnews.data_run_id", "")
+    served = Holder("", data_run_id, model.variant, _precision(model))
+    holders = reference_holders(train_run)
+    found = find_reference(holders, served, exact=True)
     if found is not None:
         return found
-    data_run_id = train_run.data.tags.get("agnews.data_run_id", "")
+    why = _compute_reference(model, train_run, data_run_id)
+    if not why:
+        run_id, seen_as = mlflow.active_run().info.run_id, _as(served.variant, served.precision)
+        return Chosen(load_reference(run_id), run_id, "computed",
+                      f"reference computed by this run on data run {data_run_id} ({seen_as}; none was recorded for it)")
+    found = find_reference(holders, served, exact=False)
+    if found is not None:
+        return Chosen(found.reference, found.run_id, found.match, f"{found.note} ({why})")
+    others = sorted({h.data_run_id for h in holders} - {data_run_id})
+    return Chosen(None, "", "none", f"no reference and none can be computed: {why}"
+                  + (f"; references on other rows (data runs {', '.join(others)}) are not the model's"
+                     if others else ""))
+
+
+def _compute_reference(model: serving.Classifier, train_run: mlflow.entities.Run, data_run_id: str) -> str:
+    """Record the reference on the active (predict) run from the data run's validation + test rows; "" when
+    done, else why it could not be."""
+    if not data_run_id:
+        return f"train run {train_run.info.run_id} names no data run"
     try:
-        splits = tracking.load_splits(data_run_id, ("validation", "test")) if data_run_id else None
+        splits = tracking.load_splits(data_run_id, ("validation", "test"))
     except PipelineError as exc:
-        return None, f"no reference and none can be computed: {exc}"
-    if splits is None:
-        return None, f"train run {train_run.info.run_id} names no data run: no reference"
-    log.info("model of train run %s has no monitoring reference yet: computing it on data run %s",
-             train_run.info.run_id, data_run_id)
+        return str(exc)
+    log.info("model of train run %s has no monitoring reference of the %s yet: computing it on data run %s",
+             train_run.info.run_id, _as(model.variant, _precision(model)), data_run_id)
     record_reference(model, splits, f"validation+test rows of data run {data_run_id} (computed by predict run "
-                                    f"{mlflow.active_run().info.run_id})")
+                                    f"{mlflow.active_run().info.run_id})", data_run_id)
     mlflow.set_tag(COMPUTED_FOR_TAG, train_run.info.run_id)
-    return load_reference(mlflow.active_run().info.run_id), mlflow.active_run().info.run_id
+    return ""
 
 
-def log_health(health: monitor.Health, reference_run_id: str) -> None:
+def log_health(health: monitor.Health, chosen: Chosen) -> None:
     mlflow.log_metrics(health.metrics())
-    mlflow.set_tags({**health.tags(), REFERENCE_RUN_TAG: reference_run_id})
+    mlflow.set_tags({**health.tags(), REFERENCE_RUN_TAG: chosen.run_id, REFERENCE_MATCH_TAG: chosen.match,
+                     REFERENCE_NOTE_TAG: chosen.note[:5000]})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(HEALTH_ARTIFACT).name
         path.write_text(json.dumps(health.to_dict(), default=float))
@@ -198,7 +316,8 @@ def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
         row = {"run_id": run.info.run_id, "time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
                "input": run.data.params.get("input", ""), "rows": int(m.get("rows", m.get("monitor_rows", 0))),
                "health": tags["agnews.health"], "reasons": tags.get("agnews.health_reasons", ""),
-               "accuracy": m.get("accuracy", np.nan), "reference_run_id": tags.get(REFERENCE_RUN_TAG, "")}
+               "accuracy": m.get("accuracy", np.nan), "reference_run_id": tags.get(REFERENCE_RUN_TAG, ""),
+               "reference_match": tags.get(REFERENCE_MATCH_TAG, ""), "reference_note": tags.get(REFERENCE_NOTE_TAG, "")}
         for statistic in monitor.STATISTICS:
             row[statistic] = m.get(f"monitor_{statistic}", np.nan)
             row[f"{statistic}_drifted"] = bool(m.get(f"monitor_{statistic}_drifted", 0.0))
@@ -207,10 +326,12 @@ def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
 
 
 def new_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The texts of the batches that drifted or degraded, with their true label where the batch had one (empty:
-    label it before training on it): what a retrain adds."""
+    """The texts of the batches of an alarm (column `in_alarm`: a run of flagged batches that persisted, see
+    agnews.monitor's window rule), with their true label where the batch had one (empty: label it before training
+    on it): what a retrain adds. An isolated flagged batch adds nothing (at alpha, one in 1/alpha healthy batches
+    is flagged)."""
     frames = []
-    for run_id in table.loc[table["health"].isin(["drift", "degraded"]), "run_id"]:
+    for run_id in table.loc[table["in_alarm"], "run_id"]:
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="predictions/predictions.csv",
                                                        dst_path=tmp)
@@ -224,16 +345,21 @@ def check_batch(model_uri: str, model: serving.Classifier, seen: monitor.Profile
                 alpha: float, min_batch: int, low_confidence: float) -> monitor.Health:
     """The predict run's health check, logged on it (metrics, tags, monitoring/health.json). A model without a
     traceable reference gets `unknown` with the reason: the predictions still stand."""
-    reference, where = reference_for_predict(model_uri, model)
+    chosen = reference_for_predict(model_uri, model)
+    reference = chosen.reference
     if reference is not None and tuple(reference.labels) != tuple(model.labels):
-        reference, where = None, f"the reference in run {where} is for labels {reference.labels}, not the model's"
-    if reference is None:
-        health = monitor.Health("unknown", [where], len(seen.probabilities), alpha=alpha, min_batch=min_batch)
-        log.warning("batch not checked: %s", where)
-        log_health(health, "")
+        chosen = Chosen(None, "", "none", f"the reference in run {chosen.run_id} is for labels {reference.labels}, "
+                                          "not the model's")
+    if chosen.reference is None:
+        health = monitor.Health("unknown", [chosen.note], len(seen.probabilities), alpha=alpha, min_batch=min_batch,
+                                reference=chosen.note)
+        log.warning("batch not checked: %s", chosen.note)
+        log_health(health, chosen)
         return health
-    health = monitor.check(reference, seen, true_labels, alpha, min_batch, low_confidence)
-    log_health(health, where)
+    health = monitor.check(chosen.reference, seen, true_labels, alpha, min_batch, low_confidence)
+    health.reference = chosen.note
+    (log.warning if chosen.match == "fallback" else log.info)("reference: %s", chosen.note)
+    log_health(health, chosen)
     log.info("health %s%s", health.status, f": {'; '.join(health.reasons)}" if health.reasons else "")
     return health
 
@@ -280,10 +406,10 @@ def retrain(name: str, version: str, new: pd.DataFrame, monitor_run_id: str, lab
     return Retrain(rows, new.loc[~labelled].reset_index(drop=True), command)
 
 
-def tag_version(name: str, version: str, latest: pd.Series) -> None:
-    """The version's latest health, and the predict run that showed it."""
+def tag_version(name: str, version: str, latest: pd.Series, alarm: str) -> None:
+    """The version's latest health, the predict run that showed it, and the window's alarm (see monitor_report)."""
     client = mlflow.MlflowClient()
     for key, value in {"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"],
-                       "agnews.health_reasons": str(latest["reasons"])[:5000],
+                       "agnews.health_reasons": str(latest["reasons"])[:5000], "agnews.health_alarm": alarm[:5000],
                        "agnews.health_checked": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}.items():
         client.set_model_version_tag(name, version, key, value)

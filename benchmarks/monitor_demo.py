@@ -4,7 +4,7 @@ In a fresh folder (a copy of the repository, its own SQLite store): prepare_data
 (1000 / 500 / 500 rows, no gate), train MiniLM for one epoch, evaluate (which records the reference), set the
 version `champion`, then three predict runs against the champion: 200 held-out AG News rows (labelled), 200 Sports
 rows only, and 200 lines of this project's Python code (another domain); then `-e monitor`. Prints each predict
-run's health and reasons and the monitor run's id; the figures land in <folder>/graficas/.
+run's health, reasons and reference, and the monitor run's id and alarm; the figures land in <folder>/graficas/.
 
     python benchmarks/monitor_demo.py /tmp/monitor-demo
 """
@@ -97,10 +97,13 @@ def main() -> None:
         _mlflow_run(folder, "predict", input=str(path))
         run = _latest(client, "predict")
         print(f"  {name}: {run.data.tags['agnews.health']} ({run.data.tags.get('agnews.health_reasons') or '-'}); "
-              f"accuracy {run.data.metrics.get('accuracy', float('nan')):.3f}", flush=True)
+              f"accuracy {run.data.metrics.get('accuracy', float('nan')):.3f}; "
+              f"{run.data.tags.get('agnews.reference_match', '?')} reference: "
+              f"{run.data.tags.get('agnews.reference_note', '-')}", flush=True)
     _mlflow_run(folder, "monitor")
     monitor = _latest(client, "monitor")
-    print(f"monitor run {monitor.info.run_id}: latest {monitor.data.tags['agnews.health']}; figures: "
+    print(f"monitor run {monitor.info.run_id}: latest {monitor.data.tags['agnews.health']}; "
+          f"{monitor.data.tags.get('agnews.health_alarm', '')}; figures: "
           f"{', '.join(sorted(p.name for p in (folder / 'graficas').glob('monitor_*.png')))}")
 
 

@@ -22,12 +22,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--since", default="", help="a date (2026-11-30, UTC) or a predict run id; empty: all runs")
     parser.add_argument("--alpha", type=cli.open_fraction("alpha"), default=monitor.ALPHA,
                         help="the reference band holds 1 - alpha of batches drawn like the reference")
+    parser.add_argument("--persist", type=lambda v: cli.whole(v, "persist", 1), default=monitor.PERSIST,
+                        help="flagged batches in a row before an alarm (retrain advice); see agnews/monitor.py")
     return parser.parse_args(argv)
 
 
 def run_monitor(args: argparse.Namespace) -> str:
     model_uri = args.model_uri.strip()
-    tracking.log_params({"model_uri": model_uri, "since": args.since, "alpha": args.alpha})
+    tracking.log_params({"model_uri": model_uri, "since": args.since, "alpha": args.alpha, "persist": args.persist})
     name, version = monitor_runs.registered(model_uri)
     start, since_text = monitor_runs.since_ms(args.since, name, version)
     tracking.set_run_name(f"monitor {name} v{version}")
@@ -38,6 +40,8 @@ def run_monitor(args: argparse.Namespace) -> str:
                             f"`mlflow run . -e predict -P input=<file> -P model_uri=models:/{name}/{version}` first, "
                             "or pass an earlier -P since")
     table = monitor_runs.batch_table(runs)
+    table["alarm"] = monitor.alarms(table["health"].tolist(), args.persist)  # the window rule (agnews/monitor.py)
+    table["in_alarm"] = monitor.in_alarm(table["health"].tolist(), args.persist)
     reference_run = next((r for r in reversed(table["reference_run_id"].tolist()) if r), "")
     reference = monitor_runs.load_reference(reference_run) if reference_run else None
     if reference is None:
@@ -51,7 +55,8 @@ def run_monitor(args: argparse.Namespace) -> str:
     latest = table.iloc[-1]
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "monitor.md").write_text(monitor_report.markdown(table, reference, f"{name} v{version}",
-                                                                      since_text, new_rows, retrain))
+                                                                      since_text, new_rows, retrain, args.alpha,
+                                                                      args.persist))
         table.drop(columns=["time"]).assign(time=table["time"].astype(str)).to_csv(Path(tmp) / "batches.csv",
                                                                                     index=False)
         if retrain is not None:
@@ -59,11 +64,13 @@ def run_monitor(args: argparse.Namespace) -> str:
             if len(retrain.to_label):
                 retrain.to_label.to_csv(Path(tmp) / "to_label.csv", index=False)
         mlflow.log_artifacts(tmp, "monitoring")
-    mlflow.log_metrics({"batches": len(table), **{f"batches_{s}": int((table["health"] == s).sum())
-                                                  for s in monitor.STATUSES}})
-    mlflow.set_tags({"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"]})
-    monitor_runs.tag_version(name, version, latest)  # last: nothing else can fail after the registry write
-    log.info("%d predict batches of %s v%s; latest %s", len(table), name, version, latest["health"])
+    alarm = monitor_report.alarm_summary(table, args.persist)
+    mlflow.log_metrics({"batches": len(table), "alarms": int(table["alarm"].sum()),
+                        **{f"batches_{s}": int((table["health"] == s).sum()) for s in monitor.STATUSES}})
+    mlflow.set_tags({"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"],
+                     "agnews.health_alarm": alarm[:5000]})
+    monitor_runs.tag_version(name, version, latest, alarm)  # last: nothing else can fail after the registry write
+    log.info("%d predict batches of %s v%s; latest %s; %s", len(table), name, version, latest["health"], alarm)
     return str(latest["health"])
 
 

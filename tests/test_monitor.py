@@ -45,6 +45,7 @@ def test_batches_like_the_reference_stay_ok(synthetic_reference):
     rng = np.random.default_rng(1)
     verdicts = [monitor.check(synthetic_reference, _synthetic(80, rng)).status for _ in range(100)]
     assert verdicts.count("drift") <= 4, verdicts  # alpha 0.01 family-wise: ~1 in 100 (binomial 99.6%: <= 4)
+    assert not monitor.alarms(verdicts).any()  # the window rule: 2 in a row, <= 99 * 0.01**2 ~ 1% per 100 batches
 
 
 def test_one_class_only_drifts_on_label_mix(synthetic_reference):
@@ -181,6 +182,7 @@ def test_health_of_each_batch(champion, batches):
         tags["too_small"]["agnews.health_reasons"]
     for run in batches.values():
         assert run.data.tags["agnews.reference_run_id"] == evaluate.info.run_id
+        assert run.data.tags["agnews.reference_match"] == "exact"  # evaluate's rows, variant and precision
         assert "chi-square" in run.data.tags["agnews.monitor_test.label_mix"]
     held_out = batches["held_out"].data.metrics
     assert {"monitor_label_mix_p_holm", "monitor_confidence_p", "monitor_embedding_statistic"} <= set(held_out)
@@ -206,6 +208,9 @@ def test_monitor_draws_the_batches_over_time(champion, batches, monitored):
     for run_ in batches.values():
         assert run_.info.run_id in report
     assert report.count("| **drift** |") == 2 and "| **degraded** |" in report and "| **too_small** |" in report
+    # sports, code, flipped: 3 flagged in a row (too_small after them is untested): one alarm, at the 2nd of them
+    assert report.count("| **alarm** |") == 1 and report.count("| in alarm |") == 2
+    assert run.data.metrics["alarms"] == 1
     assert "mlflow run . --env-manager local -e main -P data=retrain_rows.csv" in report
     assert "-P val_size=40 -P test_size=40 -P gate_size=40" in report  # the model's data run's sizes
     assert "mlflow models serve" in report and "not instrumented" in report
@@ -216,6 +221,7 @@ def test_monitor_draws_the_batches_over_time(champion, batches, monitored):
     assert len(retrain) > 200 and retrain["text"].is_unique  # data run rows + new labelled rows, deduplicated
     tags = client.get_model_version(MODEL, version).tags
     assert tags["agnews.health"] == "too_small" and tags["agnews.health_run_id"] == batches["too_small"].info.run_id
+    assert tags["agnews.health_alarm"] == "alarm: degraded/drift over batches #2-#4 (3 flagged in a row)"
 
 
 @pytest.mark.parametrize("since, expected", [("2000-01-01", 5), ("sports_only", 4)])

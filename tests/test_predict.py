@@ -41,9 +41,9 @@ def _artifact_table(client, run) -> pd.DataFrame:
     return pd.read_csv(local, keep_default_na=False)
 
 
-def _agnews_rows(path, rows_per_class: int = 5) -> pd.DataFrame:
+def _agnews_rows(path, rows_per_class: int = 5, seed: int = 3) -> pd.DataFrame:
     """The fixture's headerless file, and its rows as class, title, description, expected text."""
-    write_agnews_csv(path, rows_per_class=rows_per_class, seed=3)
+    write_agnews_csv(path, rows_per_class=rows_per_class, seed=seed)
     raw = pd.read_csv(path, header=None, names=["cls", "title", "description"], dtype=str, keep_default_na=False)
     return raw.assign(text=clean_texts(raw["title"] + " " + raw["description"], "ag_news"),
                       label=raw["cls"].astype(int) - 1)
@@ -199,16 +199,33 @@ def test_text_columns_parameter_overrides_the_models_columns(champion, tmp_path)
     assert run.info.status == "FAILED"
 
 
+IN_DISTRIBUTION_SEED, IN_DISTRIBUTION_PER_CLASS = 3, 10
+
+
+def in_distribution_csv(path, seed: int = IN_DISTRIBUTION_SEED) -> str:
+    """Held-out rows of the fixture's generator (benchmarks/bench_monitor_tests.py draws more seeds the same way)."""
+    _agnews_rows(path, rows_per_class=IN_DISTRIBUTION_PER_CLASS, seed=seed)
+    return str(path)
+
+
 def test_the_first_predict_of_a_model_never_evaluated_records_the_reference(champion, tmp_path):
     """No evaluate run here: the first predict run computed the reference on the data run's validation + test rows
-    and logged it on itself; every later one is checked against that one."""
+    and logged it on itself; every later one is checked against that one. Held-out rows of the fixture's generator
+    are `ok`, not "ok or drift": benchmarks/bench_monitor_tests.py (RESULTS.md, "the tests' in-distribution batches")
+    trains this module's model and predicts this batch in fp32 (what an AVX2-only machine runs) and in bf16: its
+    smallest raw p over the statistics was 0.44 (fp32) and 0.38 (bf16) where drift needs 0.01 / 7 = 0.0014 (Holm over
+    7 statistics), and 30 other seeds drawn the same way were all `ok` in both (smallest 0.17): a margin of 100x.
+    The batch holds 10 rows per class, the reference's mix (20 per class), so the label mix sits at its expectation."""
     project, client, _ = champion
-    _agnews_rows(tmp_path / "agnews.csv", rows_per_class=10)
-    message, run = _predict(client, *step_args(input=str(tmp_path / "agnews.csv"), model_uri=CHAMPION))
+    message, run = _predict(client, *step_args(input=in_distribution_csv(tmp_path / "agnews.csv"), model_uri=CHAMPION))
     assert message is None, message
     holder = client.get_run(run.data.tags["agnews.reference_run_id"])
     assert holder.data.tags["agnews.step"] == "predict" and holder.info.status == "FINISHED"
-    assert holder.data.tags["agnews.reference_for"] == latest(client, "train").info.run_id
+    train = latest(client, "train")
+    assert holder.data.tags["agnews.reference_for"] == train.info.run_id
+    assert holder.data.tags["agnews.reference_data_run_id"] == train.data.tags["agnews.data_run_id"]
+    assert (holder.info.run_id == run.info.run_id) == (run.data.tags["agnews.reference_match"] == "computed")
     assert [a.path for a in client.list_artifacts(holder.info.run_id, "monitoring")] == [
         "monitoring/health.json", "monitoring/reference.json"]
-    assert run.data.tags["agnews.health"] in ("ok", "drift") and "monitor_label_mix_p_holm" in run.data.metrics
+    assert run.data.tags["agnews.health"] == "ok", run.data.tags["agnews.health_reasons"]
+    assert "monitor_label_mix_p_holm" in run.data.metrics
