@@ -27,6 +27,27 @@ TRAINING = {"epochs": 3, "learning_rate": 0.0, "batch_size": 16, "max_length": 1
             "precision": "auto", "registered_model": "agnews-classifier"}  # cli.TRAINING_KEYS at their defaults
 
 
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory):
+    """One SQLite store for the module (creating one costs ~1.4 s of CPU, measured): each test has its own
+    experiment, and the study checks look within one experiment."""
+    folder, before = tmp_path_factory.mktemp("store"), mlflow.get_tracking_uri()
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("AGNEWS_PLOTS_DIR", str(folder / "graficas"))
+        patch.chdir(folder)  # artifacts: ./mlruns
+        mlflow.set_tracking_uri(uri)
+        yield uri
+        mlflow.end_run()
+    mlflow.set_tracking_uri(before)
+
+
+@pytest.fixture()
+def experiment(shared_store, request) -> str:
+    return mlflow.MlflowClient().create_experiment(request.node.name)
+
+
 def _trial(experiment_id: str, number: int, value: float, params: dict, status: str = "FINISHED",
            study: str = "s") -> str:
     """A trial's train run as the sweep's child leaves it: tags, its -P values as params, its objective."""
@@ -49,10 +70,9 @@ def _fixed(model: str = "tiny", seed: int = 1, **training) -> dict:
 
 # --- (a) a resume with other fixed parameters ---------------------------------------------------------------------
 
-def test_a_resume_with_another_model_seed_or_train_parameter_is_refused_in_one_line_naming_them(store):
+def test_a_resume_with_another_model_seed_or_train_parameter_is_refused_in_one_line_naming_them(experiment):
     """Before: the study was checked for its space and rows only, so a sweep of another model joined it and
     best_trial could hand compare the other model's run."""
-    experiment = mlflow.MlflowClient().create_experiment("sweeps")
     for number, lr in enumerate((0.01, 0.02)):
         _trial(experiment, number, 0.8 + number / 100, {**_fixed(), "learning_rate": lr, "data_run_id": "d1"})
     with pytest.raises(PipelineError) as info:
@@ -66,8 +86,7 @@ def test_a_resume_with_another_model_seed_or_train_parameter_is_refused_in_one_l
             sweep.open_study("s", experiment, SPACE, "d1", 1, True, _fixed(**other))
 
 
-def test_a_resume_with_the_same_fixed_parameters_continues_and_tuned_ones_may_differ(store):
-    experiment = mlflow.MlflowClient().create_experiment("sweeps")
+def test_a_resume_with_the_same_fixed_parameters_continues_and_tuned_ones_may_differ(experiment):
     _trial(experiment, 0, 0.8, {**_fixed(), "learning_rate": 0.01, "epochs": "3.0"})  # 3.0 as -P may log it
     _trial(experiment, 1, 0.7, {"model": "tiny", "learning_rate": 0.02})  # older code: fewer params, not compared
     study = sweep.open_study("s", experiment, SPACE, "d1", 1, True, _fixed(learning_rate=0.5))  # searched: not fixed
@@ -83,11 +102,10 @@ def _sweep_run(experiment_id: str, study: str = "s", **tags) -> str:
                                                                  **tags}).info.run_id
 
 
-def test_a_second_sweep_on_a_running_study_is_refused_and_trial_numbers_never_collide(store):
+def test_a_second_sweep_on_a_running_study_is_refused_and_trial_numbers_never_collide(experiment):
     """Before: both sweeps rebuilt the study from the same runs, numbered their trials from the same count and
     seeded TPE alike (the same proposals under the same numbers)."""
     client = mlflow.MlflowClient()
-    experiment = client.create_experiment("sweeps")
     first = _sweep_run(experiment)
     with sweep.heartbeat(first):
         tags = client.get_run(first).data.tags
@@ -105,12 +123,11 @@ def test_a_second_sweep_on_a_running_study_is_refused_and_trial_numbers_never_co
     sweep.claim_study("s", experiment, second)  # the first has ended: the study is free
 
 
-def test_a_crashed_sweep_is_taken_over_and_its_trial_numbers_are_not_reused(store):
+def test_a_crashed_sweep_is_taken_over_and_its_trial_numbers_are_not_reused(experiment):
     """A sweep killed with SIGKILL (or its machine lost) leaves its run RUNNING for ever: one whose heartbeat is
     older than STALE_SECONDS, or whose process on this host is gone, is ended FAILED and the study continues past
     its trials (one left RUNNING counts as failed)."""
     client = mlflow.MlflowClient()
-    experiment = client.create_experiment("sweeps")
     silent = _sweep_run(experiment, **{sweep.BEAT_TAG: f"{time.time() - sweep.STALE_SECONDS - 60:.0f}",
                                        sweep.HOST_TAG: "elsewhere", sweep.PID_TAG: "1"})
     _trial(experiment, 0, 0.8, {"learning_rate": 0.01})
@@ -133,7 +150,7 @@ def _pid_of_ended_process() -> int:
     return process.pid
 
 
-def test_a_second_sweep_step_fails_in_one_line_before_preparing_data(store, fixture_csv):
+def test_a_second_sweep_step_fails_in_one_line_before_preparing_data(shared_store, fixture_csv):
     """Through the step: the refusal comes before prepare_data, and the live sweep is left alone."""
     client = mlflow.MlflowClient()
     experiment = mlflow.set_experiment(EXPERIMENT).experiment_id
@@ -161,9 +178,8 @@ def _rows(n: int, last: str = "z") -> pd.DataFrame:
     return pd.DataFrame({"row_id": [f"r{i}" for i in range(n)], "text": texts, "label": [i % 4 for i in range(n)]})
 
 
-def test_rows_that_differ_after_the_first_10000_are_other_rows(store):
+def test_rows_that_differ_after_the_first_10000_are_other_rows(experiment):
     """Before: the study compared MLflow's dataset digests, which read the first 10,000 rows only."""
-    experiment = mlflow.MlflowClient().create_experiment("sweeps")
     original, other = _data_run(experiment, _rows(10_001)), _data_run(experiment, _rows(10_001, last="changed"))
     assert tracking.split_digests(original) == tracking.split_digests(other)  # MLflow's digest cannot tell them apart
     _trial(experiment, 0, 0.8, {"learning_rate": 0.01, "data_run_id": original})
@@ -172,8 +188,7 @@ def test_rows_that_differ_after_the_first_10000_are_other_rows(store):
     assert sweep.row_digests(original)["train"] != sweep.row_digests(other)["train"]
 
 
-def test_a_data_run_prepared_before_the_rows_tag_is_compared_from_its_split_files(store):
-    experiment = mlflow.MlflowClient().create_experiment("sweeps")
+def test_a_data_run_prepared_before_the_rows_tag_is_compared_from_its_split_files(experiment):
     frame = _rows(12)
     frame.loc[3, "text"] = None  # a missing value reads back from Parquet as NaN: the same digest
     old, new = _data_run(experiment, frame, tagged=False), _data_run(experiment, frame)
