@@ -430,8 +430,8 @@ def _poll(running: list[_Running]) -> None:
     for item in running:
         groups.setdefault(type(item.submitted), []).append(item.submitted)
     for kind, children in groups.items():
-        if callable(getattr(kind, "poll", None)):
-            kind.poll(children)
+        if callable(getattr(kind, "poll_states", None)):
+            kind.poll_states(children)
 
 
 def _cancel(item: _Running) -> bool:

@@ -9,7 +9,7 @@ command with MLFLOW_RUN_ID set, every Slurm state maps to an MLflow status, `can
 raised, not ignored), and the job's output file is logged to the run (artifact `slurm/<job>.out`) when it ends.
 Jobs are never requeued (`--no-requeue`: a requeued job would run again under a run `main` already ended). Before
 the first job a node is asked to write a marker into the job folder (skipped when every node is this machine), and
-the states of all the jobs `main` waits for come from one `squeue` call per poll (`SlurmSubmittedRun.poll`)."""
+the states of all the jobs `main` waits for come from one `squeue` call per poll (`SlurmSubmittedRun.poll_states`)."""
 from __future__ import annotations
 
 import logging
@@ -55,7 +55,7 @@ STATES = {
 }
 # The job's state is gone from slurmctld (purged after MinJobAge): the run's own status is all there is.
 GONE = "GONE"
-# A state read by poll() serves the get_status() calls of the same round (they follow within milliseconds).
+# A state read by poll_states() serves the get_status() calls of the same round (they follow within milliseconds).
 FRESH_S = 0.5
 # After the visibility probe's job COMPLETED, how long its marker may take to show here: an NFS client caches a
 # name it looked up and did not find for up to acdirmax (60 s by default, nfs(5)).
@@ -308,7 +308,7 @@ class SlurmSubmittedRun(SubmittedRun):
         return self._run_id
 
     @classmethod
-    def poll(cls, runs: list["SlurmSubmittedRun"]) -> None:
+    def poll_states(cls, runs: list["SlurmSubmittedRun"]) -> None:
         """Read the state of every job still running with one `squeue` call (Launcher._collect calls this once per
         round; each get_status() then reads it)."""
         live = [run for run in runs if run._seen is None or not ended(run._seen[1])]
@@ -326,7 +326,7 @@ class SlurmSubmittedRun(SubmittedRun):
     def _state(self) -> str:
         """The job's state: an ended one is final, a live one read again when older than FRESH_S."""
         if self._seen is None or not ended(self._seen[1]) and time.monotonic() - self._seen[0] > FRESH_S:
-            self.poll([self])
+            self.poll_states([self])
         return self._seen[1]
 
     def get_status(self) -> str:
