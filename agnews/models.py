@@ -1,6 +1,7 @@
 """Model presets and loading of checkpoints from the Hugging Face Hub, its cache or a local folder."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -31,6 +32,7 @@ PRESETS = {
 }
 DEFAULT_LEARNING_RATE = 5e-5  # any other hub id or folder: the usual BERT fine-tuning rate
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+PROBE_PREFIX = "probe:"  # `probe:<model>`: a linear probe on the frozen encoder of <model> (agnews.probe)
 # Folder names that say nothing about the model inside: such a folder is named after its parent or its config.
 GENERIC_NAMES = frozenset({"model", "models", "checkpoint", "checkpoints", "final", "best", "output", "outputs",
                            "latest", "last", "weights", "export", "saved_model", "pretrained", "hf", "artifacts"})
@@ -41,6 +43,7 @@ class ModelSpec:
     name: str  # file-safe short name used in plots, run names and tags
     preset: str  # preset name, or "" for a free hub id / folder
     checkpoint: str  # hub id or absolute folder path
+    probe: bool = False  # a linear probe on the frozen encoder, not a fine-tune
 
     @property
     def default_learning_rate(self) -> float:
@@ -55,6 +58,8 @@ def short_name(model: str) -> str:
     """Preset name, or the last part of a hub id or folder (a generic folder name such as `model` is replaced by
     its parent's or its config's), file-safe: names plots and runs."""
     model = model.strip().rstrip("/")
+    if model.startswith(PROBE_PREFIX):
+        return f"probe-{short_name(model[len(PROBE_PREFIX):])}"
     if model in PRESETS:
         return model
     path = Path(model).expanduser()
@@ -93,8 +98,11 @@ def _preset_checkpoint(name: str) -> str:
 
 
 def resolve_model(model: str) -> ModelSpec:
-    """A preset name, an existing local folder, or a hub id (owner/name)."""
+    """A preset name, an existing local folder, or a hub id (owner/name); `probe:` before any of them: a linear
+    probe on that model's frozen encoder, named `probe-<name>`."""
     model = model.strip()
+    if model.startswith(PROBE_PREFIX):
+        return _probe_spec(model)
     if model in PRESETS:
         return ModelSpec(model, model, _preset_checkpoint(model))
     path = Path(model).expanduser()
@@ -107,6 +115,15 @@ def resolve_model(model: str) -> ModelSpec:
                         "a Hugging Face id like owner/name, or an existing local model folder")
 
 
+def _probe_spec(model: str) -> ModelSpec:
+    encoder = model[len(PROBE_PREFIX):].strip()
+    if not encoder or encoder.startswith(PROBE_PREFIX):
+        raise PipelineError(f"model {model!r} names no encoder to probe; pass probe:<model>, e.g. probe:minilm "
+                            "(a preset, a Hugging Face id or a local model folder)")
+    spec = resolve_model(encoder)
+    return dataclasses.replace(spec, name=f"probe-{spec.name}", probe=True)
+
+
 def distinct_names(specs: list[ModelSpec]) -> list[ModelSpec]:
     """Two different checkpoints with one short name (`a/model`, `b/model`; `x/bert`, `y/bert`) would overwrite
     each other's plots and rows: the second and later get `-2`, `-3`..."""
@@ -114,7 +131,7 @@ def distinct_names(specs: list[ModelSpec]) -> list[ModelSpec]:
     out = []
     for spec in specs:
         count = seen[spec.name] = seen.get(spec.name, 0) + 1
-        out.append(spec if count == 1 else ModelSpec(f"{spec.name}-{count}", spec.preset, spec.checkpoint))
+        out.append(spec if count == 1 else dataclasses.replace(spec, name=f"{spec.name}-{count}"))
     return out
 
 
@@ -150,6 +167,13 @@ def load_tokenizer_and_model(spec: ModelSpec, task: Task):
         raise PipelineError(f"model {spec.checkpoint!r} has no tokenizer vocabulary ({len(tokenizer)} tokens, all "
                             "special); save its tokenizer beside the weights (tokenizer.save_pretrained(folder))")
     return tokenizer, model
+
+
+def load_encoder(spec: ModelSpec, task: Task):
+    """The tokenizer and the bare encoder (no head; its config carries the task's labels) a probe embeds with,
+    loaded and checked as a fine-tune's model is."""
+    tokenizer, model = load_tokenizer_and_model(spec, task)
+    return tokenizer, model.base_model
 
 
 def check_max_length(spec: ModelSpec, model, max_length: int) -> None:

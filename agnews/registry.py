@@ -54,6 +54,16 @@ def log_int8_model(folder: Path):
         pip_requirements=_requirements("mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas")))
 
 
+def log_probe_model(folder: Path):
+    """A linear probe (agnews.probe.save's folder) as a pyfunc from code (agnews/probe_model.py travels with it),
+    same signature as a fine-tuned pipeline; serving needs torch and transformers, not scikit-learn."""
+    return _undo_on_failure(mlflow.pyfunc.log_model(
+        name="model", python_model=str(Path(__file__).with_name("probe_model.py")), artifacts={"probe": str(folder)},
+        signature=_signature(), input_example=_EXAMPLE,
+        pip_requirements=_requirements("mlflow", "torch", "transformers", "tokenizers", "safetensors", "numpy",
+                                       "pandas")))
+
+
 def register(model_uri: str, registered_model: str, tags: dict[str, str]) -> str:
     """The step's last act: a new version of `registered_model`, deleted again if the step fails after all."""
     client = mlflow.MlflowClient()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 import pandas as pd
@@ -23,9 +24,18 @@ def _log_validation_predictions(frame: pd.DataFrame, logits, task: Task) -> None
         mlflow.log_artifact(str(Path(tmp) / "validation.csv"), "predictions")
 
 
+def _log_pipeline(model, tokenizer, max_length: int):
+    from transformers import pipeline  # the served artefact: labels by name, one call per text list
+
+    return registry.log_model(pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu"),
+                              max_length)
+
+
 def publish(name: str, model, tokenizer, result: training.TrainResult, validation: pd.DataFrame,
-            max_length: int, registered_model: str, version_tags: dict[str, str], task: Task) -> str:
-    """Log everything a trained model leaves, then register it; the registered version."""
+            max_length: int, registered_model: str, version_tags: dict[str, str], task: Task,
+            log_model: Callable[[], object] | None = None) -> str:
+    """Log everything a trained model leaves, then register it; the registered version. `log_model`: logs the
+    served model itself (a linear probe's pyfunc) instead of a transformers pipeline of `model` and `tokenizer`."""
     mlflow.log_metrics({"best_epoch": result.best_epoch, "num_parameters": models.count_parameters(model),
                         "train_seconds": result.train_seconds, "epochs_run": len(result.history),
                         **{f"best_{k}": v for k, v in result.best.items() if k.startswith("val_")}})
@@ -34,10 +44,7 @@ def publish(name: str, model, tokenizer, result: training.TrainResult, validatio
     _log_validation_predictions(validation, result.best_val_logits, task)
     for path in plots.training_curves(name, history, result.best_epoch):
         tracking.log_plot(path)
-    from transformers import pipeline  # the served artefact: labels by name, one call per text list
-
-    classifier = pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
-    info = registry.log_model(classifier, max_length)
+    info = log_model() if log_model is not None else _log_pipeline(model, tokenizer, max_length)
     mlflow.set_tags({"agnews.model_uri": info.model_uri, "agnews.registered_model": registered_model})
     version = registry.register(info.model_uri, registered_model, {
         **{k: v for k, v in version_tags.items() if v}, "train_run_id": mlflow.active_run().info.run_id})

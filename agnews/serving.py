@@ -155,7 +155,8 @@ def _unresolved(model_uri: str, exc: BaseException) -> PipelineError:
 
 @contextlib.contextmanager
 def load(model_uri: str, precision: str = "auto", batch_size: int = 32) -> Iterator[Classifier]:
-    """A logged or registered model (fp32 transformers or int8 ONNX pyfunc), downloaded for the block's duration."""
+    """A logged or registered model (fp32 transformers, int8 ONNX pyfunc or linear-probe pyfunc), downloaded for the
+    block's duration."""
     with tempfile.TemporaryDirectory(prefix="agnews-model-") as tmp:
         try:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -184,6 +185,9 @@ def _open(local: Path, precision: str, batch_size: int, model_uri: str) -> Class
 
     os.environ["AGNEWS_THREADS"] = str(torch.get_num_threads())  # ONNX Runtime on the cores torch uses
     python_model = mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
+    if getattr(python_model, "variant", "") == "probe":  # agnews/probe_model.py: encoder + linear layer in torch
+        return TorchClassifier(python_model.module, python_model.tokenizer, python_model.max_length,
+                               resolve_precision(precision), batch_size, variant="probe")
     if not hasattr(python_model, "logits"):
         raise PipelineError(f"{model_uri!r} is not an AG News classifier of this project (flavors: "
                             f"{', '.join(flavors)}); pass a model logged by train or evaluate")

@@ -11,11 +11,15 @@ import dataclasses
 import logging
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import mlflow
 import pandas as pd
+import torch
 
-from agnews import cache, cli, distill, hardware, models, results, tracking, training
+from agnews import cache, cli, distill, hardware, metrics, models, probe, registry, results, tracking, training
 from agnews.data import Sample, sample_splits, with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task
@@ -67,6 +71,8 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
         spec = dataclasses.replace(spec, name=models.safe_name(args.name))
     config = training.config_from_args(args, args.learning_rate or spec.default_learning_rate)
     precision = hardware.resolve_precision(config.precision)
+    if spec.probe:
+        return _train_probe(args, spec, config, precision)
     data = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     splits, data_run_id = data.splits, data.data_run_id
     tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged
@@ -75,9 +81,7 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     threads = hardware.configure_threads()
     if rank == 0:
         _log_data(args, data)
-        mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset,
-                         "agnews.base_model": spec.checkpoint, "agnews.data_run_id": data_run_id,
-                         cache.INPUT_TAG: cache.input_digest(spec.checkpoint)})
+        _tag(spec, data_run_id)
         tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "epochs": config.epochs,
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                              "max_length": config.max_length, "seed": config.seed, "precision": precision,
@@ -96,6 +100,62 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     results.publish(spec.name, model, tokenizer, result, splits["validation"], config.max_length,
                     args.registered_model, {"model": spec.name, "preset": spec.preset or "none",
                                             "base_model": spec.checkpoint, "data_run_id": data_run_id}, data.task)
+
+
+def _tag(spec: models.ModelSpec, data_run_id: str) -> None:
+    mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
+                     "agnews.data_run_id": data_run_id, cache.INPUT_TAG: cache.input_digest(spec.checkpoint),
+                     **({"agnews.probe": "true"} if spec.probe else {})})
+
+
+def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: training.TrainConfig,
+                 precision: str) -> None:
+    """probe:<model>: the frozen encoder's embeddings and a logistic regression (agnews.probe), left on the run as a
+    fine-tune leaves itself (one "epoch" of validation metrics, validation predictions, a registered version)."""
+    if training.world()[1] > 1:
+        raise PipelineError(f"{args.model} is a linear probe: it trains in one process; run it without torchrun")
+    data = _load_data(args)
+    tokenizer, encoder = models.load_encoder(spec, data.task)  # model problems: before data is logged
+    models.check_max_length(spec, encoder, config.max_length)
+    threads = hardware.configure_threads()
+    _log_data(args, data)
+    _tag(spec, data.data_run_id)
+    tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "max_length": config.max_length,
+                         "batch_size": config.batch_size, "seed": config.seed, "precision": precision,
+                         "torch_threads": threads, "world_size": 1, "data_run_id": data.data_run_id,
+                         "probe_c_grid": ",".join(f"{c:g}" for c in probe.C_GRID)})
+    log.info("linear probe on the frozen %s (%s): %s, %d thread(s)", spec.checkpoint, spec.name, precision, threads)
+    result, fitted = _fit_probe(encoder, tokenizer, data, config, precision)
+    tracking.log_params({"probe_c": f"{fitted.c:g}"})
+    mlflow.log_table(pd.DataFrame({"c": list(fitted.val_f1_by_c), "val_f1_macro": list(fitted.val_f1_by_c.values())}),
+                     "probe_grid.json")
+    served = torch.nn.Sequential(encoder, torch.nn.Linear(*fitted.weight.shape[::-1]))  # what it holds: num_parameters
+    with tempfile.TemporaryDirectory(prefix="agnews-probe-") as tmp:
+        folder = probe.save(Path(tmp) / "probe", encoder, tokenizer, fitted, list(data.task.labels), config.max_length)
+        results.publish(spec.name, served, tokenizer, result, data.splits["validation"], config.max_length,
+                        args.registered_model, {"model": spec.name, "preset": spec.preset or "none", "variant": "probe",
+                                                "base_model": spec.checkpoint, "data_run_id": data.data_run_id},
+                        data.task, log_model=lambda: registry.log_probe_model(folder))
+
+
+def _fit_probe(encoder, tokenizer, data: _Data, config: training.TrainConfig,
+               precision: str) -> tuple[training.TrainResult, probe.Probe]:
+    """Embed both splits, choose C on validation; the result as a one-epoch training (logged at step 1)."""
+    start = time.perf_counter()
+    train, val = data.splits["train"], data.splits["validation"]
+    x_train, x_val = (probe.embed(encoder, tokenizer, frame["text"].tolist(), config.max_length, config.batch_size,
+                                  precision) for frame in (train, val))
+    y_train, y_val = train["label"].to_numpy(), val["label"].to_numpy()
+    fitted = probe.fit(x_train, y_train, x_val, y_val, data.task.num_labels, seed=config.seed)
+    val_logits = fitted.logits(x_val)
+    row = {"train_loss": probe.log_loss(fitted.logits(x_train), y_train), "val_loss": probe.log_loss(val_logits, y_val),
+           **metrics.summary(y_val, val_logits.argmax(axis=1), "val", data.task.num_labels)}
+    mlflow.log_metrics(row, step=1)
+    seconds = time.perf_counter() - start
+    log.info("probe: C=%g, val macro F1 %.4f; %.1f s (regressions %.1f s)", fitted.c, row["val_f1_macro"], seconds,
+             fitted.fit_seconds)
+    mlflow.log_metrics({"probe_fit_seconds": fitted.fit_seconds})
+    return training.TrainResult([{"epoch": 1, **row}], 1, seconds, precision, row, val_logits), fitted
 
 
 def main(argv: list[str] | None = None) -> None:
