@@ -187,7 +187,9 @@ def add_parent_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
-    parser.add_argument("--epochs", type=_whole_type("epochs", 1), default=3)
+    parser.add_argument("--epochs", type=_whole_type("epochs", 0), default=0,
+                        help="0: auto, enough epochs for ~180 optimizer steps (3 at 1000 rows, 24 at 120), early "
+                             "stopping on validation picking the epoch")
     parser.add_argument("--learning_rate", type=learning_rate, default=0.0, help="0: the preset's default")
     parser.add_argument("--batch_size", type=_whole_type("batch_size", 1), default=16)
     parser.add_argument("--max_length", type=_whole_type("max_length", 3), default=128)  # [CLS] word [SEP]

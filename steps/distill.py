@@ -92,7 +92,10 @@ def run(args: argparse.Namespace) -> str:
     tracking.log_params({"teacher": args.teacher, "model": base, "base_model": spec.checkpoint,
                          "student_layers": args.student_layers, "unlabeled_size": args.unlabeled_size,
                          "unlabeled_used": len(pool), "temperature": args.temperature, "alpha": args.alpha,
-                         "epochs": config.epochs, "learning_rate": config.learning_rate,
+                         "epochs": config.epochs,
+                         "epochs_planned": training.planned_epochs(
+                             config, len(splits["train"]) + len(pool), rarest=training.rarest_class(splits["train"])),
+                         "learning_rate": config.learning_rate,
                          "batch_size": config.batch_size, "max_length": config.max_length, "seed": config.seed,
                          "precision": hardware.resolve_precision(config.precision),
                          "early_stopping_patience": config.early_stopping_patience, "warmup_ratio": config.warmup_ratio,

@@ -83,6 +83,9 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
         _log_data(args, data)
         _tag(spec, data_run_id)
         tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "epochs": config.epochs,
+                             "epochs_planned": training.planned_epochs(config, len(splits["train"]),
+                                                                       training.world()[1],
+                                                                       training.rarest_class(splits["train"])),
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                              "max_length": config.max_length, "seed": config.seed, "precision": precision,
                              "early_stopping_patience": config.early_stopping_patience,
@@ -91,8 +94,10 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
                              "reinit_top_k": config.reinit_top_k,
                              "max_grad_norm": config.max_grad_norm, "torch_threads": threads,
                              "world_size": training.world()[1], "data_run_id": data_run_id})
-    log.info("training %s (%s) for %d epochs, lr %g, %s, %d thread(s)", spec.name, spec.checkpoint,
-             config.epochs, config.learning_rate, precision, threads)
+    log.info("training %s (%s) for %d epochs%s, lr %g, %s, %d thread(s)", spec.name, spec.checkpoint,
+             training.planned_epochs(config, len(splits["train"]), training.world()[1],
+                                     training.rarest_class(splits["train"])),
+             "" if config.epochs else " (auto: by optimizer steps)", config.learning_rate, precision, threads)
     result = training.train(model, tokenizer, splits["train"], splits["validation"], config,
                             on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
     if rank != 0:

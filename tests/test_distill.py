@@ -76,7 +76,7 @@ def teacher(tmp_path_factory, fixture_csv, tiny_model):
     """A prepared split and a trained tiny teacher holding `champion`, in a project copy's own store."""
     with project_store(tmp_path_factory.mktemp("distill") / "project", fixture_csv) as (project, client, data):
         assert run_step("train", *step_args(model=tiny_model, data_run_id=data.info.run_id, learning_rate="0.01",
-                                            batch_size=8, run_name="teacher")) is None
+                                            batch_size=8, epochs=3, run_name="teacher")) is None
         train = latest(client, "train")
         client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
         yield project, client, data, train

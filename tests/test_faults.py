@@ -167,7 +167,7 @@ def test_extra_unnamed_columns_are_ignored(store, tmp_path):
 # --- training parameters, models and run ids ----------------------------------------------------------------
 
 @pytest.mark.parametrize("param, value, pattern", [
-    ("epochs", "0", r"-P epochs=0 must be at least 1"),
+    ("epochs", "-1", r"-P epochs=-1 must be at least 0"),  # 0: auto
     ("batch_size", "0", r"-P batch_size=0 must be at least 1"),
     ("max_length", "0", r"-P max_length=0 must be at least 3"),
     ("max_length", "4096", r"-P max_length=4096 exceeds the 128 positions of"),
@@ -179,7 +179,7 @@ def test_extra_unnamed_columns_are_ignored(store, tmp_path):
     ("label_smoothing", "-0.1", r"-P label_smoothing=-0.1 is not a number from 0 to below 1"),
     ("weight_decay", "x", r"-P weight_decay=x is not a number >= 0"),
     ("reinit_top_k", "3", r"-P reinit_top_k=3: the model has 2 transformer layers; pass 0 to 2"),
-], ids=["epochs_0", "batch_size_0", "max_length_0", "max_length_above_model", "precision", "registered_model",
+], ids=["epochs_negative", "batch_size_0", "max_length_0", "max_length_above_model", "precision", "registered_model",
         "unknown_model", "warmup_ratio_1", "layer_decay_0", "label_smoothing_negative", "weight_decay_text",
         "reinit_top_k_above_layers"])
 def test_bad_training_parameter_is_refused(param, value, pattern, store, fixture_csv, tiny_model):

@@ -49,6 +49,34 @@ def test_early_stopping_stops_after_patience(tiny_model, splits):
     assert len(result.history) == 2 and result.best_epoch == 1
 
 
+def test_auto_epochs_schedule_by_optimizer_steps():
+    """epochs=0 (the default) plans by steps: few rows get many short epochs, many rows few long ones; an explicit
+    -P epochs is obeyed. At 1000 rows it plans today's 3 (no slower); at 100, 28 epochs x 7 steps (was 21 steps)."""
+    auto = training.TrainConfig()
+    assert auto.epochs == 0
+    plans = {rows: training.planned_epochs(auto, rows) for rows in (100, 120, 1000, 10_000, 1)}
+    assert plans == {100: 26, 120: 23, 1000: 3, 10_000: 3, 1: training.MAX_AUTO_EPOCHS}
+    for rows in (100, 1000):  # enough optimizer steps either way
+        assert plans[rows] * -(-rows // auto.batch_size) >= training.MIN_STEPS
+    assert plans[10_000] * -(-10_000 // auto.batch_size) == 3 * 625  # many rows: the floor of 3 epochs, 1875 steps
+    assert training.planned_epochs(training.TrainConfig(epochs=2), 100) == 2  # explicit: obeyed
+    assert training.planned_epochs(auto, 100, world_size=2) == 30  # DDP: each step sees two batches
+    # an imbalanced set (250/100/50/25 rows): by steps alone 7 epochs; its rarest class needs 300 / 25 = 12 passes
+    assert training.planned_epochs(auto, 425) == 7 and training.planned_epochs(auto, 425, rarest=25) == 12
+    assert training.planned_epochs(auto, 1000, rarest=250) == 3  # balanced 1000 rows: today's 3, no slower
+    frame = pd.DataFrame({"label": [0] * 5 + [1] * 2 + [-100] * 9})  # distillation's unlabelled rows aside
+    assert training.rarest_class(frame) == 2
+
+
+def test_auto_epochs_reach_the_trainer(tiny_model, splits, monkeypatch):
+    monkeypatch.setattr(training, "MIN_STEPS", 9)  # 80 rows of 40: 2 steps an epoch, so 5 epochs
+    monkeypatch.setattr(training, "MIN_CLASS_PASSES", 1)
+    tokenizer, model = _fresh(tiny_model)
+    config = training.TrainConfig(learning_rate=1e-9, batch_size=40, precision="fp32", early_stopping_patience=0)
+    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    assert len(result.history) == training.planned_epochs(config, len(splits["train"]), rarest=20) == 5
+
+
 def test_predict_logits_keeps_input_order(tiny_model):
     tokenizer, model = _fresh(tiny_model)
     texts = ["game", "stocks market profit shares company earnings investors bank the a of", "space chip"]
