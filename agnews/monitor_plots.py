@@ -10,7 +10,7 @@ import pandas as pd
 from agnews import monitor
 from agnews.plots import _save, plt
 
-BAND_GID, POINT_GID, DRIFT_GID = "reference-band", "batches", "drifted"  # tests find artists by these
+BAND_GID, POINT_GID, DRIFT_GID, ALARM_GID = "reference-band", "batches", "drifted", "alarm"  # tests find artists
 AXIS_LABELS = {"label_mix": "label-mix distance (TVD)", "confidence": "mean top-class probability",
                "low_confidence": "share of unsure predictions", "length": "mean tokens per text",
                "unknown_tokens": "mean share of [UNK] tokens", "split_words": "share in many-piece words",
@@ -18,10 +18,11 @@ AXIS_LABELS = {"label_mix": "label-mix distance (TVD)", "confidence": "mean top-
 COLOURS = {"ok": "#2ca02c", "drift": "#d62728", "degraded": "#9467bd", "too_small": "#7f7f7f", "unknown": "#7f7f7f"}
 
 
-def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[float, float]], model: str):
-    """`table`: one row per batch (time, rows, health, <statistic>, <statistic>_drifted), oldest first; `bands`:
-    the reference band at each batch's size. Batches are evenly spaced and labelled by time (runs may be seconds
-    or weeks apart)."""
+def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[float, float]], model: str,
+                     caption: str = ""):
+    """`table`: one row per batch (time, rows, health, <statistic>, <statistic>_drifted, optionally `alarm`), oldest
+    first; `bands`: the reference band at each batch's size; `caption`: what drew the figure, where. Batches are
+    evenly spaced and labelled by time (runs may be seconds or weeks apart)."""
     fig, ax = plt.subplots(figsize=(max(7.0, 1.0 + 0.6 * len(table)), 4.5))
     x = np.arange(len(table))
     low, high = np.array(bands, dtype=float).T if bands else (np.array([]), np.array([]))
@@ -37,6 +38,9 @@ def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[floa
     if drifted.any():
         ax.scatter(x[drifted], values[drifted], marker="x", s=160, color="#d62728", linewidth=2.5, zorder=4,
                    gid=DRIFT_GID, label="this statistic drifted (Holm)")
+    for k, xi in enumerate(np.flatnonzero(table["alarm"].to_numpy(dtype=bool)) if "alarm" in table else []):
+        ax.axvline(xi, color="#d62728", linestyle="--", lw=1.2, zorder=1, gid=ALARM_GID,
+                   label=None if k else "alarm (window rule: flagged batches in a row)")
     for xi, value, health in zip(x, values, table["health"]):
         if np.isfinite(value):
             ax.annotate(health, (xi, value), xytext=(0, 8), textcoords="offset points", ha="center", fontsize=8,
@@ -46,13 +50,14 @@ def statistic_figure(table: pd.DataFrame, statistic: str, bands: list[tuple[floa
     ax.set_xlim(-0.6, len(x) - 0.4)
     ax.margins(y=0.15)  # room for the verdict written above each point
     ax.set(title=f"{model}: {statistic.replace('_', ' ')} per predict batch", ylabel=AXIS_LABELS[statistic],
-           xlabel="predict run (UTC start time)")
+           xlabel="predict run (UTC start time)" + (f"\n{caption}" if caption else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return fig
 
 
-def monitor_plots(table: pd.DataFrame, reference: monitor.Reference, model: str, alpha: float) -> list[Path]:
+def monitor_plots(table: pd.DataFrame, reference: monitor.Reference, model: str, alpha: float,
+                  caption: str = "") -> list[Path]:
     """`monitor_<statistic>.png` for each statistic some batch has a value for."""
     table.attrs["alpha"] = alpha
     paths = []
@@ -60,5 +65,5 @@ def monitor_plots(table: pd.DataFrame, reference: monitor.Reference, model: str,
         if table[statistic].notna().sum() == 0:
             continue
         bands = [monitor.band(reference, statistic, n, alpha) for n in table["rows"]]
-        paths.append(_save(statistic_figure(table, statistic, bands, model), f"monitor_{statistic}.png"))
+        paths.append(_save(statistic_figure(table, statistic, bands, model, caption), f"monitor_{statistic}.png"))
     return paths

@@ -9,8 +9,9 @@ import tempfile
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 
-from agnews import cli, monitor, monitor_plots, monitor_report, monitor_runs, tracking
+from agnews import cli, hardware, monitor, monitor_plots, monitor_report, monitor_runs, tracking
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.monitor")
@@ -50,7 +51,9 @@ def run_monitor(args: argparse.Namespace) -> str:
     new_rows = monitor_runs.new_rows(table)  # everything read before anything is logged
     run_id = mlflow.active_run().info.run_id
     retrain = monitor_runs.retrain(name, version, new_rows, run_id, reference.labels)
-    for path in monitor_plots.monitor_plots(table, reference, f"{name} v{version}", args.alpha):
+    caption = (f"drawn by -e monitor run {run_id[:12]}, {pd.Timestamp.now(tz='UTC'):%Y-%m-%d %H:%M} UTC\n"
+               f"on {hardware.cpu_description()}")
+    for path in monitor_plots.monitor_plots(table, reference, f"{name} v{version}", args.alpha, caption):
         tracking.log_plot(path)
     latest = table.iloc[-1]
     with tempfile.TemporaryDirectory() as tmp:

@@ -236,10 +236,12 @@ def test_since_a_date_or_a_predict_run(champion, batches, monitored, since, expe
 def test_monitor_figure_marks_drifted_batches():
     table = pd.DataFrame({"time": pd.to_datetime(["2026-11-30 10:00", "2026-11-30 11:00"], utc=True),
                           "rows": [80, 80], "health": ["ok", "drift"], "label_mix": [0.05, 0.7],
-                          "label_mix_drifted": [False, True]})
-    figure = monitor_plots.statistic_figure(table, "label_mix", [(0.0, 0.2), (0.0, 0.2)], "m v1")
+                          "label_mix_drifted": [False, True], "alarm": [False, True]})
+    figure = monitor_plots.statistic_figure(table, "label_mix", [(0.0, 0.2), (0.0, 0.2)], "m v1",
+                                            "drawn by -e monitor run abc on some CPU")
     gids = {artist.get_gid() for artist in figure.axes[0].get_children()}
-    assert {monitor_plots.BAND_GID, monitor_plots.POINT_GID, monitor_plots.DRIFT_GID} <= gids
+    assert {monitor_plots.BAND_GID, monitor_plots.POINT_GID, monitor_plots.DRIFT_GID, monitor_plots.ALARM_GID} <= gids
+    assert "drawn by -e monitor run abc on some CPU" in figure.axes[0].get_xlabel()
 
 
 # --- faults ----------------------------------------------------------------------------------------------------------

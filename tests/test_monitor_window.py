@@ -1,8 +1,9 @@
 """Monitoring, fast: which reference a predict run is tested against (runs made by hand in a fresh store, no model),
 reading every page of a version's predict runs, and the window rule that turns flagged batches into an alarm.
 
-Each test here failed on the code before the fix (commit message of this file): the newest evaluate run on any rows
-became the reference; only the oldest 1000 predict runs were read; any one flagged batch advised a retrain."""
+Each test here fails on the code before e998d71 (checked by running them against those files): the newest evaluate
+run on any rows became the reference; only the oldest 1000 predict runs were read; any one flagged batch advised a
+retrain."""
 from __future__ import annotations
 
 import json
