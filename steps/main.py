@@ -57,6 +57,10 @@ def run_pipeline(args: argparse.Namespace) -> None:
                                  for seed in seeds)
     # Never reused: the registry's state is one of its inputs. Named runs: reused ones are not siblings.
     gate = cli.values(args, cli.GATE_KEYS)
+    probes = [run for run, spec in zip(train_run_ids, [s for s in specs for _ in seeds]) if spec.probe]
+    if probes and len(probes) < len(train_run_ids):  # the baseline faces the gate first: a fine-tune is then
+        # promoted only by beating, on the gate rows, the probe or a champion the probe could not beat
+        launcher.one(launch.once("compare", "compare the probe baseline", {"run_ids": ",".join(probes), **gate}))
     launcher.one(launch.once("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate}))
     if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
         student = launcher.one(launch.once("distill", "distill", {

@@ -174,3 +174,43 @@ def test_predict_and_monitor_with_the_probe(probed):
     assert predicted.data.metrics["accuracy"] > 0.9 and len(pd.read_csv(output)) == 40
     assert run_step("monitor", *step_args(model_uri=uri)) is None
     assert latest(client, "monitor").data.metrics["batches"] == 1
+
+
+class _Done:
+    """A child that has already finished (its run exists, FINISHED): main's routing without running anything."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def get_status(self):
+        return "FINISHED"
+
+    def wait(self):
+        return True
+
+    def cancel(self):
+        pass
+
+
+def test_main_gates_the_probe_before_the_fine_tunes(store, tiny_model, monkeypatch):
+    from agnews.launch import Launcher
+    from steps import main
+
+    launched = []
+
+    def submit(self, item):
+        client = mlflow.MlflowClient()
+        run = client.create_run(mlflow.active_run().info.experiment_id, run_name=item.run_name)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        launched.append((item.entry_point, item.run_name, dict(item.parameters), run.info.run_id))
+        return _Done(run.info.run_id)
+
+    monkeypatch.setattr(Launcher, "submit", submit)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the launcher sets it for its children: restored after the test
+    with mlflow.start_run():
+        main.run_pipeline(main.parse_args(["--models", f"probe:{tiny_model},{tiny_model}", "--reuse", "false"]))
+    trains = {name: run_id for step, name, _, run_id in launched if step == "train"}
+    assert launched[1][2]["model"] == f"probe:{tiny_model}" and launched[1][2]["name"] == "probe-tiny-bert"
+    compares = [(name, params["run_ids"]) for step, name, params, _ in launched if step == "compare"]
+    assert compares == [("compare the probe baseline", trains["train probe-tiny-bert"]),
+                        ("compare", f"{trains['train probe-tiny-bert']},{trains['train tiny-bert']}")]
