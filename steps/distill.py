@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> str:
         raise PipelineError(f"teacher {args.teacher!r} names no base model; pass the student with -P model=<preset, "
                             "hub id or folder>")
     spec = models.resolve_model(base)
+    if spec.probe:
+        raise PipelineError(f"student {base!r} is a linear probe, which cannot learn from a teacher's soft labels; "
+                            "pass a model to fine-tune (-P model=<preset, hub id or folder>)")
     name = models.safe_name(args.name) if args.name else (
         f"{spec.name}{f'-L{args.student_layers}' if args.student_layers else ''}-kd")
     if args.label_smoothing:  # DistillTrainer's loss is its own: the teacher's soft labels already smooth

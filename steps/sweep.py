@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 
 from agnews import cache, cli, launch, models, plots, sweep, tracking
+from agnews.errors import PipelineError
 from agnews.launch import Launcher, Steps
 
 log = logging.getLogger("steps.sweep")
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_sweep(args: argparse.Namespace) -> None:
     spec = models.resolve_model(args.model)
+    if spec.probe:  # nothing of a probe is tuned by train's knobs: every trial would be the same regression
+        raise PipelineError(f"-P model={args.model} is a linear probe: its regularisation is chosen on validation "
+                            "already and train's parameters do not reach it; sweep a fine-tune (-P model=<model>)")
     space = sweep.load_space(cli.user_path(args.search_space) if args.search_space
                              else PROJECT_DIR / "sweeps" / "default.yaml")
     name = sweep.study_name(args.study, spec.name)

@@ -63,7 +63,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch 
 # of one running them alone at the end (test_sweep.py, unlisted, once ran last: one worker idle for 3.5 minutes).
 LONGEST_FIRST = ("test_slurm.py", "test_pipeline.py", "test_postgres_server.py", "test_real_data.py", "test_faults.py",
                  "test_task.py", "test_sweep.py", "test_distill.py", "test_distributed.py", "test_git_url.py",
-                 "test_serving.py", "test_gate.py", "test_predict.py", "test_gate_scenarios.py", "test_env_managers.py")
+                 "test_serving.py", "test_gate.py", "test_predict.py", "test_probe.py", "test_gate_scenarios.py",
+                "test_env_managers.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -214,3 +214,15 @@ def test_main_gates_the_probe_before_the_fine_tunes(store, tiny_model, monkeypat
     compares = [(name, params["run_ids"]) for step, name, params, _ in launched if step == "compare"]
     assert compares == [("compare the probe baseline", trains["train probe-tiny-bert"]),
                         ("compare", f"{trains['train probe-tiny-bert']},{trains['train tiny-bert']}")]
+
+
+def test_a_probe_is_neither_swept_nor_distilled_into(probed, fixture_csv, tiny_model):
+    """Train's knobs do not reach a probe (every trial would fit the same regression), and a probe cannot learn from
+    soft labels: both refused in one line before anything runs."""
+    client, _, probe_run, _, _, _ = probed
+    message = run_step("sweep", *step_args(model=f"probe:{tiny_model}", data=fixture_csv, n_trials=1))
+    assert message.startswith(f"error: -P model=probe:{tiny_model} is a linear probe") and "\n" not in message
+    message = run_step("distill", *step_args(data_run_id=probe_run.data.tags["agnews.data_run_id"],
+                                             teacher=f"runs:/{probe_run.info.run_id}/model",
+                                             model=f"probe:{tiny_model}"))
+    assert message.startswith(f"error: student 'probe:{tiny_model}' is a linear probe") and "\n" not in message
