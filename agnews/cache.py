@@ -21,7 +21,7 @@ from agnews.data import HUB_PREFIX
 log = logging.getLogger(__name__)
 CODE_TAG, INPUT_TAG = "agnews.code_digest", "agnews.input_digest"
 PROJECT_DIR = Path(__file__).resolve().parents[1]  # in a git-URL run: MLflow's checkout of the commit
-_SOURCES = ("MLproject", "agnews/*.py", "steps/*.py")
+_SOURCES = ("MLproject", "agnews/**/*.py", "steps/**/*.py")  # every module, subpackages too (backends/ was missed)
 CACHE_DIR_ENV = "AGNEWS_CACHE_DIR"  # where the file-hash cache lives; default $XDG_CACHE_HOME/agnews, ~/.cache/agnews
 HASHES_FILE = "file-hashes.json"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -30,7 +30,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{16}$")
 
 
 def code_digest(project: Path = PROJECT_DIR) -> str:
-    """sha256 of the project's source (MLproject, agnews/, steps/): a commit is not enough, the tree may be dirty.
+    """sha256 of the project's source (MLproject, every .py under agnews/ and steps/, recursively): a commit is not enough, the tree may be dirty.
     A copy that carries its digest in DIGEST_FILE reads it: a Kubernetes pod's image holds agnews/ and steps/ with
     deploy/kubernetes' MLproject, so hashing it there would never match the runs `main` looks for."""
     baked = project / DIGEST_FILE

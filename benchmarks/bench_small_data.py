@@ -63,7 +63,7 @@ TASKS = {
     "4c-imbalanced": TaskSpec((0, 1, 2, 3), (250, 100, 50, 25), (125, 50, 25, 12), 100),
 }
 RECIPES = {"auto": {"epochs": 0}, "e3": {"epochs": 3}, "e6": {"epochs": 6}, "e12": {"epochs": 12},
-           "e24": {"epochs": 24}}
+           "e24": {"epochs": 24}, "probe": {}}  # probe: the linear probe (probe:<model>) on the frozen encoder
 GRID = ("e3", "e6", "e12", "e24")
 OLD_DEFAULT = "e3"  # the default until 2026-12: 3 epochs
 
@@ -91,19 +91,22 @@ def task_splits(rows: pd.DataFrame, spec: TaskSpec, seed: int) -> dict[str, pd.D
             for name, frame in (("train", train), ("validation", validation), ("test", test))}
 
 
-def run_job(job: tuple[str, int, str, str]) -> dict:
-    """One (task, seed, recipe): fine-tune from the pretrained model, predict the test rows."""
+def run_job(job: tuple[str, int, str, str, str]) -> dict:
+    """One (task, seed, recipe): fine-tune from the pretrained model (or fit the probe), predict the test rows."""
     from agnews import models, training
     from agnews.task import Task
 
-    task_name, seed, recipe, model_name = job
+    task_name, seed, recipe, model_name, precision = job
+    if recipe == "probe":
+        return _probe_job(task_name, seed, model_name, precision)
     spec = TASKS[task_name]
     splits = task_splits(load_rows(), spec, seed)
     names = tuple(ag_news.LABELS[c] for c in spec.classes)
     model_spec = models.resolve_model(model_name)
     tokenizer, model = models.load_tokenizer_and_model(model_spec, Task(names))
     model = model.float()  # a folder of fp16 weights (carried to a GPU machine) trains from fp32 master weights
-    config = training.TrainConfig(learning_rate=model_spec.default_learning_rate, seed=seed, **RECIPES[recipe])
+    config = training.TrainConfig(learning_rate=model_spec.default_learning_rate, seed=seed, precision=precision,
+                                  **RECIPES[recipe])
     start = time.perf_counter()
     result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
     seconds = time.perf_counter() - start
@@ -112,11 +115,36 @@ def run_job(job: tuple[str, int, str, str]) -> dict:
             training.planned_epochs(config, len(splits["train"]), rarest=training.rarest_class(splits["train"])),
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "train_seconds": seconds, "precision": result.precision,
-            "labels": splits["test"]["label"].tolist(), "predicted": logits.argmax(axis=1).tolist()}
+            "labels": splits["test"]["label"].tolist(), "predicted": logits.argmax(axis=1).tolist(),
+            "machine": _machine()}
+
+
+def _probe_job(task_name: str, seed: int, model_name: str, precision: str) -> dict:
+    """probe:<model> as train runs it: embed with the frozen encoder, C chosen on validation, predict the test rows."""
+    from agnews import hardware, models, probe
+    from agnews.task import Task
+
+    spec = TASKS[task_name]
+    splits = task_splits(load_rows(), spec, seed)
+    names = tuple(ag_news.LABELS[c] for c in spec.classes)
+    tokenizer, encoder = models.load_encoder(models.resolve_model(f"probe:{model_name}"), Task(names))
+    encoder = encoder.float()
+    resolved = hardware.resolve_precision(precision)
+    start = time.perf_counter()
+    x = {k: probe.embed(encoder, tokenizer, v["text"].tolist(), 128, 32, resolved) for k, v in splits.items()}
+    fitted = probe.fit(x["train"], splits["train"]["label"].to_numpy(), x["validation"],
+                       splits["validation"]["label"].to_numpy(), len(names), seed=seed)
+    seconds = time.perf_counter() - start  # embedding the test rows included
+    return {"task": task_name, "seed": seed, "recipe": "probe", "epochs_planned": 1, "epochs_run": 1,
+            "best_epoch": 1, "train_seconds": seconds, "precision": resolved,
+            "labels": splits["test"]["label"].tolist(), "predicted": fitted.logits(x["test"]).argmax(axis=1).tolist(),
+            "machine": _machine()}
 
 
 def _pooled(jobs: list[dict], task: str, recipe: str) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     mine = sorted((j for j in jobs if j["task"] == task and j["recipe"] == recipe), key=lambda j: j["seed"])
+    if not mine:
+        return np.array([], int), np.array([], int), []
     return (np.concatenate([j["labels"] for j in mine]), np.concatenate([j["predicted"] for j in mine]), mine)
 
 
@@ -138,7 +166,8 @@ def summary(jobs: list[dict], tasks: list[str], recipes: list[str]) -> list[dict
                          "f1_std": float(np.std(f1s)), "ci_low": low, "ci_high": high,
                          "epochs_planned": mine[0]["epochs_planned"],
                          "epochs_run": float(np.mean([j["epochs_run"] for j in mine])),
-                         "seconds": float(np.mean([j["train_seconds"] for j in mine]))})
+                         "seconds": float(np.mean([j["train_seconds"] for j in mine])),
+                         "machine": mine[0].get("machine", "")})
     return rows
 
 
@@ -154,7 +183,7 @@ def verdicts(jobs: list[dict], table: list[dict], tasks: list[str]) -> list[dict
         best = max(grid, key=lambda r: r["f1_mean"])
         labels, auto, _ = _pooled(jobs, task, "auto")
         row = {"task": task, "best_grid": best["recipe"]}
-        for name, other in (("best", best["recipe"]), ("old", OLD_DEFAULT)):
+        for name, other in (("best", best["recipe"]), ("old", OLD_DEFAULT), ("probe", "probe")):
             _, theirs, mine = _pooled(jobs, task, other)
             if mine:
                 paired = stats.paired(labels, auto, theirs, "f1_macro", classes=classes)
@@ -179,17 +208,22 @@ def render(table: list[dict], verdict: list[dict], command: str, machine: str, w
              "over seeds ± std, [95% bootstrap interval over all (seed, row) pairs]; `epochs` planned / run (mean); "
              "`s`: mean training seconds per run on that machine (not a CPU figure).", "",
              "| task | recipe | macro F1 | interval | epochs planned / run | s |", "|---|---|---|---|---|---|"]
+    machines = sorted({r["machine"] for r in table if r.get("machine")})
     for r in table:
-        name = {"auto": "**default (auto)**", "e3": "3 epochs (old default)"}.get(r["recipe"], r["recipe"])
+        name = {"auto": "**default (auto)**", "e3": "3 epochs (old default)",
+                "probe": "linear probe (probe:minilm)"}.get(r["recipe"], r["recipe"])
+        if len(machines) > 1:  # rows from two runs: say which machine each one's seconds are from
+            name += f" ({r['machine'].split(' (')[0].split(';')[0]})"
         lines.append(f"| {r['task']} | {name} | {r['f1_mean']:.4f} ± {r['f1_std']:.4f} | "
                      f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {r['epochs_planned']} / {r['epochs_run']:.1f} | "
                      f"{r['seconds']:.1f} |")
     lines += ["", "The default against the best grid entry and against the old default (paired Δ macro F1 over "
               "every seed and test row, 95% interval; 'not significant' when it holds 0):", "",
-              "| task | best grid | default − best | default − old default |", "|---|---|---|---|"]
+              "| task | best grid | default − best | default − old default | default − probe |",
+              "|---|---|---|---|---|"]
     for v in verdict:
-        cells = [_delta(v, "best"), _delta(v, "old")]
-        lines.append(f"| {v['task']} | {v['best_grid']} | {cells[0]} | {cells[1]} |")
+        cells = [_delta(v, "best"), _delta(v, "old"), _delta(v, "probe")]
+        lines.append(f"| {v['task']} | {v['best_grid']} | {cells[0]} | {cells[1]} | {cells[2]} |")
     return lines + [""]
 
 
@@ -208,6 +242,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--model", default="minilm", help="a preset, hub id or folder (MiniLM ships offline)")
     parser.add_argument("--workers", type=int, default=1, help="processes at once (a GPU takes several)")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (fp32: what an AVX2 CPU trains in)")
+    parser.add_argument("--merge", default="", help="a --json file whose runs of other (task, recipe) pairs join "
+                                                    "this run's table (e.g. fine-tunes from a GPU, probes from here)")
     parser.add_argument("--json", default="", help="also write every run's predictions here")
     parser.add_argument("--from-json", default="", help="render a --json file of an earlier run (e.g. from a GPU "
                                                        "machine) instead of training")
@@ -226,9 +263,9 @@ def main(argv=None) -> None:
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
         return _report(saved["jobs"], tasks, recipes, saved["command"], saved["machine"], saved["wall_s"], args)
-    jobs = [(t, int(s), r, args.model) for t in tasks for s in args.seeds.split(",") for r in recipes]
+    jobs = [(t, int(s), r, args.model, args.precision) for t in tasks for s in args.seeds.split(",") for r in recipes]
     # the longest first, so the workers end together
-    jobs.sort(key=lambda j: -sum(TASKS[j[0]].train) * (RECIPES[j[2]]["epochs"] or 8))
+    jobs.sort(key=lambda j: -sum(TASKS[j[0]].train) * (RECIPES[j[2]].get("epochs", 1) or 8))
     start = time.perf_counter()
     if args.workers > 1:
         os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // args.workers)))
@@ -242,10 +279,19 @@ def main(argv=None) -> None:
         done = [run_job(job) for job in jobs]
     wall = time.perf_counter() - start
     command = "python benchmarks/bench_small_data.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    machine = _machine()
+    if args.merge:  # another run's rows for the pairs this one did not run, each job keeping its own machine
+        saved = json.loads(Path(args.merge).read_text())
+        ran = {(j["task"], j["recipe"]) for j in done}
+        done += [{"machine": saved["machine"], **j} for j in saved["jobs"] if (j["task"], j["recipe"]) not in ran]
+        command = f"{saved['command']}` on {saved['machine']}; then `{command}"
+        tasks = [t for t in TASKS if any(j["task"] == t for j in done)]
+        recipes = [r for r in RECIPES if any(j["recipe"] == r for j in done)]
+        wall += saved["wall_s"]
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "machine": _machine(), "wall_s": wall,
+        Path(args.json).write_text(json.dumps({"command": command, "machine": machine, "wall_s": wall,
                                                "jobs": done}))
-    _report(done, tasks, recipes, command, _machine(), wall, args)
+    _report(done, tasks, recipes, command, machine, wall, args)
 
 
 def _report(done: list[dict], tasks, recipes, command: str, machine: str, wall: float, args) -> None:

@@ -257,3 +257,14 @@ def test_an_empty_parameter_as_mlflow_run_logs_it_matches_empty():
 
     assert cli.same_value("''", "") and cli.same_value("", "") and not cli.same_value("''", "x")
     assert cli.same_value("3.0", 3) and not cli.same_value(None, "")
+
+
+def test_the_code_digest_covers_every_module_of_the_package_recursively(tmp_path):
+    """A change in agnews/backends/slurm.py (a subpackage) must change the digest: reuse would otherwise hand back
+    a run made by other code."""
+    for name in ("MLproject", "agnews/__init__.py", "agnews/backends/slurm.py", "steps/train.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    before = cache.code_digest(tmp_path)
+    (tmp_path / "agnews/backends/slurm.py").write_text("x = 2\n")
+    assert cache.code_digest(tmp_path) != before
