@@ -15,11 +15,11 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from agnews import cli, hardware
+from agnews import cli, hardware, vocab
 from agnews.data import HUB_PREFIX
 
 log = logging.getLogger(__name__)
-CODE_TAG, INPUT_TAG = "agnews.code_digest", "agnews.input_digest"
+CODE_TAG, INPUT_TAG = vocab.CODE_DIGEST, vocab.INPUT_DIGEST
 PROJECT_DIR = Path(__file__).resolve().parents[1]  # in a git-URL run: MLflow's checkout of the commit
 _SOURCES = ("MLproject", "agnews/**/*.py", "steps/**/*.py")  # every module, subpackages too (backends/ was missed)
 CACHE_DIR_ENV = "AGNEWS_CACHE_DIR"  # where the file-hash cache lives; default $XDG_CACHE_HOME/agnews, ~/.cache/agnews
@@ -197,8 +197,8 @@ def _still_registered(client: mlflow.MlflowClient, run) -> bool:
     """The train/distill run's registered version still exists and is this run's (a deleted version, or a number
     reused by another run after a deletion, means its model is no longer in the registry as the run says)."""
     tags = run.data.tags
-    name = tags.get("agnews.registered_model") or run.data.params.get("registered_model")
-    version = tags.get("agnews.registered_version")
+    name = tags.get(vocab.REGISTERED_MODEL) or run.data.params.get("registered_model")
+    version = tags.get(vocab.REGISTERED_VERSION)
     if not name or not version:
         return False
     try:
@@ -216,7 +216,7 @@ def _still_registered(client: mlflow.MlflowClient, run) -> bool:
 
 def find(experiment_id: str, step: str, parameters: dict, inputs: str = "") -> str | None:
     """The newest FINISHED run of `step` with these parameters, this code and these inputs, or None."""
-    query = (f"tags.`agnews.step` = '{step}' and tags.`{CODE_TAG}` = '{code_digest()}' "
+    query = (f"tags.`{vocab.STEP}` = '{step}' and tags.`{CODE_TAG}` = '{code_digest()}' "
              "and attributes.status = 'FINISHED'")
     client = mlflow.MlflowClient()
     for run in client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"]):
@@ -224,7 +224,7 @@ def find(experiment_id: str, step: str, parameters: dict, inputs: str = "") -> s
             continue
         if not all(cli.same_value(run.data.params.get(key), value) for key, value in parameters.items()):
             continue
-        if step in ("train", "distill") and not _still_registered(client, run):
+        if step in vocab.TRAINING_STEPS and not _still_registered(client, run):
             continue
         return run.info.run_id
     return None

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from agnews import cli, metrics, stats, tracking
+from agnews import cli, metrics, stats, tracking, vocab
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
 
@@ -18,22 +18,22 @@ log = logging.getLogger(__name__)
 VAL_COLUMNS = ["val_accuracy", "val_f1_macro", "val_precision_macro", "val_recall_macro"]
 TEST_COLUMNS = ["test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"]
 CI_COLUMNS = ["val_accuracy", "val_f1_macro", "test_accuracy", "test_f1_macro"]
-TRAINING_STEPS = ("train", "distill")  # steps that leave a registered candidate
+TRAINING_STEPS = vocab.TRAINING_STEPS  # steps that leave a registered candidate
 
 
 def find_runs(run_ids: str) -> tuple[list, list]:
     """Train and evaluate runs: the named ones (plus the evaluate runs of named train runs), or the siblings."""
     client = mlflow.MlflowClient()
     if run_ids:
-        named = [tracking.get_run(i.strip(), *TRAINING_STEPS, "evaluate") for i in run_ids.split(",") if i.strip()]
+        named = [tracking.get_run(i.strip(), *TRAINING_STEPS, vocab.EVALUATE) for i in run_ids.split(",") if i.strip()]
         trains = {r.info.run_id: r for r in named if r.data.tags[tracking.STEP_TAG] in TRAINING_STEPS}
         for r in named:
-            if r.data.tags[tracking.STEP_TAG] == "evaluate":
-                train_id = r.data.tags["agnews.train_run_id"]
+            if r.data.tags[tracking.STEP_TAG] == vocab.EVALUATE:
+                train_id = r.data.tags[vocab.TRAIN_RUN_ID]
                 trains.setdefault(train_id, tracking.get_run(train_id, *TRAINING_STEPS))
         evals = [run for train_id, train in trains.items() for run in client.search_runs(
-            [train.info.experiment_id], f"tags.`agnews.train_run_id` = '{train_id}' and "
-            f"tags.`{tracking.STEP_TAG}` = 'evaluate' and attributes.status = 'FINISHED'")]
+            [train.info.experiment_id], f"tags.`{vocab.TRAIN_RUN_ID}` = '{train_id}' and "
+            f"tags.`{tracking.STEP_TAG}` = '{vocab.EVALUATE}' and attributes.status = 'FINISHED'")]
         return list(trains.values()), evals
     own = mlflow.active_run()
     parent = own.data.tags.get("mlflow.parentRunId")
@@ -42,7 +42,7 @@ def find_runs(run_ids: str) -> tuple[list, list]:
     siblings = client.search_runs([own.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}' "
                                                             "and attributes.status = 'FINISHED'")
     by_step = lambda step: [r for r in siblings if r.data.tags.get(tracking.STEP_TAG) == step]  # noqa: E731
-    return by_step("train") + by_step("distill"), by_step("evaluate")
+    return by_step(vocab.TRAIN) + by_step(vocab.DISTILL), by_step(vocab.EVALUATE)
 
 
 def _artifact_csv(run_id: str, path: str) -> pd.DataFrame | None:
@@ -71,7 +71,7 @@ def test_predictions(run) -> pd.DataFrame | None:
 
 def task_of(run) -> Task:
     """The task of a train/distill run: what its data run wrote (AG News for runs from before labels.json)."""
-    return tracking.load_task(run.data.tags.get("agnews.data_run_id", ""))
+    return tracking.load_task(run.data.tags.get(vocab.DATA_RUN_ID, ""))
 
 
 def shared_task(trains: list) -> Task:
@@ -95,7 +95,7 @@ def check_same_rows(trains: list, predictions: dict[str, pd.DataFrame]) -> None:
     for run in trains:
         key = frozenset(predictions[run.info.run_id]["row_id"])
         groups.setdefault(key, []).append(f"{run.info.run_id} ({run.data.tags.get(tracking.MODEL_TAG)}, data "
-                                          f"{run.data.tags.get('agnews.data_run_id', '?')})")
+                                          f"{run.data.tags.get(vocab.DATA_RUN_ID, '?')})")
     if len(groups) > 1:
         listed = " vs ".join(", ".join(names) for names in groups.values())
         raise PipelineError(f"runs were validated on different rows: {listed}; compare only runs trained on one "
@@ -118,7 +118,7 @@ def own_parent() -> tuple[str, set[str]]:
     parent = mlflow.active_run().data.tags.get("mlflow.parentRunId", "")
     if not parent:
         return "", set()
-    reused = mlflow.get_run(parent).data.tags.get("agnews.reused.evaluate", "")
+    reused = mlflow.get_run(parent).data.tags.get(vocab.reused(vocab.EVALUATE), "")
     return parent, {i for i in reused.split(",") if i}
 
 
@@ -127,7 +127,7 @@ def chosen_evaluations(trains: list, evals: list, parent_run_id: str = "", reuse
     (a sibling) or reused, else the newest FINISHED one. Never an older run shadowing a newer one."""
     out = {}
     for train in trains:
-        mine = [r for r in evals if r.data.tags.get("agnews.train_run_id") == train.info.run_id
+        mine = [r for r in evals if r.data.tags.get(vocab.TRAIN_RUN_ID) == train.info.run_id
                 and r.info.status == "FINISHED"]
         ours = [r for r in mine if parent_run_id and (r.data.tags.get("mlflow.parentRunId") == parent_run_id
                                                       or r.info.run_id in reused)]
@@ -147,11 +147,11 @@ def run_table(trains: list, evaluations: dict, predictions: dict[str, pd.DataFra
             log.warning("train run %s has no evaluate run: its test columns stay empty", run_id)
         test_m = test_run.data.metrics if test_run else {}
         rows.append({
-            "model": tags[tracking.MODEL_TAG], "base_model": tags.get("agnews.base_model", ""),
-            "registered_model": tags.get("agnews.registered_model", ""),
-            "registered_version": tags.get("agnews.registered_version", ""), "train_run_id": run_id,
+            "model": tags[tracking.MODEL_TAG], "base_model": tags.get(vocab.BASE_MODEL, ""),
+            "registered_model": tags.get(vocab.REGISTERED_MODEL, ""),
+            "registered_version": tags.get(vocab.REGISTERED_VERSION, ""), "train_run_id": run_id,
             "evaluate_run_id": test_run.info.run_id if test_run else "",
-            "data_run_id": tags.get("agnews.data_run_id", ""), "seed": cli.whole(run.data.params.get("seed", 0)),
+            "data_run_id": tags.get(vocab.DATA_RUN_ID, ""), "seed": cli.whole(run.data.params.get("seed", 0)),
             "best_epoch": int(m["best_epoch"]), "num_parameters": int(m["num_parameters"]),
             "train_seconds": round(m["train_seconds"], 1),
             **{col: m[f"best_{col}"] for col in VAL_COLUMNS},
@@ -252,7 +252,7 @@ def frontier(ranked: pd.DataFrame, evaluations: dict, budget_ms: float = 0.0,
                      **{c: m.get(c, float("nan")) for c in COST_COLUMNS}})
         if "int8_test_f1_macro" in m:
             rows.append({**base, "variant": "int8", "compute": "int8", "registered_version": run.data.tags.get(
-                "agnews.int8_registered_version", ""), "val_f1_macro": m["int8_val_f1_macro"],
+                vocab.INT8_REGISTERED_VERSION, ""), "val_f1_macro": m["int8_val_f1_macro"],
                 "evaluate_run_id": run.info.run_id, "latency_measured_by": _conditions(run),
                 "accepted": int8_accepted(m.get("int8_delta_ci_low", float("nan")), int8_tolerance),
                 **{c: m[f"int8_{c}"] for c in ("test_f1_macro", "test_f1_macro_ci_low", "test_f1_macro_ci_high")},
@@ -272,7 +272,7 @@ def _conditions(run) -> str:
     """Where and how an evaluate run timed its model: the CPU and threads (siblings may have run beside it)."""
     if run is None:
         return ""
-    return (f"evaluate run {run.info.run_id} on {run.data.tags.get('agnews.cpu', 'an unrecorded CPU')}, "
+    return (f"evaluate run {run.info.run_id} on {run.data.tags.get(vocab.CPU, 'an unrecorded CPU')}, "
             f"{run.data.params.get('torch_threads', '?')} thread(s)")
 
 

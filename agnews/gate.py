@@ -25,17 +25,17 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from agnews import comparison, serving, stats, store, tracking
+from agnews import comparison, serving, stats, store, tracking, vocab
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
 
 log = logging.getLogger(__name__)
-CHAMPION, CHALLENGER = "champion", "challenger"
-ALPHA = 0.05  # the first decision's two-sided level: a 95% interval, as every decision used before spending
+CHAMPION, CHALLENGER = vocab.CHAMPION, vocab.CHALLENGER
+ALPHA = stats.ALPHA  # the first decision's two-sided level: a 95% interval, as every decision used before spending
 MIN_GATE_ROWS = 30  # the documented floor: fewer rows and the percentile bootstrap of macro F1 is not to be trusted
 MIN_GATE_ROWS_PER_CLASS = 5  # the default floor of unseen gate rows in every class
-DECISIONS_TAG = "agnews.gate_decisions"  # how many decisions a gate sample made: before 2026-12 on its data run only
+DECISIONS_TAG = vocab.GATE_DECISIONS  # how many decisions a gate sample made: before 2026-12 on its data run only
 
 
 def confidence(k: int) -> float:
@@ -49,7 +49,7 @@ def confidence(k: int) -> float:
 class Decision:
     """What the gate decided for the candidate, written onto its version as tags."""
 
-    decision: str  # one of report.DECISIONS
+    decision: str  # one of vocab.DECISIONS
     candidate_model: str
     candidate_version: str
     incumbent_version: str = ""
@@ -71,7 +71,7 @@ class Decision:
 
     def tags(self) -> dict[str, str]:
         values = {k: v for k, v in asdict(self).items() if k != "decision"}
-        out = {"promotion_decision": self.decision}
+        out = {vocab.VERSION_DECISION: self.decision}
         for key, value in values.items():
             if value == "" or (isinstance(value, float) and value != value) or (key == "gate_decision_number"
                                                                                  and not value):
@@ -119,7 +119,7 @@ def training_run(version: ModelVersion) -> mlflow.entities.Run | None:
             return None
         if run.data.tags.get(tracking.STEP_TAG) in comparison.TRAINING_STEPS:
             return run
-        run_id = run.data.tags.get("agnews.train_run_id", "")
+        run_id = run.data.tags.get(vocab.TRAIN_RUN_ID, "")
     return None
 
 
@@ -127,12 +127,12 @@ def seen_rows(run: mlflow.entities.Run, depth: int = 0, partial: bool = False) -
     """Row ids a training run learned from or chose on: its data run's train and validation splits, and for a
     distilled model the unlabelled pool and whatever its teacher saw. None when its data is unknown (`partial`:
     the rows that are known instead)."""
-    data_run = run.data.tags.get("agnews.data_run_id", "")
+    data_run = run.data.tags.get(vocab.DATA_RUN_ID, "")
     if not data_run:
         return None
     splits = tracking.load_splits(data_run, ("train", "validation"))
     seen = {r for frame in splits.values() for r in with_row_ids(frame)["row_id"]}
-    if run.data.tags.get(tracking.STEP_TAG) == "distill":
+    if run.data.tags.get(tracking.STEP_TAG) == vocab.DISTILL:
         seen |= set(with_row_ids(tracking.load_unlabeled(data_run))["row_id"])
         teacher = _teacher_run(run)
         teacher_seen = seen_rows(teacher, depth + 1, partial) if teacher is not None and depth < 3 else None
@@ -144,11 +144,11 @@ def seen_rows(run: mlflow.entities.Run, depth: int = 0, partial: bool = False) -
 
 def _teacher_run(run: mlflow.entities.Run) -> mlflow.entities.Run | None:
     tags = run.data.tags
-    uri = tags.get("agnews.teacher_uri", "")
+    uri = tags.get(vocab.TEACHER_URI, "")
     if uri.startswith("runs:/"):
         with contextlib.suppress(MlflowException):
             return mlflow.get_run(uri[len("runs:/"):].split("/")[0])
-    name, version = tags.get("agnews.teacher_registered_model", ""), tags.get("agnews.teacher_version", "")
+    name, version = tags.get(vocab.TEACHER_REGISTERED_MODEL, ""), tags.get(vocab.TEACHER_VERSION, "")
     if name and version:
         with contextlib.suppress(MlflowException):
             return training_run(mlflow.MlflowClient().get_model_version(name, version))
@@ -181,7 +181,7 @@ def rows_digest(gate: pd.DataFrame) -> str:
 
 
 def _count_tag(digest: str) -> str:
-    return f"{DECISIONS_TAG}.{digest[:32]}"
+    return vocab.gate_decisions(digest)
 
 
 def decisions_made(registered_model: str, digest: str, data_run_id: str = "") -> int:
@@ -202,7 +202,7 @@ def class_floor(rows: pd.DataFrame, classes: int, per_class: int) -> list[int]:
 def rows_for(candidate_run: mlflow.entities.Run, incumbent: ModelVersion, gate_data_run_id: str = "") -> GateRows:
     """The gate split of `gate_data_run_id` (default: the candidate's data run) minus every row either model
     trained, validated or distilled on. An incumbent whose rows cannot be known only allows rows the user names."""
-    source = gate_data_run_id or candidate_run.data.tags["agnews.data_run_id"]
+    source = gate_data_run_id or candidate_run.data.tags[vocab.DATA_RUN_ID]
     gate = with_row_ids(tracking.load_splits(source, ("gate",))["gate"])
     digest = rows_digest(gate)
     before = decisions_made(incumbent.name, digest, source)
@@ -225,9 +225,9 @@ def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
                    incumbent_run: mlflow.entities.Run | None, gate_source: str) -> Task:
     """Candidate, champion and gate rows must be one task (labels, text columns, label column, cleaning): class 2
     of one is not class 2 of another, and a model of another task must never take `champion`."""
-    ours = tracking.load_task(candidate_run.data.tags.get("agnews.data_run_id", ""))
+    ours = tracking.load_task(candidate_run.data.tags.get(vocab.DATA_RUN_ID, ""))
     if incumbent_run is not None:
-        check_same(ours, tracking.load_task(incumbent_run.data.tags.get("agnews.data_run_id", "")),
+        check_same(ours, tracking.load_task(incumbent_run.data.tags.get(vocab.DATA_RUN_ID, "")),
                    f"champion version {incumbent.version} of {incumbent.name}",
                    "register models of another task under their own name: pass -P registered_model=<new name>")
     check_same(ours, tracking.load_task(gate_source), f"gate data run {gate_source}",
@@ -242,20 +242,20 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
            seed: int = 0, min_per_class: int = MIN_GATE_ROWS_PER_CLASS) -> Decision:
     """Apply the rule. `predict_*(texts)` are only called when a comparison is made; `rows` only read then."""
     if incumbent is None:
-        return Decision("first_champion", model, candidate_version, min_improvement=min_improvement,
+        return Decision(vocab.FIRST_CHAMPION, model, candidate_version, min_improvement=min_improvement,
                         reason="no version held champion; the candidate becomes the first champion")
     inc_model = incumbent.tags.get("model", "") or incumbent.tags.get("base_model", "")
     base = dict(candidate_model=model, candidate_version=candidate_version, incumbent_version=str(incumbent.version),
                 incumbent_model=inc_model, min_improvement=min_improvement)
     if str(incumbent.version) == candidate_version:
-        return Decision("already_champion", **base,
+        return Decision(vocab.ALREADY_CHAMPION, **base,
                         reason="the candidate is the champion's own version; nothing changes")
     if rows.rows is None:
-        return Decision("undecided", **base, gate_data_run_id=rows.data_run_id,
+        return Decision(vocab.UNDECIDED, **base, gate_data_run_id=rows.data_run_id,
                         reason=f"not decided, version {incumbent.version} keeps champion: {rows.why}")
     n = len(rows.rows)
     if n < min_rows:
-        return Decision("undecided", **base, gate_rows=n, gate_excluded=rows.excluded,
+        return Decision(vocab.UNDECIDED, **base, gate_rows=n, gate_excluded=rows.excluded,
                         gate_data_run_id=rows.data_run_id, reason=(
                             f"not decided, version {incumbent.version} keeps champion: only {n} gate rows neither "
                             f"model saw ({rows.excluded} excluded), fewer than the {min_rows} a decision needs; "
@@ -263,7 +263,7 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
                             "-P gate_data_run_id=<a prepare_data run with unseen gate rows>"))
     short = class_floor(rows.rows, rows.classes, min_per_class)
     if short:
-        return Decision("undecided", **base, gate_rows=n, gate_excluded=rows.excluded,
+        return Decision(vocab.UNDECIDED, **base, gate_rows=n, gate_excluded=rows.excluded,
                         gate_data_run_id=rows.data_run_id, reason=(
                             f"not decided, version {incumbent.version} keeps champion: {len(short)} of "
                             f"{rows.classes} classes (ids {', '.join(map(str, short[:10]))}) have fewer than "
@@ -277,7 +277,7 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
     result = stats.paired(labels, a, b, "f1_macro", seed=seed, confidence=level, classes=rows.classes)
     promoted = result.ci_low > min_improvement
     decision = Decision(
-        "promoted" if promoted else "kept_incumbent", **base, gate_rows=n, gate_excluded=rows.excluded,
+        vocab.PROMOTED if promoted else vocab.KEPT_INCUMBENT, **base, gate_rows=n, gate_excluded=rows.excluded,
         gate_delta_f1_macro=result.delta, gate_delta_ci_low=result.ci_low, gate_delta_ci_high=result.ci_high,
         gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a, rows.classes),
         incumbent_gate_f1_macro=stats.score("f1_macro", labels, b, rows.classes), gate_data_run_id=rows.data_run_id,
@@ -293,7 +293,7 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
 def over_budget(candidate_version: str, model: str, incumbent: ModelVersion | None, reason: str) -> Decision:
     """No model fits the latency budget: nothing is promoted, the incumbent (if any) keeps `champion`."""
     kept = f"version {incumbent.version} keeps champion" if incumbent else "no champion is set"
-    return Decision("over_budget", model, candidate_version, str(incumbent.version) if incumbent else "",
+    return Decision(vocab.OVER_BUDGET, model, candidate_version, str(incumbent.version) if incumbent else "",
                     (incumbent.tags.get("model", "") if incumbent else ""),
                     reason=f"no trained (fp32) model fits the latency budget; the best-ranked one's {reason}; {kept}")
 
@@ -351,8 +351,8 @@ def mark_over_budget(journal: Journal, version: str, reason: str) -> None:
     champion = version_by_alias(journal.name, CHAMPION)
     if champion is not None and str(champion.version) == str(version):
         return
-    journal.set_version_tag(version, "promotion_decision", "over_budget")
-    journal.set_version_tag(version, "promotion_reason", reason)
+    journal.set_version_tag(version, vocab.VERSION_DECISION, vocab.OVER_BUDGET)
+    journal.set_version_tag(version, vocab.VERSION_REASON, reason)
 
 
 def promotion_lock(registered_model: str):
@@ -373,7 +373,7 @@ def apply(journal: Journal, decision: Decision, selected_by_run: str, hold=None)
     if (str(current.version) if current else "") != decision.incumbent_version:
         raise PipelineError(f"the champion of {name} moved while this compare ran (now version "
                             f"{current.version if current else 'none'}); re-run compare")
-    tags = {**decision.tags(), "promotion_reason": decision.reason, "selected_by_run": selected_by_run}
+    tags = {**decision.tags(), vocab.VERSION_REASON: decision.reason, vocab.SELECTED_BY_RUN: selected_by_run}
     stale = set(client.get_model_version(name, decision.candidate_version).tags) & GATE_TAGS - set(tags)
     for key in stale:  # left by an earlier decision on this version; this one has no such figure
         journal.set_version_tag(decision.candidate_version, key, None)
@@ -391,15 +391,15 @@ def apply(journal: Journal, decision: Decision, selected_by_run: str, hold=None)
                 client.set_registered_model_alias(name, alias, version.version)
 
     tracking.on_failure(f"aliases of {name}", restore)
-    if decision.decision in ("first_champion", "promoted"):
+    if decision.decision in (vocab.FIRST_CHAMPION, vocab.PROMOTED):
         if decision.incumbent_version:
-            journal.set_version_tag(decision.incumbent_version, "replaced_by_version", decision.candidate_version)
+            journal.set_version_tag(decision.incumbent_version, vocab.REPLACED_BY_VERSION, decision.candidate_version)
         client.set_registered_model_alias(name, CHAMPION, decision.candidate_version)
         challenger = before[CHALLENGER]
         if challenger is not None and str(challenger.version) == decision.candidate_version:
             client.delete_registered_model_alias(name, CHALLENGER)
-    elif decision.decision == "kept_incumbent":
+    elif decision.decision == vocab.KEPT_INCUMBENT:
         client.set_registered_model_alias(name, CHALLENGER, decision.candidate_version)
     log.info("%s: %s", decision.decision, decision.reason)
-    if decision.decision == "undecided":
+    if decision.decision == vocab.UNDECIDED:
         log.warning("gate: %s", decision.reason)

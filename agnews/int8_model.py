@@ -11,6 +11,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+SETTINGS_FILE = "agnews.json"  # = agnews.vocab.MODEL_SETTINGS_FILE; a literal: this file must not import agnews
+
 
 class OnnxClassifier(mlflow.pyfunc.PythonModel):
     """Same inputs and outputs as the fp32 transformers pipeline: texts in, `label` (name) and `score` out."""
@@ -20,7 +22,7 @@ class OnnxClassifier(mlflow.pyfunc.PythonModel):
         from transformers import AutoTokenizer
 
         folder = Path(context.artifacts["onnx"])
-        config = json.loads((folder / "agnews.json").read_text())
+        config = json.loads((folder / SETTINGS_FILE).read_text())
         self.labels, self.max_length = config["labels"], int(config["max_length"])
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         options = ort.SessionOptions()

@@ -27,14 +27,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.projects.submitted_run import SubmittedRun
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from agnews import signals
+from agnews import signals, vocab
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
 BUILT_IN = ("local", "kubernetes", "databricks")
 KUBE_PROJECT = Path("deploy") / "kubernetes"  # its MLproject: the root's entry points in a docker_env
 CANCEL_WAIT_S = 60.0  # how long a cancelled child may take to end its run KILLED before we end it ourselves
-FAILED_CHILD_TAG = "agnews.failed_child"
+FAILED_CHILD_TAG = vocab.FAILED_CHILD
 
 
 @dataclass(frozen=True)
@@ -354,7 +354,7 @@ class Launcher:
             raise PipelineError(f"child run {launch.run_name!r} could not start on -P backend={self.backend} "
                                 f"({cause(exc)})") from exc
         client = mlflow.MlflowClient()
-        for key, value in {"agnews.threads": str(self.threads), **launch.tags}.items():
+        for key, value in {vocab.THREADS: str(self.threads), **launch.tags}.items():
             client.set_tag(submitted.run_id, key, value)
         return KubernetesChild(submitted) if self.backend == "kubernetes" else submitted
 
@@ -404,9 +404,9 @@ class Launcher:
             client.set_terminated(item.submitted.run_id, "FAILED")  # died without closing its run (killed, crashed)
         run = client.get_run(item.submitted.run_id)
         tags = run.data.tags
-        error = tags.get("agnews.error") or tags.get("agnews.backend_error") or "no error recorded; see its log"
-        if tags.get("agnews.slurm_state", "COMPLETED") != "COMPLETED":  # who ended it: e.g. scancel, a time limit
-            error += f" (slurm job {tags.get('agnews.slurm_job_id')} {tags['agnews.slurm_state']})"
+        error = tags.get(vocab.ERROR) or tags.get(vocab.BACKEND_ERROR) or "no error recorded; see its log"
+        if tags.get(vocab.SLURM_STATE, "COMPLETED") != "COMPLETED":  # who ended it: e.g. scancel, a time limit
+            error += f" (slurm job {tags.get(vocab.SLURM_JOB_ID)} {tags[vocab.SLURM_STATE]})"
         mlflow.set_tag(FAILED_CHILD_TAG, item.launch.run_name)
         return PipelineError(f"child run {item.launch.run_name!r} failed ({run.info.run_id}, "
                              f"{run.info.status}): {error}")
@@ -444,7 +444,7 @@ def _cancel(item: _Running) -> bool:
     except Exception as exc:
         reason = str(exc) if isinstance(exc, PipelineError) else cause(exc)
         log.error("could not cancel child run %r (%s): %s", item.launch.run_name, item.submitted.run_id, reason)
-        mlflow.MlflowClient().set_tag(item.submitted.run_id, "agnews.backend_error", f"cancel failed: {reason}"[:5000])
+        mlflow.MlflowClient().set_tag(item.submitted.run_id, vocab.BACKEND_ERROR, f"cancel failed: {reason}"[:5000])
         return False
 
 
@@ -479,7 +479,7 @@ def _end_strays() -> None:
     for run in [r for r in children if r.info.status in ("RUNNING", "SCHEDULED")]:
         log.warning("child run %s (%s) was left %s; ending it FAILED", run.info.run_id, run.info.run_name,
                     run.info.status)
-        client.set_tag(run.info.run_id, "agnews.error", "its backend failed while starting it")
+        client.set_tag(run.info.run_id, vocab.ERROR, "its backend failed while starting it")
         client.set_terminated(run.info.run_id, "FAILED")
 
 
@@ -507,7 +507,7 @@ class Steps:
             if found is not None:
                 log.info("reusing run %s for %r: same parameters, code and inputs", found, run_name)
                 self.reused.setdefault(entry_point, []).append(found)
-                mlflow.set_tag(f"agnews.reused.{entry_point}", ",".join(self.reused[entry_point]))
+                mlflow.set_tag(vocab.reused(entry_point), ",".join(self.reused[entry_point]))
                 return found
         return (yield from once(entry_point, run_name, parameters))
 
@@ -520,7 +520,8 @@ class Steps:
         from agnews import cache, tracking
 
         data = tracking.prepare_parameters(args)
-        return data, self.run("prepare_data", "prepare_data", data, functools.partial(cache.input_digest, args.data))
+        return data, self.run(vocab.PREPARE_DATA, vocab.PREPARE_DATA, data,
+                              functools.partial(cache.input_digest, args.data))
 
 
 def backend_config(args) -> dict:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import stats as scipy_stats
 
-from agnews import metrics, stats
+from agnews import metrics, stats, vocab
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +303,9 @@ class Health:
         return {k: v for k, v in out.items() if np.isfinite(v)}
 
     def tags(self) -> dict[str, str]:
-        tests = {f"agnews.monitor_test.{c.statistic}": (c.test + (f"; {c.note}" if c.note else ""))[:5000]
+        tests = {vocab.monitor_test(c.statistic): (c.test + (f"; {c.note}" if c.note else ""))[:5000]
                  for c in self.checks}
-        return {"agnews.health": self.status, "agnews.health_reasons": "; ".join(self.reasons)[:5000], **tests}
+        return {vocab.HEALTH: self.status, vocab.HEALTH_REASONS: "; ".join(self.reasons)[:5000], **tests}
 
     def to_dict(self) -> dict:
         values = asdict(self)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from agnews import cli, gate, monitor, serving, tracking
+from agnews import cli, gate, monitor, serving, tracking, vocab
 from agnews.data import SPLITS
 from agnews.errors import PipelineError
 
@@ -24,13 +24,13 @@ log = logging.getLogger(__name__)
 
 REFERENCE_ARTIFACT = "monitoring/reference.json"
 HEALTH_ARTIFACT = "monitoring/health.json"
-REFERENCE_RUN_TAG = "agnews.reference_run_id"  # on a predict run: where the reference it was tested against lives
-REFERENCE_MATCH_TAG = "agnews.reference_match"  # on a predict run: exact, computed or fallback
-REFERENCE_NOTE_TAG = "agnews.reference_note"  # on a predict run: which reference, and why when not an exact one
-COMPUTED_FOR_TAG = "agnews.reference_for"  # on a predict run that computed the reference of a training run
+REFERENCE_RUN_TAG = vocab.REFERENCE_RUN_ID  # on a predict run: where the reference it was tested against lives
+REFERENCE_MATCH_TAG = vocab.REFERENCE_MATCH  # on a predict run: exact, computed or fallback
+REFERENCE_NOTE_TAG = vocab.REFERENCE_NOTE  # on a predict run: which reference, and why when not an exact one
+COMPUTED_FOR_TAG = vocab.REFERENCE_FOR  # on a predict run that computed the reference of a training run
 # on a run holding a reference: the rows it profiled, and as what (evaluate's older runs: its own tags and params)
-DATA_TAG, VARIANT_TAG, PRECISION_TAG = ("agnews.reference_data_run_id", "agnews.reference_variant",
-                                        "agnews.reference_precision")
+DATA_TAG, VARIANT_TAG, PRECISION_TAG = (vocab.REFERENCE_DATA_RUN_ID, vocab.REFERENCE_VARIANT,
+                                        vocab.REFERENCE_PRECISION)
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -126,8 +126,8 @@ def training_run_of(model_uri: str) -> mlflow.entities.Run | None:
         else:
             return None
         run = mlflow.get_run(run_id)
-        if run.data.tags.get(tracking.STEP_TAG) == "evaluate":
-            run = mlflow.get_run(run.data.tags["agnews.train_run_id"])
+        if run.data.tags.get(tracking.STEP_TAG) == vocab.EVALUATE:
+            run = mlflow.get_run(run.data.tags[vocab.TRAIN_RUN_ID])
         return run
     except (MlflowException, PipelineError, KeyError):
         return None
@@ -160,10 +160,10 @@ def _holder(run: mlflow.entities.Run, train_run: mlflow.entities.Run) -> Holder:
     """What a run's reference profiled. Runs from before the tags existed: evaluate's own data run tag and
     serving_precision param (it always profiles the fp32 pipeline); a predict run's model variant and its train
     run's data run (that is where it computed it)."""
-    tags, evaluate = run.data.tags, run.data.tags.get(tracking.STEP_TAG) == "evaluate"
-    data = tags.get(DATA_TAG) or (tags.get("agnews.data_run_id", "") if evaluate
-                                  else train_run.data.tags.get("agnews.data_run_id", ""))
-    variant = tags.get(VARIANT_TAG) or ("fp32" if evaluate else tags.get("agnews.model_variant", ""))
+    tags, evaluate = run.data.tags, run.data.tags.get(tracking.STEP_TAG) == vocab.EVALUATE
+    data = tags.get(DATA_TAG) or (tags.get(vocab.DATA_RUN_ID, "") if evaluate
+                                  else train_run.data.tags.get(vocab.DATA_RUN_ID, ""))
+    variant = tags.get(VARIANT_TAG) or ("fp32" if evaluate else tags.get(vocab.MODEL_VARIANT, ""))
     precision = tags.get(PRECISION_TAG) or (run.data.params.get("serving_precision", "") if evaluate else "")
     return Holder(run.info.run_id, data, variant, precision)
 
@@ -172,7 +172,7 @@ def reference_holders(train_run: mlflow.entities.Run) -> list[Holder]:
     """Finished runs holding a reference of the training run's model, in order of preference within a kind: its
     evaluate runs newest first, then the predict runs that computed one, oldest first (later ones share it)."""
     train_run_id = train_run.info.run_id
-    evaluated = _search(f"tags.`agnews.train_run_id` = '{train_run_id}' and tags.`agnews.step` = 'evaluate' "
+    evaluated = _search(f"tags.`{vocab.TRAIN_RUN_ID}` = '{train_run_id}' and tags.`{vocab.STEP}` = '{vocab.EVALUATE}' "
                         "and attributes.status = 'FINISHED'")
     computed = _search(f"tags.`{COMPUTED_FOR_TAG}` = '{train_run_id}' and attributes.status = 'FINISHED'",
                        newest_first=False)
@@ -208,7 +208,7 @@ def reference_for_predict(model_uri: str, model: serving.Classifier) -> Chosen:
     if train_run is None:
         return Chosen(None, "", "none", f"{model_uri} cannot be traced to a train run of this store (registered by "
                                         "hand?): no reference")
-    data_run_id = train_run.data.tags.get("agnews.data_run_id", "")
+    data_run_id = train_run.data.tags.get(vocab.DATA_RUN_ID, "")
     served = Holder("", data_run_id, model.variant, _precision(model))
     holders = reference_holders(train_run)
     found = find_reference(holders, served, exact=True)
@@ -283,11 +283,11 @@ def since_ms(value: str, name: str, version: str) -> tuple[int, str]:
             raise PipelineError(f"-P since={value}: no run with that id in {mlflow.get_tracking_uri()}; pass a "
                                 "predict run id of this model or a date like 2026-11-30") from None
         tags = run.data.tags
-        if tags.get(tracking.STEP_TAG) != "predict" or (tags.get("agnews.registered_model"),
-                                                        tags.get("agnews.model_version")) != (name, version):
+        if tags.get(tracking.STEP_TAG) != vocab.PREDICT or (tags.get(vocab.REGISTERED_MODEL),
+                                                        tags.get(vocab.MODEL_VERSION)) != (name, version):
             step = tags.get(tracking.STEP_TAG, "non-agnews")
-            what = (f"a predict run of {tags.get('agnews.registered_model')} v{tags.get('agnews.model_version')}"
-                    if step == "predict" else f"a {step} run")
+            what = (f"a predict run of {tags.get(vocab.REGISTERED_MODEL)} v{tags.get(vocab.MODEL_VERSION)}"
+                    if step == vocab.PREDICT else f"a {step} run")
             raise PipelineError(f"-P since={value} is {what}, not a predict run of {name} v{version}; pass one of its "
                                 "predict runs or a date like 2026-11-30")
         return run.info.start_time, f"predict run {value}"
@@ -303,9 +303,9 @@ def since_ms(value: str, name: str, version: str) -> tuple[int, str]:
 def predict_runs(name: str, version: str, start_ms: int) -> list[mlflow.entities.Run]:
     """Finished predict runs of this version from `start_ms`, oldest first. Runs of other models or versions are
     not read (they are another model's health)."""
-    runs = _search(f"tags.`agnews.step` = 'predict' and tags.`agnews.registered_model` = '{name}' and "
-                   f"tags.`agnews.model_version` = '{version}' and attributes.status = 'FINISHED'", newest_first=False)
-    return [r for r in runs if r.info.start_time >= start_ms and "agnews.health" in r.data.tags]
+    runs = _search(f"tags.`{vocab.STEP}` = '{vocab.PREDICT}' and tags.`{vocab.REGISTERED_MODEL}` = '{name}' and "
+                   f"tags.`{vocab.MODEL_VERSION}` = '{version}' and attributes.status = 'FINISHED'", newest_first=False)
+    return [r for r in runs if r.info.start_time >= start_ms and vocab.HEALTH in r.data.tags]
 
 
 def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
@@ -315,7 +315,7 @@ def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
         m, tags = run.data.metrics, run.data.tags
         row = {"run_id": run.info.run_id, "time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
                "input": run.data.params.get("input", ""), "rows": int(m.get("rows", m.get("monitor_rows", 0))),
-               "health": tags["agnews.health"], "reasons": tags.get("agnews.health_reasons", ""),
+               "health": tags[vocab.HEALTH], "reasons": tags.get(vocab.HEALTH_REASONS, ""),
                "accuracy": m.get("accuracy", np.nan), "reference_run_id": tags.get(REFERENCE_RUN_TAG, ""),
                "reference_match": tags.get(REFERENCE_MATCH_TAG, ""), "reference_note": tags.get(REFERENCE_NOTE_TAG, "")}
         for statistic in monitor.STATISTICS:
@@ -385,7 +385,7 @@ def retrain(name: str, version: str, new: pd.DataFrame, monitor_run_id: str, lab
         train = gate.training_run(mlflow.MlflowClient().get_model_version(name, version))
     except MlflowException:
         pass
-    data_run_id = train.data.tags.get("agnews.data_run_id", "") if train is not None else ""
+    data_run_id = train.data.tags.get(vocab.DATA_RUN_ID, "") if train is not None else ""
     old, sizes = pd.DataFrame(columns=["text", "label"]), {}
     if data_run_id:
         with tempfile.TemporaryDirectory() as tmp:
@@ -409,7 +409,7 @@ def retrain(name: str, version: str, new: pd.DataFrame, monitor_run_id: str, lab
 def tag_version(name: str, version: str, latest: pd.Series, alarm: str) -> None:
     """The version's latest health, the predict run that showed it, and the window's alarm (see monitor_report)."""
     client = mlflow.MlflowClient()
-    for key, value in {"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"],
-                       "agnews.health_reasons": str(latest["reasons"])[:5000], "agnews.health_alarm": alarm[:5000],
-                       "agnews.health_checked": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}.items():
+    for key, value in {vocab.HEALTH: latest["health"], vocab.HEALTH_RUN_ID: latest["run_id"],
+                       vocab.HEALTH_REASONS: str(latest["reasons"])[:5000], vocab.HEALTH_ALARM: alarm[:5000],
+                       vocab.HEALTH_CHECKED: pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds")}.items():
         client.set_model_version_tag(name, version, key, value)

@@ -20,6 +20,7 @@ from agnews import (  # data's private readers: one reading path for train and p
     metrics,
     serving,
     tracking,
+    vocab,
 )
 from agnews.errors import PipelineError
 from agnews.task import AG_NEWS, AG_NEWS_CLEANING, Task, label_ids, numeric_names, parse_columns
@@ -59,7 +60,7 @@ def _traced_task(model_uri: str) -> Task:
         run = mlflow.get_run(run_id) if run_id else None
     except MlflowException:
         pass
-    data_run = run.data.tags.get("agnews.data_run_id", "") if run is not None else ""
+    data_run = run.data.tags.get(vocab.DATA_RUN_ID, "") if run is not None else ""
     return tracking.load_task(data_run) if data_run else AG_NEWS
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agnews import metrics
+from agnews import metrics, vocab
 
 log = logging.getLogger(__name__)
 # Inverse regularisation strengths tried, weakest regularisation last. Unit-length embeddings have small
@@ -108,6 +108,6 @@ def save(folder: Path, encoder, tokenizer, probe: Probe, labels: list[str], max_
     encoder.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     np.savez(folder / "head.npz", weight=probe.weight, bias=probe.bias)
-    (folder / "agnews.json").write_text(json.dumps({"labels": list(labels), "max_length": int(max_length),
+    (folder / vocab.MODEL_SETTINGS_FILE).write_text(json.dumps({"labels": list(labels), "max_length": int(max_length),
                                                     "c": probe.c}))
     return folder

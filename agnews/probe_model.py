@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 VARIANT = "probe"  # what agnews.serving recognises the loaded model by
+SETTINGS_FILE = "agnews.json"  # = agnews.vocab.MODEL_SETTINGS_FILE; a literal: this file must not import agnews
 
 
 def _mean_pool(hidden, mask):
@@ -54,7 +55,7 @@ def load_folder(folder: Path) -> tuple[LinearProbe, object, dict]:
     """The module, its tokenizer and its settings (labels, max_length, C) from a folder agnews.probe.save wrote."""
     from transformers import AutoModel, AutoTokenizer
 
-    settings = json.loads((folder / "agnews.json").read_text())
+    settings = json.loads((folder / SETTINGS_FILE).read_text())
     encoder = AutoModel.from_pretrained(folder, trust_remote_code=False, use_safetensors=True)
     labels = [str(label) for label in settings["labels"]]
     encoder.config.id2label = dict(enumerate(labels))

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from agnews import stats, vocab
+
 DASH = "—"
-ALPHA = 0.05  # significance level of the Holm-adjusted McNemar test
-DECISIONS = ("first_champion", "promoted", "kept_incumbent", "already_champion", "over_budget", "undecided")
+ALPHA = stats.ALPHA  # significance level of the Holm-adjusted McNemar test
+DECISIONS = vocab.DECISIONS
 _HIDDEN = ["train_run_id", "base_model", "registered_model", "data_run_id"]
 _FOLDED = ("_ci_low", "_ci_high", "_mean", "_std")  # shown inside their metric's cell, not as columns
 _DIGITS = {"train_seconds": 1}
@@ -163,20 +165,15 @@ def _ranking_sentence(rows: list[dict]) -> str:
 
 
 def _not_significant_reasons(row: dict) -> list[str]:
-    """Why a lead fails the rule (paired interval above 0 AND Holm p < ALPHA); empty when it passes."""
+    """Why a lead fails the rule (stats.lead_shortfalls: paired interval above 0 AND Holm p < ALPHA), in words;
+    empty when it passes."""
     low, high, holm = _num(row.get("delta_ci_low")), _num(row.get("delta_ci_high")), _num(row.get("mcnemar_p_holm"))
-    reasons = []
-    if low is None or high is None:
-        reasons.append("the paired interval is missing")
-    elif high < 0:
-        reasons.append(f"the paired interval [{low:.4f}, {high:.4f}] lies below 0")
-    elif low <= 0:
-        reasons.append(f"the paired interval [{low:.4f}, {high:.4f}] includes 0")
-    if holm is None:
-        reasons.append("the Holm-adjusted McNemar p is missing")
-    elif holm >= ALPHA:
-        reasons.append(f"the Holm-adjusted McNemar p = {holm:.4f} is not below {ALPHA}")
-    return reasons
+    words = {stats.INTERVAL_MISSING: lambda: "the paired interval is missing",
+             stats.INTERVAL_BELOW: lambda: f"the paired interval [{low:.4f}, {high:.4f}] lies below 0",
+             stats.INTERVAL_INCLUDES_0: lambda: f"the paired interval [{low:.4f}, {high:.4f}] includes 0",
+             stats.P_MISSING: lambda: "the Holm-adjusted McNemar p is missing",
+             stats.P_NOT_BELOW_ALPHA: lambda: f"the Holm-adjusted McNemar p = {holm:.4f} is not below {ALPHA}"}
+    return [words[shortfall]() for shortfall in stats.lead_shortfalls(low, high, holm, ALPHA)]
 
 
 def _intervals_overlap(a: dict, b: dict) -> tuple[str, str] | None:
@@ -535,12 +532,13 @@ def _over_budget(decision: dict, min_improvement: float) -> str:
 
 
 _WORDING: dict[str, Callable[[dict, float], str]] = {
-    "first_champion": _first_champion,
-    "promoted": lambda d, m: _gated(d, m, promoted=True),
-    "kept_incumbent": lambda d, m: _gated(d, m, promoted=False),
-    "already_champion": _already_champion,
-    "over_budget": _over_budget,
-    "undecided": lambda d, m: f"{_model_version(d, 'candidate')} is not compared: {d.get('reason') or 'no gate rows'}.",
+    vocab.FIRST_CHAMPION: _first_champion,
+    vocab.PROMOTED: lambda d, m: _gated(d, m, promoted=True),
+    vocab.KEPT_INCUMBENT: lambda d, m: _gated(d, m, promoted=False),
+    vocab.ALREADY_CHAMPION: _already_champion,
+    vocab.OVER_BUDGET: _over_budget,
+    vocab.UNDECIDED: lambda d, m: (f"{_model_version(d, 'candidate')} is not compared: "
+                                   f"{d.get('reason') or 'no gate rows'}."),
 }
 
 
@@ -566,7 +564,7 @@ def _int8_lines(costs: pd.DataFrame) -> list[str]:
         if _num(r.get("delta_f1_macro")) is None:
             continue
         low, high = _num(r.get("delta_ci_low")), _num(r.get("delta_ci_high"))
-        significant = low is not None and high is not None and (low > 0 or high < 0)
+        significant = stats.excludes_zero(low, high)
         agreement = _num(r.get("agreement"))
         lines.append(f"- **{r['model']}** int8 vs fp32 on the test rows: Δ macro F1 "
                      f"{_ci(r['delta_f1_macro'], low, high, 4)}, McNemar {_p_is(r.get('mcnemar_p'))}: "

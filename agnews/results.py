@@ -10,7 +10,7 @@ from typing import Callable
 import mlflow
 import pandas as pd
 
-from agnews import metrics, models, plots, registry, tracking, training
+from agnews import metrics, models, plots, registry, tracking, training, vocab
 from agnews.task import Task
 
 log = logging.getLogger(__name__)
@@ -45,10 +45,10 @@ def publish(name: str, model, tokenizer, result: training.TrainResult, validatio
     for path in plots.training_curves(name, history, result.best_epoch):
         tracking.log_plot(path)
     info = log_model() if log_model is not None else _log_pipeline(model, tokenizer, max_length)
-    mlflow.set_tags({"agnews.model_uri": info.model_uri, "agnews.registered_model": registered_model})
+    mlflow.set_tags({vocab.MODEL_URI: info.model_uri, vocab.REGISTERED_MODEL: registered_model})
     version = registry.register(info.model_uri, registered_model, {
         **{k: v for k, v in version_tags.items() if v}, "train_run_id": mlflow.active_run().info.run_id})
-    mlflow.set_tag("agnews.registered_version", version)  # a failure from here on deletes the version again
+    mlflow.set_tag(vocab.REGISTERED_VERSION, version)  # a failure from here on deletes the version again
     log.info("best epoch %d: val macro F1 %.4f; registered %s version %s", result.best_epoch,
              result.best["val_f1_macro"], registered_model, version)
     return version

@@ -18,7 +18,7 @@ import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 
-from agnews import cli, metrics
+from agnews import cli, metrics, vocab
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
@@ -272,5 +272,5 @@ def export_int8(classifier: TorchClassifier, folder: Path) -> float:
     log.debug("exporter said: %s", out.getvalue())
     classifier.tokenizer.save_pretrained(folder)
     settings = {"labels": list(classifier.labels), "max_length": classifier.max_length}  # the task's, in logit order
-    (folder / "agnews.json").write_text(json.dumps(settings))
+    (folder / vocab.MODEL_SETTINGS_FILE).write_text(json.dumps(settings))
     return time.perf_counter() - start  # seconds

@@ -8,7 +8,8 @@ from scipy.stats import binomtest, bootstrap
 from sklearn.metrics import accuracy_score, f1_score
 
 METRICS = ("accuracy", "f1_macro")
-CONFIDENCE = 0.95
+ALPHA = 0.05  # the one significance level: the report's verdicts and the gate's first decision (see `lead_shortfalls`)
+CONFIDENCE = 0.95  # = 1 - ALPHA: the bootstrap intervals' level
 N_RESAMPLES = 2000  # the issue asks for >= 1000 seeded resamples
 N_CLASSES = 4  # AG News; every caller that knows its task passes `classes` (the data run's label count)
 BATCH_CELLS = 4_000_000  # resampled rows held at once; bounds memory on the full 7,600-row test set
@@ -121,6 +122,43 @@ def holm(pvalues) -> list[float]:
     return adjusted.tolist()
 
 
+# --- the significance rule: the one place that says when a difference, or a lead, is significant ---
+
+INTERVAL_MISSING, INTERVAL_BELOW, INTERVAL_INCLUDES_0 = "interval_missing", "interval_below", "interval_includes_0"
+P_MISSING, P_NOT_BELOW_ALPHA = "p_missing", "p_not_below_alpha"
+
+
+def _missing(value) -> bool:
+    return value is None or value != value  # None or NaN
+
+
+def interval_side(low, high) -> str | None:
+    """Where a delta's interval lies against 0: "below", "above" or "includes" (0 inside it or an end); None when
+    an end is missing (None or NaN)."""
+    if _missing(low) or _missing(high):
+        return None
+    return "below" if high < 0 else "above" if low > 0 else "includes"
+
+
+def excludes_zero(low, high) -> bool:
+    """A difference is significant: its interval excludes 0, on either side."""
+    return interval_side(low, high) in ("above", "below")
+
+
+def lead_shortfalls(low, high, p, alpha: float = ALPHA) -> list[str]:
+    """What keeps a's lead over b from being significant under the rule (the paired interval of a - b lies above 0
+    AND the McNemar p, Holm-adjusted when several comparisons share the leader, is below `alpha`): any of
+    INTERVAL_MISSING, INTERVAL_BELOW, INTERVAL_INCLUDES_0, then P_MISSING or P_NOT_BELOW_ALPHA; empty when it is."""
+    side = interval_side(low, high)
+    out = [] if side == "above" else [{None: INTERVAL_MISSING, "below": INTERVAL_BELOW,
+                                          "includes": INTERVAL_INCLUDES_0}[side]]
+    if _missing(p):
+        out.append(P_MISSING)
+    elif p >= alpha:
+        out.append(P_NOT_BELOW_ALPHA)
+    return out
+
+
 @dataclass(frozen=True)
 class PairedResult:
     """One comparison of model a against model b on the same rows; delta = a - b."""
@@ -135,7 +173,7 @@ class PairedResult:
     @property
     def significant(self) -> bool:
         """The bootstrap interval of the delta excludes 0."""
-        return self.ci_low > 0 or self.ci_high < 0
+        return excludes_zero(self.ci_low, self.ci_high)
 
 
 def paired(labels, predictions_a, predictions_b, metric: str = "f1_macro", seed: int = 0,

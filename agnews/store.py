@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from agnews import vocab
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def experiment_id(name: str) -> str:
 
 LEASE_TTL_S = 900.0  # a compare holds it from reading the champion to moving the alias: seconds to a few minutes
 LEASE_MARGIN_S = 60.0  # `verify` refuses a lease with less than this left: the alias write must end well before
-LEASE_OWNER, LEASE_EXPIRES = "agnews.lease_owner", "agnews.lease_expires"
+LEASE_OWNER, LEASE_EXPIRES = vocab.LEASE_OWNER, vocab.LEASE_EXPIRES
 
 
 @dataclass(frozen=True)

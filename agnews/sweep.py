@@ -40,13 +40,13 @@ from mlflow.exceptions import MlflowException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from agnews import cli, launch, tracking
+from agnews import cli, launch, tracking, vocab
 from agnews.data import SPLITS
 from agnews.errors import PipelineError
 
 log = logging.getLogger(__name__)
-STUDY_TAG, TRIAL_TAG, STATE_TAG, SPACE_TAG = "agnews.study", "agnews.trial", "agnews.trial_state", "agnews.search_space"
-HOST_TAG, PID_TAG, BEAT_TAG = "agnews.sweep_host", "agnews.sweep_pid", "agnews.heartbeat"
+STUDY_TAG, TRIAL_TAG, STATE_TAG, SPACE_TAG = vocab.STUDY, vocab.TRIAL, vocab.TRIAL_STATE, vocab.SEARCH_SPACE
+HOST_TAG, PID_TAG, BEAT_TAG = vocab.SWEEP_HOST, vocab.SWEEP_PID, vocab.HEARTBEAT
 BEAT_SECONDS, STALE_SECONDS = 60, 600  # a sweep run whose last beat is older than STALE_SECONDS is taken as crashed
 OBJECTIVE, PER_EPOCH = "best_val_f1_macro", "val_f1_macro"  # the trial's best epoch (its own choice), each epoch
 INTEGERS = {"epochs", "batch_size", "max_length", "early_stopping_patience", "reinit_top_k"}
@@ -160,7 +160,8 @@ class Study:
 
 def _trial_runs(experiment_id: str, name: str) -> list:
     client = mlflow.MlflowClient()
-    runs = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{name}' and tags.`agnews.step` = 'train'",
+    runs = client.search_runs([experiment_id],
+                              f"tags.`{STUDY_TAG}` = '{name}' and tags.`{vocab.STEP}` = '{vocab.TRAIN}'",
                               max_results=50000)
     return sorted(runs, key=lambda r: int(r.data.tags.get(TRIAL_TAG, -1)))
 
@@ -308,8 +309,8 @@ def claim_study(name: str, experiment_id: str, owner: str) -> None:
     """Refuse a second sweep on study `name` while another sweep run holding it is alive (RUNNING, a recent
     heartbeat); end a stale one (a crashed sweep) FAILED, so that only the sweep run `owner` adds trials."""
     client = mlflow.MlflowClient()
-    running = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{name}' and tags.`agnews.step` = 'sweep' "
-                                                  "and attributes.status = 'RUNNING'")
+    running = client.search_runs([experiment_id], f"tags.`{STUDY_TAG}` = '{name}' and tags.`{vocab.STEP}` = "
+                                                  f"'{vocab.SWEEP}' and attributes.status = 'RUNNING'")
     for run in running:
         if run.info.run_id == owner:
             continue
@@ -320,7 +321,7 @@ def claim_study(name: str, experiment_id: str, owner: str) -> None:
                                 "-P study=<new name> for a new study")
         log.warning("sweep run %s on study %r is stale (%s): ending it FAILED and taking the study over",
                     run.info.run_id, name, reason)
-        client.set_tag(run.info.run_id, "agnews.error", f"ended by sweep run {owner} on the same study: {reason}")
+        client.set_tag(run.info.run_id, vocab.ERROR, f"ended by sweep run {owner} on the same study: {reason}")
         client.set_terminated(run.info.run_id, "FAILED")
 
 
@@ -369,7 +370,7 @@ class Trials:
         self.live[name] = (trial, set())
         client = mlflow.MlflowClient()
         try:
-            run_id = yield launch.Launch("train", name, {**self.base, **trial.params}, tags)
+            run_id = yield launch.Launch(vocab.TRAIN, name, {**self.base, **trial.params}, tags)
         except launch.Stopped as stopped:
             client.set_tag(stopped.run_id, STATE_TAG, "PRUNED")
             trial.set_user_attr("run_id", stopped.run_id)

@@ -18,14 +18,14 @@ import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.exceptions import MlflowException
 
-from agnews import cache, cli, signals, staging, store, task
+from agnews import cache, cli, signals, staging, store, task, vocab
 from agnews.data import SPLITS, DataOptions, SampleSizes, class_counts, sample_splits
 from agnews.errors import PipelineError
 from agnews.experiment import EXPERIMENT
 
 log = logging.getLogger(__name__)
 
-STEP_TAG, MODEL_TAG = "agnews.step", "agnews.model"
+STEP_TAG, MODEL_TAG = vocab.STEP, vocab.MODEL
 
 
 def setup(level: int = logging.INFO) -> str:
@@ -139,7 +139,7 @@ def _abort(step: str, status: str, reason: str) -> None:
             except Exception as exc:  # keep undoing the rest; say what could not be undone
                 log.error("could not undo %s: %s", what, exc)
         try:
-            _retrying(lambda: mlflow.set_tag("agnews.error", reason[:5000]))
+            _retrying(lambda: mlflow.set_tag(vocab.ERROR, reason[:5000]))
         finally:
             _retrying(lambda: mlflow.end_run(status))
 
@@ -233,7 +233,7 @@ def prepare_parameters(args) -> dict:
 def log_task(the_task: task.Task) -> None:
     """data/labels.json (what later steps read), plus the label set as params and a tag to search runs by."""
     mlflow.log_params({"num_labels": the_task.num_labels})
-    mlflow.set_tag("agnews.labels", json.dumps(list(the_task.labels), ensure_ascii=False)[:5000])
+    mlflow.set_tag(vocab.LABELS, json.dumps(list(the_task.labels), ensure_ascii=False)[:5000])
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifact(str(task.write(the_task, Path(tmp))), "data")
 
@@ -282,7 +282,7 @@ def log_splits(splits: dict[str, pd.DataFrame]) -> None:
     log_lineage(splits, mlflow.get_artifact_uri("data"))
 
 
-ROWS_TAG = "agnews.rows_sha256"  # {split: rows_digest}; runs prepared before it: computed from data/<split>.parquet
+ROWS_TAG = vocab.ROWS_SHA256  # {split: rows_digest}; runs prepared before it: computed from data/<split>.parquet
 
 
 def rows_digest(frame: pd.DataFrame) -> str:

@@ -37,7 +37,7 @@ import test_monitor  # noqa: E402
 import test_predict  # noqa: E402
 from results_md import write_section  # noqa: E402
 
-from agnews import hardware, monitor  # noqa: E402
+from agnews import hardware, monitor, vocab  # noqa: E402
 
 HEADING = "# Monitoring benchmark: the tests' in-distribution batches"
 log = logging.getLogger("bench_monitor_tests")
@@ -87,13 +87,13 @@ def _fixture_runs(fixture: Fixture, precision: str, seeds: list[int], folder: Pa
         if fixture.evaluate:
             assert conftest.run_step("evaluate", *conftest.step_args(train_run_id=train.info.run_id, int8="false",
                                                                      precision=precision)) is None
-        uri = f"models:/agnews-classifier/{train.data.tags['agnews.registered_version']}"
+        uri = f"models:/agnews-classifier/{train.data.tags[vocab.REGISTERED_VERSION]}"
         for seed in seeds:
             path = fixture.write_batch(folder / f"batch_{seed}.csv", seed)
             message = conftest.run_step("predict", *conftest.step_args(input=path, model_uri=uri, precision=precision))
             assert message is None, message
             run = conftest.latest(client, "predict")
-            out.append((seed, run.data.tags["agnews.health"], *_smallest_p(run)))
+            out.append((seed, run.data.tags[vocab.HEALTH], *_smallest_p(run)))
             log.info("%s %s seed %d: %s, smallest raw p %.3g (%s)", fixture.name[:15], precision, seed, *out[-1][1:])
     return out
 

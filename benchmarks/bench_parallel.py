@@ -32,6 +32,8 @@ import mlflow
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DATA = REPO / "data" / "ag_news" / "test.csv.gz"
+sys.path.insert(0, str(REPO))
+from agnews import vocab  # noqa: E402
 
 
 def build_models(folder: Path) -> list[Path]:
@@ -73,9 +75,9 @@ def run_main(project: Path, models: list[Path], args: argparse.Namespace, parall
         raise SystemExit(f"main at parallel={parallel} failed:\n{result.stderr[-3000:]}")
     client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    children = [{"step": r.data.tags.get("agnews.step"), "model": Path(r.data.params.get("model", "")).name,
+    children = [{"step": r.data.tags.get(vocab.STEP), "model": Path(r.data.params.get("model", "")).name,
                  "seconds": (r.info.end_time - r.info.start_time) / 1000, "start": r.info.start_time / 1000,
-                 "end": r.info.end_time / 1000} for r in runs if r.data.tags.get("agnews.step") != "main"]
+                 "end": r.info.end_time / 1000} for r in runs if r.data.tags.get(vocab.STEP) != vocab.MAIN]
     trains = sorted((c for c in children if c["step"] == "train"), key=lambda c: c["start"])
     overlap = sum(max(0.0, min(a["end"], b["end"]) - max(a["start"], b["start"]))
                   for k, a in enumerate(trains) for b in trains[k + 1:])

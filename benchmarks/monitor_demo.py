@@ -21,6 +21,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from agnews import vocab  # noqa: E402
 from agnews.data import clean_texts  # noqa: E402
 
 MODEL = "agnews-classifier"
@@ -48,7 +49,7 @@ def _mlflow_run(folder: Path, entry: str, **params: str) -> None:
 
 def _latest(client: mlflow.MlflowClient, step: str):
     experiments = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(experiments, f"tags.`agnews.step` = '{step}'", order_by=["attributes.start_time DESC"],
+    return client.search_runs(experiments, f"tags.`{vocab.STEP}` = '{step}'", order_by=["attributes.start_time DESC"],
                               max_results=1)[0]
 
 
@@ -83,7 +84,7 @@ def _champion(folder: Path, client: mlflow.MlflowClient) -> None:
     _mlflow_run(folder, "train", model="minilm", data_run_id=_latest(client, "prepare_data").info.run_id, epochs="1")
     train = _latest(client, "train")
     _mlflow_run(folder, "evaluate", train_run_id=train.info.run_id, int8="false")
-    client.set_registered_model_alias(MODEL, "champion", train.data.tags["agnews.registered_version"])
+    client.set_registered_model_alias(MODEL, vocab.CHAMPION, train.data.tags[vocab.REGISTERED_VERSION])
 
 
 def main() -> None:
@@ -96,14 +97,14 @@ def main() -> None:
     for name, path in _inputs(folder, client).items():
         _mlflow_run(folder, "predict", input=str(path))
         run = _latest(client, "predict")
-        print(f"  {name}: {run.data.tags['agnews.health']} ({run.data.tags.get('agnews.health_reasons') or '-'}); "
+        print(f"  {name}: {run.data.tags[vocab.HEALTH]} ({run.data.tags.get(vocab.HEALTH_REASONS) or '-'}); "
               f"accuracy {run.data.metrics.get('accuracy', float('nan')):.3f}; "
-              f"{run.data.tags.get('agnews.reference_match', '?')} reference: "
-              f"{run.data.tags.get('agnews.reference_note', '-')}", flush=True)
+              f"{run.data.tags.get(vocab.REFERENCE_MATCH, '?')} reference: "
+              f"{run.data.tags.get(vocab.REFERENCE_NOTE, '-')}", flush=True)
     _mlflow_run(folder, "monitor")
     monitor = _latest(client, "monitor")
-    print(f"monitor run {monitor.info.run_id}: latest {monitor.data.tags['agnews.health']}; "
-          f"{monitor.data.tags.get('agnews.health_alarm', '')}; figures: "
+    print(f"monitor run {monitor.info.run_id}: latest {monitor.data.tags[vocab.HEALTH]}; "
+          f"{monitor.data.tags.get(vocab.HEALTH_ALARM, '')}; figures: "
           f"{', '.join(sorted(p.name for p in (folder / 'graficas').glob('monitor_*.png')))}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cli, comparison, gate, hardware, plots, report, serving, staging, tracking
+from agnews import cli, comparison, gate, hardware, plots, report, serving, staging, tracking, vocab
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.compare")
@@ -28,7 +28,7 @@ def _tables(args: argparse.Namespace):
     trains, evals = comparison.find_runs(args.run_ids)
     if not trains:
         raise PipelineError("no finished train runs to compare; run train first or pass -P run_ids=<ids>")
-    wrong = {r.data.tags.get("agnews.registered_model") for r in trains} - {args.registered_model}
+    wrong = {r.data.tags.get(vocab.REGISTERED_MODEL) for r in trains} - {args.registered_model}
     if wrong:
         raise PipelineError(f"runs registered into {sorted(map(str, wrong))}, not {args.registered_model!r}; "
                             "pass -P registered_model=<their registered model>")
@@ -44,7 +44,7 @@ def _tables(args: argparse.Namespace):
 def _timed_alike(costs, ranked, args):
     """Under a latency budget, every candidate timed again here, one at a time after the trainings, on the test texts
     of their (shared) data run: evaluate timed each at its own moment, beside sibling trainings or on another node."""
-    data_run = mlflow.get_run(ranked.iloc[0]["train_run_id"]).data.tags["agnews.data_run_id"]
+    data_run = mlflow.get_run(ranked.iloc[0]["train_run_id"]).data.tags[vocab.DATA_RUN_ID]
     texts = tracking.load_splits(data_run, ("test",))["test"]["text"].tolist()
     threads = hardware.configure_threads()
 
@@ -95,7 +95,7 @@ def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task
 
 def compare(args: argparse.Namespace) -> gate.Decision:
     if args.gate_data_run_id:
-        tracking.get_run(args.gate_data_run_id, "prepare_data", "train")
+        tracking.get_run(args.gate_data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
     runs, ranked, predictions, evaluations, task = _tables(args)
     tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
                          "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"]),
@@ -119,8 +119,8 @@ def compare(args: argparse.Namespace) -> gate.Decision:
             gate.mark_over_budget(journal, row.registered_version,
                                   _over_budget_reason(row, costs, args.latency_budget_ms))
         _write(runs, ranked, predictions, costs, decision, args, task)
-        mlflow.set_tags({"agnews.candidate_model": candidate.model, "agnews.candidate_version":
-                         candidate.registered_version, "agnews.promotion_decision": decision.decision})
+        mlflow.set_tags({vocab.CANDIDATE_MODEL: candidate.model, vocab.CANDIDATE_VERSION:
+                         candidate.registered_version, vocab.PROMOTION_DECISION: decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,
                             "candidate_val_f1_macro_mean": candidate.val_f1_macro_mean})
         gate.apply(journal, decision, mlflow.active_run().info.run_id, hold)  # last: the alias
@@ -128,7 +128,7 @@ def compare(args: argparse.Namespace) -> gate.Decision:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("compare", "compare", plots=True):
+    with tracking.step_run(vocab.COMPARE, vocab.COMPARE, plots=True):
         compare(parse_args(argv))
 
 

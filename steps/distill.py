@@ -10,7 +10,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from agnews import cli, distill, hardware, models, monitor_runs, results, serving, tracking, training
+from agnews import cli, distill, hardware, models, monitor_runs, results, serving, tracking, training, vocab
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task, check_same
@@ -35,20 +35,20 @@ def _teacher(uri: str) -> tuple[str, dict[str, str]]:
     """The URI to load (an alias pinned to its version) and what the run records about the teacher."""
     resolved = serving.registered_version(uri)
     if resolved is None:
-        return uri, {"agnews.teacher_uri": uri}
+        return uri, {vocab.TEACHER_URI: uri}
     name, version = resolved
     tags = mlflow.MlflowClient().get_model_version(name, version).tags
-    return f"models:/{name}/{version}", {"agnews.teacher_uri": uri, "agnews.teacher_registered_model": name,
-                                         "agnews.teacher_version": version,
-                                         "agnews.teacher_model": tags.get("model", ""),
-                                         "agnews.teacher_base_model": tags.get("base_model", "")}
+    return f"models:/{name}/{version}", {vocab.TEACHER_URI: uri, vocab.TEACHER_REGISTERED_MODEL: name,
+                                         vocab.TEACHER_VERSION: version,
+                                         vocab.TEACHER_MODEL: tags.get("model", ""),
+                                         vocab.TEACHER_BASE_MODEL: tags.get("base_model", "")}
 
 
 def _check_teacher_task(uri: str, resolved: str, task: Task) -> None:
     """A teacher of another task (other columns, other cleaning, not only other labels) teaches the wrong thing;
     checked on its training run's data run when it can be traced (its labels are checked again when loaded)."""
     run = monitor_runs.training_run_of(resolved)
-    data_run = run.data.tags.get("agnews.data_run_id", "") if run is not None else ""
+    data_run = run.data.tags.get(vocab.DATA_RUN_ID, "") if run is not None else ""
     if data_run:
         check_same(task, tracking.load_task(data_run), f"teacher {uri!r}",
                    "pass a teacher trained on this data run's task "
@@ -63,13 +63,13 @@ def _pool(data_run_id: str, size: int, seed: int) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> str:
-    tracking.get_run(args.data_run_id, "prepare_data", "train")
+    tracking.get_run(args.data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(args.data_run_id, ("train", "validation")).items()}
     task = tracking.load_task(args.data_run_id)
     pool = _pool(args.data_run_id, args.unlabeled_size, args.seed)
     teacher_uri, teacher_tags = _teacher(args.teacher)
     _check_teacher_task(args.teacher, teacher_uri, task)
-    base = args.model or teacher_tags.get("agnews.teacher_base_model", "")
+    base = args.model or teacher_tags.get(vocab.TEACHER_BASE_MODEL, "")
     if not base:
         raise PipelineError(f"teacher {args.teacher!r} names no base model; pass the student with -P model=<preset, "
                             "hub id or folder>")
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> str:
     models.check_max_length(spec, model, config.max_length)
     distill.reinit_top_layers(model, config.reinit_top_k, config.seed)
     tracking.set_run_name(f"distill {name}")
-    mlflow.set_tags({tracking.MODEL_TAG: name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
-                     "agnews.data_run_id": args.data_run_id, **teacher_tags})
+    mlflow.set_tags({tracking.MODEL_TAG: name, vocab.PRESET: spec.preset, vocab.BASE_MODEL: spec.checkpoint,
+                     vocab.DATA_RUN_ID: args.data_run_id, **teacher_tags})
     threads = hardware.configure_threads()
     tracking.log_params({"teacher": args.teacher, "model": base, "base_model": spec.checkpoint,
                          "student_layers": args.student_layers, "unlabeled_size": args.unlabeled_size,
@@ -121,12 +121,12 @@ def run(args: argparse.Namespace) -> str:
     return results.publish(name, model, tokenizer, result, splits["validation"], config.max_length,
                            args.registered_model, {"model": name, "preset": spec.preset or "none",
                                                    "base_model": spec.checkpoint, "data_run_id": args.data_run_id,
-                                                   "teacher_version": teacher_tags.get("agnews.teacher_version", ""),
+                                                   "teacher_version": teacher_tags.get(vocab.TEACHER_VERSION, ""),
                                                    "student_layers": str(model.config.num_hidden_layers)}, task)
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("distill", plots=True):
+    with tracking.step_run(vocab.DISTILL, plots=True):
         run(parse_args(argv))
 
 

@@ -21,6 +21,7 @@ from agnews import (
     serving,
     stats,
     tracking,
+    vocab,
 )
 from agnews.data import with_row_ids
 from agnews.errors import PipelineError
@@ -73,7 +74,7 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> 
     """Log the exported int8 variant, score it on the same test rows (paired against fp32) and on validation,
     measure its cost the same way, and register it when asked."""
     info = registry.log_int8_model(folder)
-    mlflow.set_tag("agnews.int8_model_uri", info.model_uri)
+    mlflow.set_tag(vocab.INT8_MODEL_URI, info.model_uri)
     test, validation = splits["test"], splits["validation"]
     with serving.peak_memory() as peak, serving.load(info.model_uri, args.precision, args.batch_size) as model:
         logits = model.logits(test["text"].tolist(), progress=True)
@@ -94,19 +95,19 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> 
     log.info("int8: test macro F1 %+.4f vs fp32 [%+.4f, %+.4f], p50 %.1f ms, %.1f MB", paired.delta, paired.ci_low,
              paired.ci_high, cost["latency_p50_ms"], cost["model_size_mb"])
     accepted = comparison.int8_accepted(paired.ci_low, args.int8_tolerance)
-    mlflow.set_tag("agnews.int8_accepted", str(accepted).lower())
+    mlflow.set_tag(vocab.INT8_ACCEPTED, str(accepted).lower())
     if not accepted:
         why = (f"int8 does not agree with fp32: the lower end of its paired test macro-F1 difference "
                f"{paired.ci_low:+.4f} is not above -P int8_tolerance={args.int8_tolerance:g}")
-        mlflow.set_tag("agnews.int8_rejected", why + ("; not registered" if args.register_int8 else ""))
+        mlflow.set_tag(vocab.INT8_REJECTED, why + ("; not registered" if args.register_int8 else ""))
         log.warning("%s; it is kept out of the budget pick%s", why, " and not registered" if args.register_int8 else "")
     if args.register_int8 and accepted:
         name = train_run.data.tags[tracking.MODEL_TAG]
-        version = registry.register(info.model_uri, train_run.data.tags["agnews.registered_model"], {
-            "model": f"{name}-int8", "variant": "int8", "base_model": train_run.data.tags.get("agnews.base_model", ""),
+        version = registry.register(info.model_uri, train_run.data.tags[vocab.REGISTERED_MODEL], {
+            "model": f"{name}-int8", "variant": "int8", "base_model": train_run.data.tags.get(vocab.BASE_MODEL, ""),
             "train_run_id": train_run.info.run_id, "evaluate_run_id": mlflow.active_run().info.run_id,
-            "data_run_id": train_run.data.tags.get("agnews.data_run_id", "")})
-        mlflow.set_tag("agnews.int8_registered_version", version)
+            "data_run_id": train_run.data.tags.get(vocab.DATA_RUN_ID, "")})
+        mlflow.set_tag(vocab.INT8_REGISTERED_VERSION, version)
 
 
 def _check_unseen(test, train_run, data_run_id: str) -> None:
@@ -123,7 +124,7 @@ def _check_unseen(test, train_run, data_run_id: str) -> None:
 def _task(train_run, data_run_id: str) -> Task:
     """The test data's label set; it must be the one the model was trained on (ids mean the same classes)."""
     task = tracking.load_task(data_run_id)
-    trained_on = train_run.data.tags.get("agnews.data_run_id", "")
+    trained_on = train_run.data.tags.get(vocab.DATA_RUN_ID, "")
     if trained_on and trained_on != data_run_id:
         check_same(tracking.load_task(trained_on), task, f"data run {data_run_id}",
                    f"evaluate train run {train_run.info.run_id} on data of its own task (leave -P data_run_id "
@@ -134,17 +135,17 @@ def _task(train_run, data_run_id: str) -> Task:
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     if args.register_int8 and not args.int8:
         raise PipelineError("-P register_int8=true needs the int8 variant; pass -P int8=true (the default)")
-    train_run = tracking.get_run(args.train_run_id, "train", "distill")
-    data_run_id = args.data_run_id or train_run.data.tags["agnews.data_run_id"]
-    data_run = tracking.get_run(data_run_id, "prepare_data", "train")
+    train_run = tracking.get_run(args.train_run_id, vocab.TRAIN, vocab.DISTILL)
+    data_run_id = args.data_run_id or train_run.data.tags[vocab.DATA_RUN_ID]
+    data_run = tracking.get_run(data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
     task = _task(train_run, data_run_id)
     splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}
     test = splits["test"]
     _check_unseen(test, train_run, data_run_id)  # before anything is logged as a result
     model_name = train_run.data.tags[tracking.MODEL_TAG]
     mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
-                     "agnews.train_run_id": args.train_run_id, "agnews.data_run_id": data_run_id,
-                     "agnews.cpu": hardware.cpu_description()})
+                     vocab.TRAIN_RUN_ID: args.train_run_id, vocab.DATA_RUN_ID: data_run_id,
+                     vocab.CPU: hardware.cpu_description()})
     mlflow.set_tag(cache.INPUT_TAG, cache.machine_key(args.precision))  # what main reuses by
     tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
                          "int8": args.int8, "register_int8": args.register_int8,
@@ -153,7 +154,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
     texts, threads = test["text"].tolist(), hardware.configure_threads()
     with tempfile.TemporaryDirectory(prefix="agnews-int8-") as tmp:
-        with serving.peak_memory() as peak, serving.load(train_run.data.tags["agnews.model_uri"], args.precision,
+        with serving.peak_memory() as peak, serving.load(train_run.data.tags[vocab.MODEL_URI], args.precision,
                                                          args.batch_size) as model:
             logits = model.logits(texts, progress=True)
             cost = serving.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
@@ -172,7 +173,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("evaluate", "evaluate", plots=True):
+    with tracking.step_run(vocab.EVALUATE, vocab.EVALUATE, plots=True):
         evaluate(parse_args(argv))
 
 

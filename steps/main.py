@@ -8,7 +8,7 @@ import functools
 import logging
 from pathlib import Path
 
-from agnews import cache, cli, launch, models, tracking
+from agnews import cache, cli, launch, models, tracking, vocab
 from agnews.launch import Chain, Launcher, Steps
 
 log = logging.getLogger("steps.main")
@@ -46,10 +46,11 @@ def run_pipeline(args: argparse.Namespace) -> None:
 
     def train_and_evaluate(name: str, spec: models.ModelSpec, seed: int) -> Chain:
         suffix = f" seed {seed}" if len(seeds) > 1 else ""
-        train = yield from steps.child("train", f"train {spec.name}{suffix}", {
+        train = yield from steps.child(vocab.TRAIN, f"train {spec.name}{suffix}", {
             "model": name, "name": spec.name, "data_run_id": data_run_id, **data, "seed": seed, **train_params},
             functools.partial(cache.input_digest, spec.checkpoint))
-        yield from steps.child("evaluate", f"evaluate {spec.name}{suffix}", {"train_run_id": train, **scoring}, machine)
+        yield from steps.child(vocab.EVALUATE, f"evaluate {spec.name}{suffix}", {"train_run_id": train, **scoring},
+                               machine)
         return train
 
     # Up to `parallel` chains at once; compare gets the train runs in models x seeds order whatever finished first.
@@ -60,21 +61,21 @@ def run_pipeline(args: argparse.Namespace) -> None:
     probes = [run for run, spec in zip(train_run_ids, [s for s in specs for _ in seeds]) if spec.probe]
     if probes and len(probes) < len(train_run_ids):  # the baseline faces the gate first: a fine-tune is then
         # promoted only by beating, on the gate rows, the probe or a champion the probe could not beat
-        launcher.one(launch.once("compare", "compare the probe baseline", {"run_ids": ",".join(probes), **gate}))
-    launcher.one(launch.once("compare", "compare", {"run_ids": ",".join(train_run_ids), **gate}))
+        launcher.one(launch.once(vocab.COMPARE, "compare the probe baseline", {"run_ids": ",".join(probes), **gate}))
+    launcher.one(launch.once(vocab.COMPARE, "compare", {"run_ids": ",".join(train_run_ids), **gate}))
     if args.distill:  # the champion teaches; the student then faces the same gate as every candidate
-        student = launcher.one(launch.once("distill", "distill", {
-            "teacher": f"models:/{args.registered_model}@champion", "model": args.student,
+        student = launcher.one(launch.once(vocab.DISTILL, "distill", {
+            "teacher": f"models:/{args.registered_model}@{vocab.CHAMPION}", "model": args.student,
             "data_run_id": data_run_id, "seed": args.seed,
             **{k: v for k, v in train_params.items() if k != "label_smoothing"},  # distill's soft labels smooth
             **cli.values(args, ("student_layers", "unlabeled_size", "temperature", "alpha"))}))
-        launcher.one(launch.once("evaluate", "evaluate distilled", {"train_run_id": student, **scoring}))
-        launcher.one(launch.once("compare", "compare with the distilled student",
+        launcher.one(launch.once(vocab.EVALUATE, "evaluate distilled", {"train_run_id": student, **scoring}))
+        launcher.one(launch.once(vocab.COMPARE, "compare with the distilled student",
                              {"run_ids": ",".join([*train_run_ids, student]), **gate}))
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("main", "main"):
+    with tracking.step_run(vocab.MAIN, vocab.MAIN):
         run_pipeline(parse_args(argv))
 
 

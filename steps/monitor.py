@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, hardware, monitor, monitor_plots, monitor_report, monitor_runs, tracking
+from agnews import cli, hardware, monitor, monitor_plots, monitor_report, monitor_runs, tracking, vocab
 from agnews.errors import PipelineError
 
 log = logging.getLogger("steps.monitor")
@@ -34,7 +34,7 @@ def run_monitor(args: argparse.Namespace) -> str:
     name, version = monitor_runs.registered(model_uri)
     start, since_text = monitor_runs.since_ms(args.since, name, version)
     tracking.set_run_name(f"monitor {name} v{version}")
-    mlflow.set_tags({"agnews.registered_model": name, "agnews.model_version": version})
+    mlflow.set_tags({vocab.REGISTERED_MODEL: name, vocab.MODEL_VERSION: version})
     runs = monitor_runs.predict_runs(name, version, start)
     if not runs:
         raise PipelineError(f"no finished predict runs of {name} v{version} ({since_text}); run "
@@ -70,15 +70,15 @@ def run_monitor(args: argparse.Namespace) -> str:
     alarm = monitor_report.alarm_summary(table, args.persist)
     mlflow.log_metrics({"batches": len(table), "alarms": int(table["alarm"].sum()),
                         **{f"batches_{s}": int((table["health"] == s).sum()) for s in monitor.STATUSES}})
-    mlflow.set_tags({"agnews.health": latest["health"], "agnews.health_run_id": latest["run_id"],
-                     "agnews.health_alarm": alarm[:5000]})
+    mlflow.set_tags({vocab.HEALTH: latest["health"], vocab.HEALTH_RUN_ID: latest["run_id"],
+                     vocab.HEALTH_ALARM: alarm[:5000]})
     monitor_runs.tag_version(name, version, latest, alarm)  # last: nothing else can fail after the registry write
     log.info("%d predict batches of %s v%s; latest %s; %s", len(table), name, version, latest["health"], alarm)
     return str(latest["health"])
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("monitor", "monitor", plots=True):
+    with tracking.step_run(vocab.MONITOR, vocab.MONITOR, plots=True):
         run_monitor(parse_args(argv))
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from agnews import cli, hardware, monitor, monitor_runs, serving, tracking
+from agnews import cli, hardware, monitor, monitor_runs, serving, tracking, vocab
 from agnews import predict as batch_predict
 
 log = logging.getLogger("steps.predict")
-MODEL_URI_TAG = "agnews.model_uri"
+MODEL_URI_TAG = vocab.MODEL_URI
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,7 +43,7 @@ def _resolve(model_uri: str) -> str:
         tracking.set_run_name(f"predict {model_uri}")
         return model_uri
     name, version = resolved
-    mlflow.set_tags({"agnews.registered_model": name, "agnews.model_version": version})
+    mlflow.set_tags({vocab.REGISTERED_MODEL: name, vocab.MODEL_VERSION: version})
     tracking.set_run_name(f"predict {name} v{version}")
     return f"models:/{name}/{version}"
 
@@ -66,7 +66,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
     task = batch_predict.model_task(resolved, args.text_columns)
     batch = batch_predict.read_input(args.input, task, explicit=bool(args.text_columns))  # bad input first
     with serving.load(resolved, precision=args.precision, batch_size=args.batch_size) as model:
-        mlflow.set_tag("agnews.model_variant", model.variant)
+        mlflow.set_tag(vocab.MODEL_VARIANT, model.variant)
         seen = monitor.profile(model, batch.texts, progress=True)  # one pass: predictions and what monitoring needs
         labels = model.labels
         table = batch_predict.predictions_table(batch, seen.probabilities, labels)
@@ -82,7 +82,7 @@ def predict(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("predict", "predict"):
+    with tracking.step_run(vocab.PREDICT, vocab.PREDICT):
         args = parse_args(argv)
         hardware.configure_threads()
         predict(args)

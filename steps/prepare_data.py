@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from agnews import cli, tracking
+from agnews import cli, tracking, vocab
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -13,7 +13,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("prepare_data", "prepare_data"):
+    with tracking.step_run(vocab.PREPARE_DATA, vocab.PREPARE_DATA):
         args = parse_args(argv)
         tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args))
 

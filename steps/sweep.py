@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cache, cli, launch, models, plots, sweep, tracking
+from agnews import cache, cli, launch, models, plots, sweep, tracking, vocab
 from agnews.errors import PipelineError
 from agnews.launch import Launcher, Steps
 
@@ -71,9 +71,9 @@ def _run_study(args: argparse.Namespace, spec, space: dict, name: str, config: d
     machine = functools.cache(functools.partial(cache.machine_key, args.precision))
     scoring = {"data_run_id": data_run_id, **cli.values(args, cli.SCORING_KEYS)}
     best_run = best.user_attrs["run_id"]
-    steps.run("evaluate", f"evaluate {spec.name} trial {best.user_attrs['number']}",
+    steps.run(vocab.EVALUATE, f"evaluate {spec.name} trial {best.user_attrs['number']}",
               {"train_run_id": best_run, **scoring}, machine)
-    steps.launcher.one(launch.once("compare", "compare", {"run_ids": best_run,
+    steps.launcher.one(launch.once(vocab.COMPARE, "compare", {"run_ids": best_run,
                                                           **cli.values(args, cli.GATE_KEYS)}))
 
 
@@ -83,9 +83,9 @@ def _log_study(study: sweep.Study, best) -> None:
     counts = table["state"].value_counts()
     mlflow.log_metrics({"best_val_f1_macro": best.value, "trials": len(table),
                         **{f"trials_{s.lower()}": int(counts.get(s, 0)) for s in ("COMPLETE", "PRUNED", "FAIL")}})
-    mlflow.set_tags({"agnews.best_trial": str(best.user_attrs["number"]),
-                     "agnews.best_run_id": best.user_attrs["run_id"],
-                     **{f"agnews.best.{k}": str(v) for k, v in best.params.items()}})
+    mlflow.set_tags({vocab.BEST_TRIAL: str(best.user_attrs["number"]),
+                     vocab.BEST_RUN_ID: best.user_attrs["run_id"],
+                     **{vocab.best(k): str(v) for k, v in best.params.items()}})
     folder = plots.plots_dir()
     table.to_csv(folder / "trials.csv", index=False)
     (folder / "sweep.md").write_text(sweep.report(study, best, table), encoding="utf-8")
@@ -97,7 +97,7 @@ def _log_study(study: sweep.Study, best) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run("sweep", plots=True):
+    with tracking.step_run(vocab.SWEEP, plots=True):
         run_sweep(parse_args(argv))
 
 

@@ -19,7 +19,7 @@ import mlflow
 import pandas as pd
 import torch
 
-from agnews import cache, cli, distill, hardware, metrics, models, probe, registry, results, tracking, training
+from agnews import cache, cli, distill, hardware, metrics, models, probe, registry, results, tracking, training, vocab
 from agnews.data import Sample, sample_splits, with_row_ids
 from agnews.errors import PipelineError
 from agnews.task import Task
@@ -50,7 +50,7 @@ class _Data:
 def _load_data(args: argparse.Namespace) -> _Data:
     """Splits and task from a prepare_data run, or drawn inside this run (rank 0 only)."""
     if args.data_run_id:
-        tracking.get_run(args.data_run_id, "prepare_data", "train")
+        tracking.get_run(args.data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
         loaded = tracking.load_splits(args.data_run_id, ("train", "validation"))
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
         return _Data(splits, args.data_run_id, tracking.load_task(args.data_run_id))
@@ -108,9 +108,9 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
 
 
 def _tag(spec: models.ModelSpec, data_run_id: str) -> None:
-    mlflow.set_tags({tracking.MODEL_TAG: spec.name, "agnews.preset": spec.preset, "agnews.base_model": spec.checkpoint,
-                     "agnews.data_run_id": data_run_id, cache.INPUT_TAG: cache.input_digest(spec.checkpoint),
-                     **({"agnews.probe": "true"} if spec.probe else {})})
+    mlflow.set_tags({tracking.MODEL_TAG: spec.name, vocab.PRESET: spec.preset, vocab.BASE_MODEL: spec.checkpoint,
+                     vocab.DATA_RUN_ID: data_run_id, cache.INPUT_TAG: cache.input_digest(spec.checkpoint),
+                     **({vocab.PROBE: "true"} if spec.probe else {})})
 
 
 def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: training.TrainConfig,
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         except PipelineError:
             raise SystemExit(1) from None  # rank 0 reports the same error in its one line
         return
-    with tracking.step_run("train", plots=True):
+    with tracking.step_run(vocab.TRAIN, plots=True):
         args = parse_args(argv)
         name = models.safe_name(args.name) if args.name else models.short_name(args.model)
         tracking.set_run_name(args.run_name or f"train {name}")

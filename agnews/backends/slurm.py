@@ -36,10 +36,11 @@ from mlflow.projects.utils import (
     load_project,
 )
 
+from agnews import vocab
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
-JOB_TAG, STATE_TAG = "agnews.slurm_job_id", "agnews.slurm_state"
+JOB_TAG, STATE_TAG = vocab.SLURM_JOB_ID, vocab.SLURM_STATE
 COMMAND_TIMEOUT_S = 30
 
 # Every Slurm job state (squeue/scontrol names) and the MLflow status it means. Not terminal: SCHEDULED/RUNNING.
@@ -376,8 +377,8 @@ class SlurmSubmittedRun(SubmittedRun):
                 log.error("could not log %s to run %s: %s", self.output, self._run_id, cause(exc))
         run = client.get_run(self._run_id)
         if not RunStatus.is_terminated(RunStatus.from_string(run.info.status)):
-            if status != "FINISHED" and "agnews.error" not in run.data.tags:
-                client.set_tag(self._run_id, "agnews.backend_error", f"slurm job {self.job_id} ended {state}; "
+            if status != "FINISHED" and vocab.ERROR not in run.data.tags:
+                client.set_tag(self._run_id, vocab.BACKEND_ERROR, f"slurm job {self.job_id} ended {state}; "
                                f"see its output (artifact slurm/{self.output.name})")
             client.set_terminated(self._run_id, status)
 
@@ -408,7 +409,7 @@ class SlurmBackend(AbstractBackend):
             job_id = submit(script)
         except BaseException as exc:  # no job: the run must not stay RUNNING
             client = mlflow.MlflowClient()
-            client.set_tag(run_id, "agnews.error", str(exc)[:5000] or type(exc).__name__)
+            client.set_tag(run_id, vocab.ERROR, str(exc)[:5000] or type(exc).__name__)
             client.set_terminated(run_id, "FAILED")
             raise
         mlflow.MlflowClient().set_tag(run_id, JOB_TAG, job_id)
