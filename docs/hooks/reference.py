@@ -15,8 +15,8 @@ import contextlib
 import importlib
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -26,8 +26,7 @@ _STEP = re.compile(r"python -m (steps\.\w+)")
 _OPTION = re.compile(r"--(\w+) \{(\w+)\}")
 
 
-@dataclass
-class Option:
+class Option(NamedTuple):
     name: str
     help: str
     default: object
@@ -109,7 +108,7 @@ def _value(value: object) -> str:
     return "`\"\"`" if text == "" else f"`{text}`"
 
 
-def _description(parser: argparse.ArgumentParser) -> str:
+def _description(parser: argparse.ArgumentParser) -> tuple[str, str]:
     text = (parser.description or "").strip()
     first, _, rest = text.partition("\n\n")  # train's docstring goes on with a torchrun example
     return " ".join(first.split()), rest
