@@ -170,7 +170,8 @@ form, are in `deploy/kubernetes/MLproject` (a test keeps them equal).
 
 MLproject has no integer type: counts are declared `float` and read as whole numbers (`3` and `3.0` are 3); an
 empty string means "not set" where the meaning says so. Every value is checked before anything is logged, and a bad
-one is refused in one `error:` line naming the `-P` parameter ([The pipeline](pipeline.md#parameters-checked-before-anything-is-logged)).
+one is refused in one `error:` line naming the `-P` parameter
+([The pipeline](pipeline.md#parameters-checked-before-anything-is-logged)).
 
 Entry points: {index}.
 """
