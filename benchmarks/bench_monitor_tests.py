@@ -37,7 +37,7 @@ import test_monitor  # noqa: E402
 import test_predict  # noqa: E402
 from results_md import write_section  # noqa: E402
 
-from agnews import hardware, monitor, vocab  # noqa: E402
+from agnews import hardware, vocab  # noqa: E402
 
 HEADING = "# Monitoring benchmark: the tests' in-distribution batches"
 log = logging.getLogger("bench_monitor_tests")

@@ -80,8 +80,8 @@ def test_the_walk_sees_literals_f_string_parts_and_store_queries(tmp_path):
     sample.write_text('"""agnews.step in a docstring is prose."""\nA = "agnews.data_run_id"\n'
                       'B = f"agnews.reused.{step}"\nC = f"tags.`agnews.step` = \'{step}\'"\n'
                       'D = "report this bug in agnews.data"\nE = "agnews.probe"\n')
-    flagged = [text for _, text in _strings(sample) if _spelt_out(sample, text)]
-    assert flagged == ["agnews.data_run_id", "agnews.reused.", "tags.`agnews.step` = '", "agnews.probe"]
+    flagged = {text for _, text in _strings(sample) if _spelt_out(sample, text)}
+    assert flagged == {"agnews.data_run_id", "agnews.reused.", "tags.`agnews.step` = '", "agnews.probe"}
 
 
 def test_the_vocabulary_is_a_leaf_with_the_stored_values():
