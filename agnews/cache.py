@@ -30,7 +30,8 @@ _DIGEST = re.compile(r"^[0-9a-f]{16}$")
 
 
 def code_digest(project: Path = PROJECT_DIR) -> str:
-    """sha256 of the project's source (MLproject, every .py under agnews/ and steps/, recursively): a commit is not enough, the tree may be dirty.
+    """sha256 of the project's source (MLproject, every .py under agnews/ and steps/, recursively): a commit is not
+    enough, the tree may be dirty.
     A copy that carries its digest in DIGEST_FILE reads it: a Kubernetes pod's image holds agnews/ and steps/ with
     deploy/kubernetes' MLproject, so hashing it there would never match the runs `main` looks for."""
     baked = project / DIGEST_FILE

@@ -116,6 +116,7 @@ def fixture_csv(tmp_path_factory) -> Path:
 def store(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store + artifact folder for one test; plots go to tmp too."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _forget_active_experiment(monkeypatch)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("AGNEWS_PLOTS_DIR", str(tmp_path / "graficas"))
     monkeypatch.chdir(tmp_path)  # default artifact root ./mlruns lands in tmp
@@ -231,6 +232,16 @@ def latest(client: mlflow.MlflowClient, step: str):
                               max_results=1)[0]
 
 
+def _forget_active_experiment(patch: pytest.MonkeyPatch) -> None:
+    """An earlier test's mlflow.set_experiment (process-global, and MLFLOW_EXPERIMENT_ID) names an experiment id of
+    another store: with it, start_run in this store fails ("No Experiment with id=5 exists") when xdist runs the
+    two files in one worker."""
+    import mlflow.tracking.fluent as fluent
+
+    patch.setattr(fluent, "_active_experiment_id", None)
+    patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+
+
 @contextlib.contextmanager
 def entered_store(project: Path):
     """In-process steps against a project's own SQLite store (cwd, tracking URI, plots folder): its client."""
@@ -239,6 +250,7 @@ def entered_store(project: Path):
     uri = f"sqlite:///{project / 'mlflow.db'}"
     patch.setenv("MLFLOW_TRACKING_URI", uri)
     patch.setenv("AGNEWS_PLOTS_DIR", str(project / "graficas"))
+    _forget_active_experiment(patch)
     mlflow.set_tracking_uri(uri)
     try:
         yield mlflow.MlflowClient(uri)
