@@ -65,6 +65,9 @@ class Decision:
     incumbent_gate_f1_macro: float = float("nan")
     gate_data_run_id: str = ""
     gate_rows_digest: str = ""  # sha256 of every row of the gate sample: the decision count is kept under it
+    gate_probe_version: str = ""  # the baseline (linear probe) the candidate also had to beat on these rows
+    gate_probe_delta_ci_low: float = float("nan")
+    gate_probe_delta_ci_high: float = float("nan")
     gate_decision_number: int = 0  # k: this was the k-th decision on those gate rows
     gate_confidence: float = float("nan")  # the interval level k allows
     reason: str = ""
@@ -237,10 +240,23 @@ def _one_label_set(candidate_run: mlflow.entities.Run, incumbent: ModelVersion,
 
 # --- the rule -----------------------------------------------------------------------------------------------
 
+@dataclass
+class Bar:
+    """A baseline the candidate must beat as well, on the same gate rows: the linear probe compared with it (issue
+    24: a fine-tune is promoted only when it beats the probe), when the champion is another version."""
+
+    version: str
+    model: str
+    predict: object  # texts -> class ids
+
+
 def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, rows: GateRows | None,
            predict_candidate, predict_incumbent, min_improvement: float, min_rows: int = MIN_GATE_ROWS,
-           seed: int = 0, min_per_class: int = MIN_GATE_ROWS_PER_CLASS) -> Decision:
-    """Apply the rule. `predict_*(texts)` are only called when a comparison is made; `rows` only read then."""
+           seed: int = 0, min_per_class: int = MIN_GATE_ROWS_PER_CLASS, bar: Bar | None = None) -> Decision:
+    """Apply the rule. `predict_*(texts)` are only called when a comparison is made; `rows` only read then.
+    With a `bar`, promotion needs both leads (over the champion and over the bar) above `min_improvement`, each at
+    the decision's level: an intersection-union test, whose false-promotion rate is at most that one level's, so it
+    is counted as one decision."""
     if incumbent is None:
         return Decision(vocab.FIRST_CHAMPION, model, candidate_version, min_improvement=min_improvement,
                         reason="no version held champion; the candidate becomes the first champion")
@@ -276,8 +292,14 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
     a, b = predict_candidate(texts), predict_incumbent(texts)
     result = stats.paired(labels, a, b, "f1_macro", seed=seed, confidence=level, classes=rows.classes)
     promoted = result.ci_low > min_improvement
+    over_bar = None
+    if bar is not None and bar.version not in (candidate_version, str(incumbent.version)):
+        over_bar = stats.paired(labels, a, bar.predict(texts), "f1_macro", seed=seed, confidence=level,
+                                classes=rows.classes)
+    beats_bar = over_bar is None or over_bar.ci_low > min_improvement
     decision = Decision(
-        vocab.PROMOTED if promoted else vocab.KEPT_INCUMBENT, **base, gate_rows=n, gate_excluded=rows.excluded,
+        vocab.PROMOTED if promoted and beats_bar else vocab.KEPT_INCUMBENT, **base, gate_rows=n,
+        gate_excluded=rows.excluded,
         gate_delta_f1_macro=result.delta, gate_delta_ci_low=result.ci_low, gate_delta_ci_high=result.ci_high,
         gate_mcnemar_p=result.mcnemar_p, candidate_gate_f1_macro=stats.score("f1_macro", labels, a, rows.classes),
         incumbent_gate_f1_macro=stats.score("f1_macro", labels, b, rows.classes), gate_data_run_id=rows.data_run_id,
@@ -287,6 +309,12 @@ def decide(candidate_version: str, model: str, incumbent: ModelVersion | None, r
                        f"{incumbent.version} is {result.delta:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}] "
                        f"({level:.2%} interval: decision {k} on these gate rows), McNemar p={result.mcnemar_p:.3g}; "
                        f"the lower end is {verdict} min_improvement {min_improvement:.4f}")
+    if over_bar is not None:
+        decision.gate_probe_version = bar.version
+        decision.gate_probe_delta_ci_low, decision.gate_probe_delta_ci_high = over_bar.ci_low, over_bar.ci_high
+        decision.reason += (f"; over the baseline {bar.model} (version {bar.version}) its lead is "
+                            f"{over_bar.delta:+.4f} [{over_bar.ci_low:+.4f}, {over_bar.ci_high:+.4f}], the lower end "
+                            f"{'above' if beats_bar else 'not above'} min_improvement: promoted only if both are")
     return decision
 
 

@@ -62,16 +62,32 @@ def _over_budget_reason(row, costs, budget: float) -> str:
     return f"p50 latency {latency:.1f} ms is over the budget of {budget:g} ms (-P latency_budget_ms)"
 
 
-def _decide(args: argparse.Namespace, candidate) -> gate.Decision:
+def _decide(args: argparse.Namespace, candidate, ranked) -> gate.Decision:
     """Score the candidate and the incumbent on gate rows neither saw, and apply the promotion rule."""
     incumbent = gate.version_by_alias(args.registered_model, gate.CHAMPION)
     rows = None
     if incumbent is not None and str(incumbent.version) != candidate.registered_version:
         rows = gate.rows_for(mlflow.get_run(candidate.train_run_id), incumbent, args.gate_data_run_id)
     scorer = lambda version: lambda texts: gate.predict_version(args.registered_model, version, texts)  # noqa: E731
+    probe = _probe_row(ranked, candidate)
+    bar = gate.Bar(str(probe.registered_version), probe.model, scorer(str(probe.registered_version))) if probe else None
+    if probe is not None and rows is not None and rows.rows is not None:  # nor rows the probe trained or chose on
+        kept, more = gate.unseen(rows.rows, gate.seen_rows(mlflow.get_run(probe.train_run_id)) or set())
+        rows.rows, rows.excluded = kept, rows.excluded + more
     return gate.decide(candidate.registered_version, candidate.model, incumbent, rows,
                        scorer(candidate.registered_version), scorer(str(incumbent.version) if incumbent else ""),
-                       args.min_improvement, args.min_gate_rows, min_per_class=args.min_gate_rows_per_class)
+                       args.min_improvement, args.min_gate_rows, min_per_class=args.min_gate_rows_per_class, bar=bar)
+
+
+def _probe_row(ranked, candidate):
+    """The best-ranked linear probe compared here, when the candidate is a fine-tune: the candidate must beat it too
+    (a fine-tune is promoted only when it beats the probe on the gate rows)."""
+    if mlflow.get_run(candidate.train_run_id).data.tags.get(vocab.PROBE) == "true":
+        return None
+    for row in ranked.itertuples():
+        if row.registered_version and mlflow.get_run(row.train_run_id).data.tags.get(vocab.PROBE) == "true":
+            return row
+    return None
 
 
 def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task) -> None:
@@ -114,7 +130,7 @@ def compare(args: argparse.Namespace) -> gate.Decision:
             decision = gate.over_budget(candidate.registered_version, candidate.model, gate.version_by_alias(
                 args.registered_model, gate.CHAMPION), _over_budget_reason(candidate, costs, args.latency_budget_ms))
         else:
-            decision = _decide(args, candidate)
+            decision = _decide(args, candidate, ranked)
         for row in over:  # ranked above the candidate, refused for their latency alone
             gate.mark_over_budget(journal, row.registered_version,
                                   _over_budget_reason(row, costs, args.latency_budget_ms))

@@ -300,3 +300,23 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_may_not_write(store):
             gate.apply(gate.Journal("m"), decision, "run", hung)
     assert gate.version_by_alias("m", gate.CHAMPION) is None
     assert "promotion_decision" not in client.get_model_version("m", v1).tags
+
+
+def test_a_fine_tune_must_beat_the_probe_too_when_the_champion_is_another_version(store):
+    """The probe compared beside a fine-tune is a bar: promoted only when the leads over the champion and over the
+    probe both clear the rule, each at the decision's level (an intersection-union test: one decision, one count)."""
+    rows = _rows(200)
+    labels = rows.rows["label"].to_numpy()
+    good = labels.copy()
+    weak = np.where(np.arange(len(labels)) % 4 == 0, (labels + 1) % 4, labels)  # wrong on every fourth row
+    probe_as_good = gate.Bar("3", "probe-minilm", lambda t: good)
+    decision = gate.decide("2", "cand", _version("1"), rows, lambda t: good, lambda t: weak, 0.0, bar=probe_as_good)
+    assert decision.decision == "kept_incumbent" and decision.gate_decision_number == 1
+    assert decision.tags()["gate_probe_version"] == "3" and decision.gate_probe_delta_ci_low <= 0
+    assert "over the baseline probe-minilm (version 3)" in decision.reason and "not above" in decision.reason
+    probe_weak = gate.Bar("3", "probe-minilm", lambda t: weak)
+    assert gate.decide("2", "cand", _version("1"), rows, lambda t: good, lambda t: weak, 0.0,
+                       bar=probe_weak).decision == "promoted"
+    the_champion = gate.Bar("1", "probe-minilm", _never)  # the probe holds champion: the rule itself, no second test
+    plain = gate.decide("2", "cand", _version("1"), rows, lambda t: good, lambda t: weak, 0.0, bar=the_champion)
+    assert plain.decision == "promoted" and not plain.gate_probe_version
