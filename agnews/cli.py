@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import sys
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -164,13 +165,6 @@ def data_options(args: argparse.Namespace):
                        args.data_config.strip(), args.train_split.strip() or "train", args.test_split.strip() or "test")
 
 
-TUNABLE = ("epochs", "learning_rate", "batch_size", "max_length", "early_stopping_patience", "warmup_ratio",
-           "weight_decay", "layer_decay", "label_smoothing", "reinit_top_k")  # train's knobs: what a sweep may search
-
-
-TRAINING_KEYS = (*TUNABLE, "precision", "registered_model")  # what a parent (main, sweep) hands each train child
-
-
 def values(args: argparse.Namespace, keys) -> dict:
     """The parsed arguments named by `keys`, to hand on to a child (TRAINING_KEYS, GATE_KEYS, SCORING_KEYS)."""
     return {key: getattr(args, key) for key in keys}
@@ -185,35 +179,27 @@ def add_parent_arguments(parser: argparse.ArgumentParser) -> None:
     add_serving_arguments(parser)
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The fine-tuning knobs; `main` takes the same ones and hands them to each train child."""
-    parser.add_argument("--epochs", type=_whole_type("epochs", 0), default=0,
-                        help="0: auto, enough epochs for ~180 optimizer steps (3 at 1000 rows, 24 at 120), early "
-                             "stopping on validation picking the epoch")
-    parser.add_argument("--learning_rate", type=learning_rate, default=0.0, help="0: the preset's default")
-    parser.add_argument("--batch_size", type=_whole_type("batch_size", 1), default=16)
-    parser.add_argument("--max_length", type=_whole_type("max_length", 3), default=128)  # [CLS] word [SEP]
-    parser.add_argument("--precision", type=precision, default="auto")
-    parser.add_argument("--early_stopping_patience", type=_whole_type("early_stopping_patience", 0), default=2)
-    parser.add_argument("--warmup_ratio", type=below_one("warmup_ratio"), default=0.1,
-                        help="share of the steps with a rising learning rate, in [0, 1)")
-    parser.add_argument("--weight_decay", type=non_negative("weight_decay"), default=0.01,
-                        help="AdamW's decoupled weight decay (not on biases and LayerNorm weights)")
-    parser.add_argument("--layer_decay", type=_number("layer_decay", 0.0, 1.0, True, "a number in (0, 1], e.g. 0.8"),
-                        default=1.0, help="layer-wise learning-rate decay from the head down (1: none)")
-    parser.add_argument("--label_smoothing", type=below_one("label_smoothing"), default=0.0,
-                        help="label smoothing of the cross-entropy, in [0, 1)")
-    parser.add_argument("--reinit_top_k", type=_whole_type("reinit_top_k", 0), default=0,
-                        help="re-initialise the top k transformer layers (and the pooler) before fine-tuning")
-    parser.add_argument("--registered_model", type=registered_model_name, default="agnews-classifier")
+def add_training_arguments(parser: argparse.ArgumentParser, parameters: tuple[Parameter, ...] | None = None) -> None:
+    """The fine-tuning knobs (TRAINING_PARAMETERS, from TrainConfig's declaration); `main` and `sweep` take the same
+    ones and hand them to each train child."""
+    for parameter in TRAINING_PARAMETERS if parameters is None else parameters:
+        parser.add_argument(f"--{parameter.name}", type=parameter.parse, default=parameter.default, help=parameter.help)
+
+
+def training_parameter(name: str) -> Parameter:
+    """One of train's `-P` parameters as declared (StopIteration for a name that is none)."""
+    return next(parameter for parameter in TRAINING_PARAMETERS if parameter.name == name)
+
+
+def tunable() -> tuple[str, ...]:
+    """train's knobs a sweep may search (read when called, so the declaration is the one place that says it)."""
+    return tuple(parameter.name for parameter in TRAINING_PARAMETERS if parameter.tunable)
 
 
 def training_value(name: str, text: str):
     """One train parameter read and checked as `-P name=text` is (PipelineError when train would refuse it): for
     values that come from elsewhere (a sweep's search space, a benchmark's recipe)."""
-    parser = argparse.ArgumentParser()
-    add_training_arguments(parser)
-    return next(action for action in parser._actions if action.dest == name).type(text)
+    return training_parameter(name).parse(text)
 
 
 def add_gate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -333,3 +319,90 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="local",
                         help="MLflow project backend for every child: local, slurm, kubernetes or a plugin's name")
     parser.add_argument("--backend_config", default="", help="the backend's JSON configuration file")
+
+
+# train's knobs, declared once. Each TrainConfig field made with `knob` is a `-P` parameter of train, distill, main
+# and sweep: from its declaration come their argparse options (add_training_arguments), the sweep's tunable set
+# (tunable), the checks of values from elsewhere (training_value) and MLproject's lines for it (tools/mlproject.py
+# renders them; tests/test_declarations.py fails when MLproject or deploy/kubernetes/MLproject is not what it renders).
+# A field's default is TrainConfig's; `option_default` is the `-P` default where it differs (learning_rate: 0, the
+# preset's), `listed` the default as MLproject writes it where str() does not (MLproject has no int type).
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One `-P` parameter: its option, parsing and check (PipelineErrors name the fix), help and default."""
+    name: str
+    default: object  # argparse's, and MLproject's
+    parse: Callable[[str], object]
+    help: str | None = None
+    tunable: bool = False  # a sweep may search it
+    listed: str | None = None  # MLproject's default as written, when it is not str(default)
+
+    @property
+    def whole(self) -> bool:
+        """A count: MLproject declares it `float` (it has no int), parsing refuses fractions, a sweep draws ints."""
+        return isinstance(self.default, int) and not isinstance(self.default, bool)
+
+    @property
+    def mlproject_type(self) -> str:
+        return "string" if isinstance(self.default, str) else "float"
+
+
+def at_least(minimum: int) -> Callable[[str], Callable[[str], int]]:
+    """A whole-number check for `knob`: name -> parser."""
+    return lambda name: _whole_type(name, minimum)
+
+
+def named(parse: Callable[[str], object]) -> Callable[[str], Callable[[str], object]]:
+    """A parser whose messages already name its parameter, as a check for `knob`."""
+    return lambda name: parse
+
+
+def knob(default, check: Callable[[str], Callable[[str], object]], help: str | None = None, *, tunable: bool = True,
+         option_default=MISSING, listed: str | None = None):
+    """A TrainConfig field that is also a `-P` parameter; `check(name)` is its parser."""
+    return field(default=default, metadata={"parameter": {
+        "check": check, "help": help, "tunable": tunable, "listed": listed,
+        "default": default if option_default is MISSING else option_default}})
+
+
+@dataclass
+class TrainConfig:
+    """How a model is fine-tuned (agnews.training). The fields made with `knob` are train's `-P` knobs, in the
+    order MLproject lists them."""
+    epochs: int = knob(0, at_least(0), "0: auto, enough epochs for ~180 optimizer steps (3 at 1000 rows, 24 at 120), "
+                       "early stopping on validation picking the epoch")  # auto: training.planned_epochs
+    learning_rate: float = knob(5e-5, named(learning_rate), "0: the preset's default", option_default=0.0,
+                                listed="0")
+    batch_size: int = knob(16, at_least(1))
+    max_length: int = knob(128, at_least(3))  # [CLS] word [SEP]
+    precision: str = knob("auto", named(precision), tunable=False)
+    early_stopping_patience: int = knob(2, at_least(0))  # epochs without a better val macro F1; 0 = never stop
+    warmup_ratio: float = knob(0.1, below_one, "share of the steps with a rising learning rate, in [0, 1)")
+    weight_decay: float = knob(0.01, non_negative,
+                               "AdamW's decoupled weight decay (not on biases and LayerNorm weights)")
+    layer_decay: float = knob(1.0, lambda name: _number(name, 0.0, 1.0, True, "a number in (0, 1], e.g. 0.8"),
+                              "layer-wise learning-rate decay from the head down (1: none)")
+    label_smoothing: float = knob(0.0, below_one, "label smoothing of the cross-entropy, in [0, 1)")
+    reinit_top_k: int = knob(0, at_least(0),
+                             "re-initialise the top k transformer layers (and the pooler) before fine-tuning")
+    seed: int = 42  # a data parameter too (add_data_arguments): not one of these knobs
+    max_grad_norm: float = 1.0  # not a `-P` parameter
+
+
+REGISTERED_MODEL = Parameter("registered_model", "agnews-classifier", registered_model_name)  # where train registers
+
+
+def training_parameters(config: type = TrainConfig) -> tuple[Parameter, ...]:
+    """train's `-P` knobs in MLproject's order: `config`'s `knob` fields, then the registered model."""
+    knobs = tuple(
+        Parameter(f.name, declared["default"], declared["check"](f.name), declared["help"], declared["tunable"],
+                  declared["listed"])
+        for f in fields(config) if (declared := f.metadata.get("parameter")))
+    return (*knobs, REGISTERED_MODEL)
+
+
+TRAINING_PARAMETERS = training_parameters()
+TUNABLE = tunable()  # train's knobs: what a sweep may search
+TRAINING_KEYS = (*TUNABLE, *(p.name for p in TRAINING_PARAMETERS if not p.tunable))  # what main/sweep hand a train

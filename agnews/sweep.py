@@ -49,7 +49,6 @@ STUDY_TAG, TRIAL_TAG, STATE_TAG, SPACE_TAG = vocab.STUDY, vocab.TRIAL, vocab.TRI
 HOST_TAG, PID_TAG, BEAT_TAG = vocab.SWEEP_HOST, vocab.SWEEP_PID, vocab.HEARTBEAT
 BEAT_SECONDS, STALE_SECONDS = 60, 600  # a sweep run whose last beat is older than STALE_SECONDS is taken as crashed
 OBJECTIVE, PER_EPOCH = "best_val_f1_macro", "val_f1_macro"  # the trial's best epoch (its own choice), each epoch
-INTEGERS = {"epochs", "batch_size", "max_length", "early_stopping_patience", "reinit_top_k"}
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ENTRY_HELP = "use {low: <number>, high: <number>, log: true|false} or {choices: [<value>, ...]}"
 
@@ -69,10 +68,11 @@ def load_space(path: str | Path) -> dict[str, BaseDistribution]:
     if not isinstance(raw, dict) or not raw:
         raise PipelineError(f"search space {path} must map train parameters to ranges, e.g. "
                             "learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}")
-    unknown = sorted(set(map(str, raw)) - set(cli.TUNABLE))
+    tunable = cli.tunable()
+    unknown = sorted(set(map(str, raw)) - set(tunable))
     if unknown:
         raise PipelineError(f"search space {path} names {', '.join(unknown)}, not a train parameter; use "
-                            f"{', '.join(cli.TUNABLE)}")
+                            f"{', '.join(tunable)}")
     return {name: distribution(name, entry) for name, entry in raw.items()}
 
 
@@ -98,7 +98,7 @@ def distribution(name: str, entry: object) -> BaseDistribution:
                             f"low={low!r}, high={high!r}, log={use_log!r}")
     for value in (low, high):
         _check_value(name, value)
-    if name in INTEGERS:  # train's parsing above refused a fractional bound
+    if cli.training_parameter(name).whole:  # train's parsing above refused a fractional bound
         return IntDistribution(int(low), int(high), log=use_log)
     return FloatDistribution(float(low), float(high), log=use_log)
 

@@ -17,7 +17,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
-from agnews import cli, metrics
+from agnews import metrics
+from agnews.cli import TrainConfig as TrainConfig  # declared there, with its `-P` knobs: parsing imports no torch
 from agnews.hardware import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -32,23 +33,6 @@ T = TypeVar("T")
 # macro F1 to 12), at least MIN_AUTO_EPOCHS and at most MAX_AUTO_EPOCHS; early stopping on validation still picks the
 # epoch. At 1000 balanced rows it plans 3, as before. benchmarks/bench_small_data.py measures it (RESULTS.md).
 MIN_STEPS, MIN_CLASS_PASSES, MIN_AUTO_EPOCHS, MAX_AUTO_EPOCHS = 180, 300, 3, 30
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 0  # 0: auto (planned_epochs)
-    learning_rate: float = 5e-5
-    batch_size: int = 16
-    max_length: int = 128
-    seed: int = 42
-    precision: str = "auto"
-    early_stopping_patience: int = 2  # epochs without a better val macro F1 before stopping; 0 = never
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    layer_decay: float = 1.0  # layer-wise learning-rate decay per layer from the head down; 1 = none
-    label_smoothing: float = 0.0
-    reinit_top_k: int = 0  # top transformer layers (and pooler) re-initialised before fine-tuning
 
 
 def planned_epochs(config: TrainConfig, train_rows: int, world_size: int = 1, rarest: int = 0) -> int:
@@ -69,8 +53,8 @@ def rarest_class(frame: pd.DataFrame) -> int:
 
 def config_from_args(args, learning_rate: float) -> TrainConfig:
     """The TrainConfig of a step's parsed arguments (cli.add_training_arguments); `learning_rate` resolved."""
-    values = {key: getattr(args, key) for key in cli.TUNABLE if key != "learning_rate"}
-    return TrainConfig(**values, learning_rate=learning_rate, seed=args.seed, precision=args.precision)
+    knobs = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if "parameter" in f.metadata}
+    return TrainConfig(**{**knobs, "learning_rate": learning_rate}, seed=args.seed)
 
 
 @dataclass
