@@ -168,15 +168,32 @@ def slurm_defaults(config: dict, parallel: int) -> dict:
 
 # --- running children -----------------------------------------------------------------------------------------
 
-class LocalChild(SubmittedRun):
-    """A local child: MLflow's LocalBackend starting the entry point's process directly, as `mlflow.projects.run(
-    synchronous=True)` does, without waiting. `synchronous=False` would put a second `mlflow run` process in front
-    of every child (4 s of CPU each, measured). The child shares main's process group, so a terminal's Ctrl-C
-    reaches it as it always did; `cancel()` sends SIGTERM, which the step turns into a KILLED run."""
+class _Wrapped(SubmittedRun):
+    """A backend's own SubmittedRun, delegated to; subclasses change what they must (wait, cancel)."""
 
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
+
+    @property
+    def run_id(self) -> str:
+        return self.inner.run_id
+
+    def get_status(self) -> str:
+        return self.inner.get_status()
+
+    def wait(self) -> bool:
+        return self.inner.wait()
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+
+class LocalChild(_Wrapped):
+    """A local child: MLflow's LocalBackend starting the entry point's process directly, as `mlflow.projects.run(
+    synchronous=True)` does, without waiting. `synchronous=False` would put a second `mlflow run` process in front
+    of every child (4 s of CPU each, measured). The child shares main's process group, so a terminal's Ctrl-C
+    reaches it as it always did; `cancel()` sends SIGTERM, which the step turns into a KILLED run."""
 
     @classmethod
     def start(cls, project: str, launch: Launch, parameters: dict, experiment_id: str) -> "LocalChild":
@@ -190,13 +207,6 @@ class LocalChild(SubmittedRun):
         mlflow.MlflowClient().set_tag(inner.run_id, MLFLOW_RUN_NAME, launch.run_name)
         return cls(inner)
 
-    @property
-    def run_id(self) -> str:
-        return self.inner.run_id
-
-    def get_status(self) -> str:
-        return self.inner.get_status()
-
     def wait(self) -> bool:
         """The process' exit status; a run its process left open is ended as `mlflow run` would end it."""
         ok = self.inner.wait()
@@ -204,9 +214,6 @@ class LocalChild(SubmittedRun):
         if not RunStatus.is_terminated(RunStatus.from_string(client.get_run(self.run_id).info.status)):
             client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
         return ok
-
-    def cancel(self) -> None:
-        self.inner.cancel()
 
 
 def kubernetes_project(project_dir: str) -> Path:
@@ -239,25 +246,11 @@ def image_repository(config: dict, stage: Path) -> dict:
     return {**config, "repository-uri": f"{uri}:{(stage / cache.DIGEST_FILE).read_text().strip()}"}
 
 
-class KubernetesChild(SubmittedRun):
+class KubernetesChild(_Wrapped):
     """MLflow's KubernetesSubmittedRun, cancelled so that its pod goes too. MLflow's cancel() deletes the Job with
     no propagation policy, and the API's default for a batch/v1 Job orphans its pods: the pod trained on, then
     registered a version and ended the run FINISHED over main's KILLED. Deleting with propagation_policy=
     "Background" deletes the pod as well (SIGTERM: the step ends its run KILLED and undoes its registration)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    @property
-    def run_id(self) -> str:
-        return self.inner.run_id
-
-    def get_status(self) -> str:
-        return self.inner.get_status()
-
-    def wait(self) -> bool:
-        return self.inner.wait()
 
     def cancel(self) -> None:
         inner = self.inner
