@@ -8,7 +8,6 @@ import os
 import re
 from pathlib import Path
 
-from agnews.cli import PRECISIONS
 from agnews.errors import PipelineError
 
 
@@ -63,3 +62,12 @@ def resolve_precision(precision: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+PRECISIONS = ("auto", "fp32", "bf16")  # here, not in hardware.py or training.py: parsing imports no torch
+
+
+def precision(value: str) -> str:
+    if value not in PRECISIONS:
+        raise PipelineError(f"-P precision={value!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    return value

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from agnews.task import Task
+from agnews.data.task import Task
 
 
 def summary(labels, predictions, prefix: str = "", classes: int = 4) -> dict[str, float]:

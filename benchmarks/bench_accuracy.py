@@ -40,10 +40,12 @@ import transformers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
-from agnews import cli, distill, hardware, serving, stats, training  # noqa: E402
-from agnews.data import Sample, SampleSizes, sample_splits  # noqa: E402
+from agnews import hardware, params, stats  # noqa: E402
+from agnews.data.sampling import Sample, SampleSizes, sample_splits  # noqa: E402
 from agnews.errors import PipelineError  # noqa: E402
-from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
+from agnews.serving import classifiers, costs  # noqa: E402
+from agnews.training import distill, fine_tune  # noqa: E402
+from agnews.training.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
@@ -57,20 +59,20 @@ def parse_recipe(text: str) -> dict:
     """`key=value,...` over train's tunable parameters (cli.TUNABLE), each read and checked by train's own `-P`
     parsing (cli.training_value), as a sweep's search space is."""
     pairs = [item.partition("=") for item in text.split(",") if item]
-    unknown = [key for key, _, _ in pairs if key not in cli.TUNABLE]
+    unknown = [key for key, _, _ in pairs if key not in params.TUNABLE]
     if unknown:
-        raise SystemExit(f"error: --recipe: {', '.join(unknown)} not train parameters; use {', '.join(cli.TUNABLE)}")
+        raise SystemExit(f"error: --recipe: {', '.join(unknown)} not train parameters; use {', '.join(params.TUNABLE)}")
     try:
-        return {key: cli.training_value(key, value) for key, _, value in pairs}
+        return {key: params.training_value(key, value) for key, _, value in pairs}
     except PipelineError as exc:
         raise SystemExit(f"error: --recipe: {exc}") from None
 
 
-def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = None) -> training.TrainConfig:
-    config = training.TrainConfig(epochs=3, learning_rate=learning_rate, seed=seed, precision="auto",
+def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = None) -> fine_tune.TrainConfig:
+    config = fine_tune.TrainConfig(epochs=3, learning_rate=learning_rate, seed=seed, precision="auto",
                                   early_stopping_patience=0)
     if method == "recipe":  # train's own defaults (early stopping included), then the recipe's values
-        config = training.TrainConfig(**{"learning_rate": learning_rate, **(recipe or {})}, seed=seed, precision="auto")
+        config = fine_tune.TrainConfig(**{"learning_rate": learning_rate, **(recipe or {})}, seed=seed, precision="auto")
     if method == "long":
         config.epochs, config.early_stopping_patience = 10, 2
     if method == "llrd":
@@ -94,10 +96,10 @@ def one_run(method: str, sample: Sample, pool: pd.DataFrame, seed: int, teacher:
     frame, soft = splits["train"], None
     if method in ("self-train", "L3-distill"):
         frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
-        soft = training.Teacher(teacher, temperature=2.0, alpha=0.5)
+        soft = fine_tune.Teacher(teacher, temperature=2.0, alpha=0.5)
     start = time.perf_counter()
-    result = training.train(model, tokenizer, frame, splits["validation"], config, teacher=soft)
-    classifier = serving.TorchClassifier(model, tokenizer, config.max_length, hardware.resolve_precision("auto"))
+    result = fine_tune.train(model, tokenizer, frame, splits["validation"], config, teacher=soft)
+    classifier = classifiers.TorchClassifier(model, tokenizer, config.max_length, hardware.resolve_precision("auto"))
     logits = classifier.logits(splits["test"]["text"].tolist())
     labels, predicted = splits["test"]["label"].to_numpy(), logits.argmax(-1)
     low, high = stats.bootstrap_ci(labels, predicted, "f1_macro")
@@ -174,7 +176,7 @@ def _recipe_note(methods: list[str], recipe: dict, args) -> list[str]:
         return []
     values = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in recipe.items())
     return ["", f"`recipe`: {values}, train's defaults otherwise (early stopping after "
-            f"{training.TrainConfig().early_stopping_patience} epochs without a better validation macro F1)"
+            f"{fine_tune.TrainConfig().early_stopping_patience} epochs without a better validation macro F1)"
             + (f"; from {args.recipe_source}" if args.recipe_source else "") + "."]
 
 
@@ -214,10 +216,10 @@ def main() -> None:
                 texts = pd.concat([splits["train"]["text"], pool["text"]]).tolist()
                 teacher = classifier.logits(texts)
             if row["layers"] not in latency:
-                latency[row["layers"]] = serving.cost(classifier, splits["test"]["text"].tolist())["latency_p50_ms"]
+                latency[row["layers"]] = costs.cost(classifier, splits["test"]["text"].tolist())["latency_p50_ms"]
             Path(HERE / "bench_accuracy.json").write_text(json.dumps(rows, indent=1))  # partial results survive
     table, paired = summarise(rows, predictions, splits["test"]["label"].to_numpy(), latency)
-    config, full = training.TrainConfig(), max(rows, key=lambda r: r["layers"])
+    config, full = fine_tune.TrainConfig(), max(rows, key=lambda r: r["layers"])
     heading = f"# Accuracy benchmark: {len(splits['train'])} labels, {args.title}"
     lines = ["", heading, "",
              "Generated by `" + shlex.join(["python", "benchmarks/bench_accuracy.py", *sys.argv[1:]])

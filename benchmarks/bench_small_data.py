@@ -36,7 +36,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
-from agnews import ag_news, stats  # noqa: E402
+from agnews import stats  # noqa: E402
+from agnews.data import ag_news  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
@@ -93,8 +94,8 @@ def task_splits(rows: pd.DataFrame, spec: TaskSpec, seed: int) -> dict[str, pd.D
 
 def run_job(job: tuple[str, int, str, str, str]) -> dict:
     """One (task, seed, recipe): fine-tune from the pretrained model (or fit the probe), predict the test rows."""
-    from agnews import models, training
-    from agnews.task import Task
+    from agnews.data.task import Task
+    from agnews.training import fine_tune, models
 
     task_name, seed, recipe, model_name, precision = job
     if recipe == "probe":
@@ -105,14 +106,14 @@ def run_job(job: tuple[str, int, str, str, str]) -> dict:
     model_spec = models.resolve_model(model_name)
     tokenizer, model = models.load_tokenizer_and_model(model_spec, Task(names))
     model = model.float()  # a folder of fp16 weights (carried to a GPU machine) trains from fp32 master weights
-    config = training.TrainConfig(learning_rate=model_spec.default_learning_rate, seed=seed, precision=precision,
+    config = fine_tune.TrainConfig(learning_rate=model_spec.default_learning_rate, seed=seed, precision=precision,
                                   **RECIPES[recipe])
     start = time.perf_counter()
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config)
     seconds = time.perf_counter() - start
-    logits = training.predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config)
+    logits = fine_tune.predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config)
     return {"task": task_name, "seed": seed, "recipe": recipe, "epochs_planned":
-            training.planned_epochs(config, len(splits["train"]), rarest=training.rarest_class(splits["train"])),
+            fine_tune.planned_epochs(config, len(splits["train"]), rarest=fine_tune.rarest_class(splits["train"])),
             "epochs_run": len(result.history),
             "best_epoch": result.best_epoch, "train_seconds": seconds, "precision": result.precision,
             "labels": splits["test"]["label"].tolist(), "predicted": logits.argmax(axis=1).tolist(),
@@ -121,8 +122,9 @@ def run_job(job: tuple[str, int, str, str, str]) -> dict:
 
 def _probe_job(task_name: str, seed: int, model_name: str, precision: str) -> dict:
     """probe:<model> as train runs it: embed with the frozen encoder, C chosen on validation, predict the test rows."""
-    from agnews import hardware, models, probe
-    from agnews.task import Task
+    from agnews import hardware
+    from agnews.data.task import Task
+    from agnews.training import models, probe
 
     spec = TASKS[task_name]
     splits = task_splits(load_rows(), spec, seed)

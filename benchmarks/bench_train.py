@@ -4,7 +4,7 @@ Not a test. For the TinyBERT, BERT-Mini and DistilBERT architectures (random ini
 which costs what the pretrained weights cost) and real AG News rows, it measures:
 - naive: every row padded to 128, shuffled batches, fp32, transformers Trainer defaults
   (the original project's recipe);
-- project: `agnews.training.train` + `predict_logits` (dynamic padding, length-grouped training
+- project: `agnews.training.fine_tune.train` + `predict_logits` (dynamic padding, length-grouped training
   batches, length-sorted evaluation, `precision=auto`, thread settings).
 Each does 3 epochs over 1000 rows, scores 500 validation rows after every epoch, then predicts 500
 test rows. Training samples/s counts only the epochs (evaluation excluded); eval samples/s is the
@@ -44,8 +44,9 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results_md import write_section  # noqa: E402  (benchmarks/, the script's own folder)
 
-from agnews import hardware, training  # noqa: E402
-from agnews.data import SampleSizes, sample_splits  # noqa: E402
+from agnews import hardware  # noqa: E402
+from agnews.data.sampling import SampleSizes, sample_splits  # noqa: E402
+from agnews.training import fine_tune  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
@@ -169,12 +170,12 @@ def run_project(arch: str, tokenizer, splits, epochs: int, precision: str) -> di
     torch.manual_seed(0)
     model = ARCHS[arch]()
     timer = EpochTimer()
-    config = training.TrainConfig(epochs=epochs, learning_rate=5e-5, batch_size=BATCH, max_length=128, seed=0,
+    config = fine_tune.TrainConfig(epochs=epochs, learning_rate=5e-5, batch_size=BATCH, max_length=128, seed=0,
                                   precision=precision, early_stopping_patience=0)
     start = time.perf_counter()
-    training.train(model, tokenizer, splits["train"], splits["validation"], config, callbacks=[timer])
+    fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config, callbacks=[timer])
     eval_start = time.perf_counter()
-    training.predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config)
+    fine_tune.predict_logits(model, tokenizer, splits["test"]["text"].tolist(), config)
     end = time.perf_counter()
     return {"train_seconds": timer.seconds, "eval_seconds": end - eval_start, "wall_seconds": end - start,
             "model": model}
@@ -182,7 +183,7 @@ def run_project(arch: str, tokenizer, splits, epochs: int, precision: str) -> di
 
 def train_batches(tokenizer, splits, steps: int) -> list[dict]:
     """`steps` collated project-path training batches (dynamic padding) from the first training rows."""
-    dataset = training.tokenize(tokenizer, splits["train"].iloc[: steps * BATCH], 128)
+    dataset = fine_tune.tokenize(tokenizer, splits["train"].iloc[: steps * BATCH], 128)
     collate = transformers.DataCollatorWithPadding(tokenizer)
     batches = [collate([dataset[i] for i in range(k * BATCH, (k + 1) * BATCH)])
                for k in range(min(steps, len(dataset) // BATCH))]
@@ -301,7 +302,7 @@ def main() -> None:
     splits = {k: sample.splits[k] for k in USED_SPLITS}
     tokenizer = uncased_tokenizer()
     start = time.perf_counter()
-    training.tokenize(tokenizer, splits["train"], 128)
+    fine_tune.tokenize(tokenizer, splits["train"], 128)
     tokenize_seconds = time.perf_counter() - start
     real = {k: [len(ids) for ids in tokenizer(v["text"].tolist(), truncation=True, max_length=128)["input_ids"]]
             for k, v in splits.items()}

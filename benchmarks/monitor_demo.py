@@ -22,7 +22,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from agnews import vocab  # noqa: E402
-from agnews.data import clean_texts  # noqa: E402
+from agnews.data.reading import clean_texts  # noqa: E402
 
 MODEL = "agnews-classifier"
 

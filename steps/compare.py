@@ -9,18 +9,22 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import cli, comparison, gate, hardware, plots, report, serving, staging, tracking, vocab
+from agnews import hardware, params, values, vocab
+from agnews.data import handoff, lineage
+from agnews.decide import comparison, gate, plots, promotion, report
 from agnews.errors import PipelineError
+from agnews.runs import lifecycle, staging
+from agnews.serving import classifiers
 
 log = logging.getLogger("steps.compare")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.StepParser(description=__doc__)
+    parser = params.StepParser(description=__doc__)
     parser.add_argument("--run_ids", default="", help="comma list of train/evaluate run ids; default: siblings")
-    parser.add_argument("--registered_model", type=cli.registered_model_name, default="agnews-classifier")
-    cli.add_gate_arguments(parser)
-    cli.add_int8_tolerance(parser)
+    parser.add_argument("--registered_model", type=values.registered_model_name, default="agnews-classifier")
+    params.add_gate_arguments(parser)
+    params.add_int8_tolerance(parser)
     return parser.parse_args(argv)
 
 
@@ -45,12 +49,12 @@ def _timed_alike(costs, ranked, args):
     """Under a latency budget, every candidate timed again here, one at a time after the trainings, on the test texts
     of their (shared) data run: evaluate timed each at its own moment, beside sibling trainings or on another node."""
     data_run = mlflow.get_run(ranked.iloc[0]["train_run_id"]).data.tags[vocab.DATA_RUN_ID]
-    texts = tracking.load_splits(data_run, ("test",))["test"]["text"].tolist()
+    texts = handoff.load_splits(data_run, ("test",))["test"]["text"].tolist()
     threads = hardware.configure_threads()
 
     def timer(version: str) -> dict:
-        with serving.load(f"models:/{args.registered_model}/{version}") as model:
-            return {**serving.cost(model, texts), "compute": getattr(model, "precision", "")}
+        with classifiers.load(f"models:/{args.registered_model}/{version}") as model:
+            return {**costs.cost(model, texts), "compute": getattr(model, "precision", "")}
 
     conditions = f"compare on {hardware.cpu_description()}, {threads} thread(s), one model at a time"
     log.info("timing %d models and variants for the latency budget (%s)", len(costs), conditions)
@@ -68,11 +72,11 @@ def _decide(args: argparse.Namespace, candidate, ranked) -> gate.Decision:
     rows = None
     if incumbent is not None and str(incumbent.version) != candidate.registered_version:
         rows = gate.rows_for(mlflow.get_run(candidate.train_run_id), incumbent, args.gate_data_run_id)
-    scorer = lambda version: lambda texts: gate.predict_version(args.registered_model, version, texts)  # noqa: E731
+    scorer = lambda version: lambda texts: classifiers.predict_registered(args.registered_model, version, texts)  # noqa: E731
     probe = _probe_row(ranked, candidate)
     bar = gate.Bar(str(probe.registered_version), probe.model, scorer(str(probe.registered_version))) if probe else None
     if probe is not None and rows is not None and rows.rows is not None:  # nor rows the probe trained or chose on
-        kept, more = gate.unseen(rows.rows, gate.seen_rows(mlflow.get_run(probe.train_run_id)) or set())
+        kept, more = lineage.unseen(rows.rows, lineage.seen_rows(mlflow.get_run(probe.train_run_id)) or set())
         rows.rows, rows.excluded = kept, rows.excluded + more
     return gate.decide(candidate.registered_version, candidate.model, incumbent, rows,
                        scorer(candidate.registered_version), scorer(str(incumbent.version) if incumbent else ""),
@@ -103,17 +107,17 @@ def _write(runs, ranked, predictions, costs, decision: gate.Decision, args, task
         (Path(tmp) / "report.md").write_text(text)
         mlflow.log_artifacts(tmp, "comparison")
     (staging.folder() / "report.md").write_text(text)
-    tracking.publish_on_success(staging.folder() / "report.md")  # next to the figures in graficas/
+    lifecycle.publish_on_success(staging.folder() / "report.md")  # next to the figures in graficas/
     for path in plots.comparison(ranked, runs, comparison.histories(runs)) + [plots.frontier(costs)]:
-        tracking.log_plot(path)
+        lifecycle.log_plot(path)
     log.info("report:\n%s", text)
 
 
 def compare(args: argparse.Namespace) -> gate.Decision:
     if args.gate_data_run_id:
-        tracking.get_run(args.gate_data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
+        lifecycle.get_run(args.gate_data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
     runs, ranked, predictions, evaluations, task = _tables(args)
-    tracking.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
+    lifecycle.log_params({"registered_model": args.registered_model, "min_improvement": args.min_improvement,
                          "latency_budget_ms": args.latency_budget_ms, "run_ids": ",".join(runs["train_run_id"]),
                          "gate_data_run_id": args.gate_data_run_id, "min_gate_rows": args.min_gate_rows,
                          "min_gate_rows_per_class": args.min_gate_rows_per_class,
@@ -123,8 +127,8 @@ def compare(args: argparse.Namespace) -> gate.Decision:
         comparison.check_measured(costs)
         costs = _timed_alike(costs, ranked, args)
     candidate, over = gate.candidate(ranked, comparison.fp32_latency(costs), args.latency_budget_ms)
-    with gate.promotion_lock(args.registered_model) as hold:  # read incumbent -> decide -> set alias, one at a time
-        journal = gate.Journal(args.registered_model)  # every tag below is put back if the step fails
+    with promotion.promotion_lock(args.registered_model) as hold:  # read incumbent -> decide -> set alias, one at a time
+        journal = promotion.Journal(args.registered_model)  # every tag below is put back if the step fails
         if candidate is None:  # nothing fits the budget: the best-ranked model is the (refused) candidate
             candidate, over = ranked.iloc[0], over[1:]
             decision = gate.over_budget(candidate.registered_version, candidate.model, gate.version_by_alias(
@@ -132,21 +136,21 @@ def compare(args: argparse.Namespace) -> gate.Decision:
         else:
             decision = _decide(args, candidate, ranked)
         for row in over:  # ranked above the candidate, refused for their latency alone
-            gate.mark_over_budget(journal, row.registered_version,
+            promotion.mark_over_budget(journal, row.registered_version,
                                   _over_budget_reason(row, costs, args.latency_budget_ms))
         _write(runs, ranked, predictions, costs, decision, args, task)
         mlflow.set_tags({vocab.CANDIDATE_MODEL: candidate.model, vocab.CANDIDATE_VERSION:
                          candidate.registered_version, vocab.PROMOTION_DECISION: decision.decision})
         mlflow.log_metrics({"candidate_val_f1_macro": candidate.val_f1_macro,
                             "candidate_val_f1_macro_mean": candidate.val_f1_macro_mean})
-        gate.apply(journal, decision, mlflow.active_run().info.run_id, hold)  # last: the alias
+        promotion.apply(journal, decision, mlflow.active_run().info.run_id, hold)  # last: the alias
     return decision
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run(vocab.COMPARE, vocab.COMPARE, plots=True):
+    with lifecycle.step_run(vocab.COMPARE, vocab.COMPARE, plots=True):
         compare(parse_args(argv))
 
 
 if __name__ == "__main__":
-    cli.run_and_exit(main)
+    params.run_and_exit(main)

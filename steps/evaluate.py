@@ -8,35 +8,27 @@ from pathlib import Path
 
 import mlflow
 
-from agnews import (
-    cache,
-    cli,
-    comparison,
-    gate,
-    hardware,
-    metrics,
-    monitor_runs,
-    plots,
-    registry,
-    serving,
-    stats,
-    tracking,
-    vocab,
-)
-from agnews.data import with_row_ids
+from agnews import hardware, metrics, params, stats, values, vocab
+from agnews.data import handoff, lineage
+from agnews.data.reading import with_row_ids
+from agnews.data.task import Task, check_same
+from agnews.decide import comparison
 from agnews.errors import PipelineError
-from agnews.task import Task, check_same
+from agnews.monitoring import references
+from agnews.runs import lifecycle, registry, reuse
+from agnews.serving import classifiers, costs, int8, packaged
+from agnews.training import curves
 
 log = logging.getLogger("steps.evaluate")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.StepParser(description=__doc__)
+    parser = params.StepParser(description=__doc__)
     parser.add_argument("--train_run_id", required=True)
     parser.add_argument("--data_run_id", default="", help="default: the data the train run used")
-    parser.add_argument("--batch_size", type=lambda v: cli.whole(v, "batch_size", 1), default=32)
-    parser.add_argument("--precision", type=cli.precision, default="auto")
-    cli.add_serving_arguments(parser)
+    parser.add_argument("--batch_size", type=lambda v: values.whole(v, "batch_size", 1), default=32)
+    parser.add_argument("--precision", type=hardware.precision, default="auto")
+    params.add_serving_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -65,7 +57,7 @@ def _score_fp32(model_name: str, test, logits, task: Task) -> dict[str, float]:
         normalized.to_csv(Path(tmp) / "confusion_matrix_normalized.csv")
         mlflow.log_artifacts(tmp, "evaluation")
     _log_table(_labelled(test, logits, task), "predictions.csv")
-    tracking.log_plot(plots.confusion_matrix(model_name, counts))
+    lifecycle.log_plot(curves.confusion_matrix(model_name, counts))
     log.info("%s on test: accuracy %.4f, macro F1 %.4f", model_name, scores["test_accuracy"], scores["test_f1_macro"])
     return scores
 
@@ -73,13 +65,13 @@ def _score_fp32(model_name: str, test, logits, task: Task) -> dict[str, float]:
 def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> None:
     """Log the exported int8 variant, score it on the same test rows (paired against fp32) and on validation,
     measure its cost the same way, and register it when asked."""
-    info = registry.log_int8_model(folder)
+    info = packaged.log_int8_model(folder)
     mlflow.set_tag(vocab.INT8_MODEL_URI, info.model_uri)
     test, validation = splits["test"], splits["validation"]
-    with serving.peak_memory() as peak, serving.load(info.model_uri, args.precision, args.batch_size) as model:
+    with costs.peak_memory() as peak, classifiers.load(info.model_uri, args.precision, args.batch_size) as model:
         logits = model.logits(test["text"].tolist(), progress=True)
         val_predicted = model.logits(validation["text"].tolist()).argmax(axis=-1)
-        cost = serving.cost(model, test["text"].tolist())
+        cost = costs.cost(model, test["text"].tolist())
         cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
     labels, predicted = test["label"].to_numpy(), logits.argmax(axis=-1)
     classes = task.num_labels
@@ -102,7 +94,7 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> 
         mlflow.set_tag(vocab.INT8_REJECTED, why + ("; not registered" if args.register_int8 else ""))
         log.warning("%s; it is kept out of the budget pick%s", why, " and not registered" if args.register_int8 else "")
     if args.register_int8 and accepted:
-        name = train_run.data.tags[tracking.MODEL_TAG]
+        name = train_run.data.tags[lifecycle.MODEL_TAG]
         version = registry.register(info.model_uri, train_run.data.tags[vocab.REGISTERED_MODEL], {
             "model": f"{name}-int8", "variant": "int8", "base_model": train_run.data.tags.get(vocab.BASE_MODEL, ""),
             "train_run_id": train_run.info.run_id, "evaluate_run_id": mlflow.active_run().info.run_id,
@@ -112,7 +104,7 @@ def _int8(args, train_run, splits, fp32_predicted, folder: Path, task: Task) -> 
 
 def _check_unseen(test, train_run, data_run_id: str) -> None:
     """Test rows must be rows the model never trained, validated or distilled on (by row id)."""
-    seen = gate.seen_rows(train_run, partial=True) or set()
+    seen = lineage.seen_rows(train_run, partial=True) or set()
     overlap = test[test["row_id"].isin(seen)]
     if len(overlap):
         raise PipelineError(
@@ -123,10 +115,10 @@ def _check_unseen(test, train_run, data_run_id: str) -> None:
 
 def _task(train_run, data_run_id: str) -> Task:
     """The test data's label set; it must be the one the model was trained on (ids mean the same classes)."""
-    task = tracking.load_task(data_run_id)
+    task = handoff.load_task(data_run_id)
     trained_on = train_run.data.tags.get(vocab.DATA_RUN_ID, "")
     if trained_on and trained_on != data_run_id:
-        check_same(tracking.load_task(trained_on), task, f"data run {data_run_id}",
+        check_same(handoff.load_task(trained_on), task, f"data run {data_run_id}",
                    f"evaluate train run {train_run.info.run_id} on data of its own task (leave -P data_run_id "
                    "empty for its own data run)")
     return task
@@ -135,33 +127,33 @@ def _task(train_run, data_run_id: str) -> Task:
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     if args.register_int8 and not args.int8:
         raise PipelineError("-P register_int8=true needs the int8 variant; pass -P int8=true (the default)")
-    train_run = tracking.get_run(args.train_run_id, vocab.TRAIN, vocab.DISTILL)
+    train_run = lifecycle.get_run(args.train_run_id, vocab.TRAIN, vocab.DISTILL)
     data_run_id = args.data_run_id or train_run.data.tags[vocab.DATA_RUN_ID]
-    data_run = tracking.get_run(data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
+    data_run = lifecycle.get_run(data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
     task = _task(train_run, data_run_id)
-    splits = {k: with_row_ids(v) for k, v in tracking.load_splits(data_run_id, ("test", "validation")).items()}
+    splits = {k: with_row_ids(v) for k, v in handoff.load_splits(data_run_id, ("test", "validation")).items()}
     test = splits["test"]
     _check_unseen(test, train_run, data_run_id)  # before anything is logged as a result
-    model_name = train_run.data.tags[tracking.MODEL_TAG]
-    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", tracking.MODEL_TAG: model_name,
+    model_name = train_run.data.tags[lifecycle.MODEL_TAG]
+    mlflow.set_tags({"mlflow.runName": f"evaluate {model_name}", lifecycle.MODEL_TAG: model_name,
                      vocab.TRAIN_RUN_ID: args.train_run_id, vocab.DATA_RUN_ID: data_run_id,
                      vocab.CPU: hardware.cpu_description()})
-    mlflow.set_tag(cache.INPUT_TAG, cache.machine_key(args.precision))  # what main reuses by
-    tracking.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
+    mlflow.set_tag(reuse.INPUT_TAG, reuse.machine_key(args.precision))  # what main reuses by
+    lifecycle.log_params({"train_run_id": args.train_run_id, "data_run_id": data_run_id, "batch_size": args.batch_size,
                          "int8": args.int8, "register_int8": args.register_int8,
                          "int8_tolerance": args.int8_tolerance})
-    tracking.log_lineage({"test": test}, tracking.data_uri(data_run))
+    handoff.log_lineage({"test": test}, handoff.data_uri(data_run))
 
     texts, threads = test["text"].tolist(), hardware.configure_threads()
     with tempfile.TemporaryDirectory(prefix="agnews-int8-") as tmp:
-        with serving.peak_memory() as peak, serving.load(train_run.data.tags[vocab.MODEL_URI], args.precision,
+        with costs.peak_memory() as peak, classifiers.load(train_run.data.tags[vocab.MODEL_URI], args.precision,
                                                          args.batch_size) as model:
             logits = model.logits(texts, progress=True)
-            cost = serving.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
+            cost = costs.cost(model, texts)  # in the precision `auto` resolved to, as predict runs it
             cost.update(peak_memory_mb=peak(), model_size_mb=model.size_mb)
-            tracking.log_params({"serving_precision": model.precision, "torch_threads": threads})
-            reference = monitor_runs.record_reference(model, splits, f"validation+test rows of data run {data_run_id}")
-            export_seconds = serving.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
+            lifecycle.log_params({"serving_precision": model.precision, "torch_threads": threads})
+            reference = references.record_reference(model, splits, f"validation+test rows of data run {data_run_id}")
+            export_seconds = int8.export_int8(model, Path(tmp) / "onnx") if args.int8 else None
         scores = _score_fp32(model_name, test, logits, task)
         low, high = reference.test_accuracy_ci  # what predict's `degraded` compares a labelled batch with
         mlflow.log_metrics({"test_accuracy_ci_low": low, "test_accuracy_ci_high": high})
@@ -173,9 +165,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run(vocab.EVALUATE, vocab.EVALUATE, plots=True):
+    with lifecycle.step_run(vocab.EVALUATE, vocab.EVALUATE, plots=True):
         evaluate(parse_args(argv))
 
 
 if __name__ == "__main__":
-    cli.run_and_exit(main)
+    params.run_and_exit(main)

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import argparse
 
-from agnews import cli, tracking, vocab
+from agnews import params, vocab
+from agnews.data import handoff
+from agnews.runs import lifecycle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.StepParser(description=__doc__)
-    cli.add_data_arguments(parser)
+    parser = params.StepParser(description=__doc__)
+    params.add_data_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    with tracking.step_run(vocab.PREPARE_DATA, vocab.PREPARE_DATA):
+    with lifecycle.step_run(vocab.PREPARE_DATA, vocab.PREPARE_DATA):
         args = parse_args(argv)
-        tracking.prepare_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args))
+        handoff.prepare_splits(args.data, params.sample_sizes(args), args.seed, params.data_options(args))
 
 
 if __name__ == "__main__":
-    cli.run_and_exit(main)
+    params.run_and_exit(main)

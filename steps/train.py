@@ -19,21 +19,26 @@ import mlflow
 import pandas as pd
 import torch
 
-from agnews import cache, cli, distill, hardware, metrics, models, probe, registry, results, tracking, training, vocab
-from agnews.data import Sample, sample_splits, with_row_ids
+from agnews import hardware, metrics, params, vocab
+from agnews.data import handoff
+from agnews.data.reading import with_row_ids
+from agnews.data.sampling import Sample, sample_splits
+from agnews.data.task import Task
 from agnews.errors import PipelineError
-from agnews.task import Task
+from agnews.runs import lifecycle, reuse
+from agnews.serving import packaged
+from agnews.training import distill, fine_tune, models, probe, results
 
 log = logging.getLogger("steps.train")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = cli.StepParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = params.StepParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tinybert", help=f"preset ({', '.join(models.PRESETS)}), hub id or folder")
     parser.add_argument("--name", default="", help="short name in runs, plots and tables; default: from the model")
     parser.add_argument("--data_run_id", default="", help="prepare_data run to read splits from; empty: prepare here")
-    cli.add_data_arguments(parser)
-    cli.add_training_arguments(parser)
+    params.add_data_arguments(parser)
+    params.add_training_arguments(parser)
     parser.add_argument("--run_name", default="", help="default: 'train <model>'")
     argv = sys.argv[1:] if argv is None else argv
     return parser.parse_args([a for a in argv if a != "--"])  # torchrun ... -m steps.train -- <args>
@@ -50,30 +55,30 @@ class _Data:
 def _load_data(args: argparse.Namespace) -> _Data:
     """Splits and task from a prepare_data run, or drawn inside this run (rank 0 only)."""
     if args.data_run_id:
-        tracking.get_run(args.data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
-        loaded = tracking.load_splits(args.data_run_id, ("train", "validation"))
+        lifecycle.get_run(args.data_run_id, vocab.PREPARE_DATA, vocab.TRAIN)
+        loaded = handoff.load_splits(args.data_run_id, ("train", "validation"))
         splits = {name: with_row_ids(frame) for name, frame in loaded.items()}
-        return _Data(splits, args.data_run_id, tracking.load_task(args.data_run_id))
-    sample = sample_splits(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args))
+        return _Data(splits, args.data_run_id, handoff.load_task(args.data_run_id))
+    sample = sample_splits(args.data, params.sample_sizes(args), args.seed, params.data_options(args))
     return _Data(sample.splits, mlflow.active_run().info.run_id, sample.task, sample)
 
 
 def _log_data(args: argparse.Namespace, data: _Data) -> None:
     if data.sample is None:
-        tracking.log_lineage(data.splits, tracking.data_uri(mlflow.get_run(data.data_run_id)))
+        handoff.log_lineage(data.splits, handoff.data_uri(mlflow.get_run(data.data_run_id)))
     else:
-        tracking.log_sample(args.data, cli.sample_sizes(args), args.seed, cli.data_options(args), data.sample)
+        handoff.log_sample(args.data, params.sample_sizes(args), args.seed, params.data_options(args), data.sample)
 
 
 def run_training(args: argparse.Namespace, rank: int) -> None:
     spec = models.resolve_model(args.model)
     if args.name:
         spec = dataclasses.replace(spec, name=models.safe_name(args.name))
-    config = training.config_from_args(args, args.learning_rate or spec.default_learning_rate)
+    config = fine_tune.config_from_args(args, args.learning_rate or spec.default_learning_rate)
     precision = hardware.resolve_precision(config.precision)
     if spec.probe:
         return _train_probe(args, spec, config, precision)
-    data = training.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
+    data = fine_tune.from_rank_zero(lambda: _load_data(args))  # other ranks never open the store
     splits, data_run_id = data.splits, data.data_run_id
     tokenizer, model = models.load_tokenizer_and_model(spec, data.task)  # model problems: before data is logged
     models.check_max_length(spec, model, config.max_length)
@@ -82,10 +87,10 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
     if rank == 0:
         _log_data(args, data)
         _tag(spec, data_run_id)
-        tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "epochs": config.epochs,
-                             "epochs_planned": training.planned_epochs(config, len(splits["train"]),
-                                                                       training.world()[1],
-                                                                       training.rarest_class(splits["train"])),
+        lifecycle.log_params({"model": args.model, "base_model": spec.checkpoint, "epochs": config.epochs,
+                             "epochs_planned": fine_tune.planned_epochs(config, len(splits["train"]),
+                                                                       fine_tune.world()[1],
+                                                                       fine_tune.rarest_class(splits["train"])),
                              "learning_rate": config.learning_rate, "batch_size": config.batch_size,
                              "max_length": config.max_length, "seed": config.seed, "precision": precision,
                              "early_stopping_patience": config.early_stopping_patience,
@@ -93,12 +98,12 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
                              "layer_decay": config.layer_decay, "label_smoothing": config.label_smoothing,
                              "reinit_top_k": config.reinit_top_k,
                              "max_grad_norm": config.max_grad_norm, "torch_threads": threads,
-                             "world_size": training.world()[1], "data_run_id": data_run_id})
+                             "world_size": fine_tune.world()[1], "data_run_id": data_run_id})
     log.info("training %s (%s) for %d epochs%s, lr %g, %s, %d thread(s)", spec.name, spec.checkpoint,
-             training.planned_epochs(config, len(splits["train"]), training.world()[1],
-                                     training.rarest_class(splits["train"])),
+             fine_tune.planned_epochs(config, len(splits["train"]), fine_tune.world()[1],
+                                     fine_tune.rarest_class(splits["train"])),
              "" if config.epochs else " (auto: by optimizer steps)", config.learning_rate, precision, threads)
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config,
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config,
                             on_epoch=lambda epoch, row: mlflow.log_metrics(row, step=epoch))
     if rank != 0:
         return
@@ -108,16 +113,16 @@ def run_training(args: argparse.Namespace, rank: int) -> None:
 
 
 def _tag(spec: models.ModelSpec, data_run_id: str) -> None:
-    mlflow.set_tags({tracking.MODEL_TAG: spec.name, vocab.PRESET: spec.preset, vocab.BASE_MODEL: spec.checkpoint,
-                     vocab.DATA_RUN_ID: data_run_id, cache.INPUT_TAG: cache.input_digest(spec.checkpoint),
+    mlflow.set_tags({lifecycle.MODEL_TAG: spec.name, vocab.PRESET: spec.preset, vocab.BASE_MODEL: spec.checkpoint,
+                     vocab.DATA_RUN_ID: data_run_id, reuse.INPUT_TAG: reuse.input_digest(spec.checkpoint),
                      **({vocab.PROBE: "true"} if spec.probe else {})})
 
 
-def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: training.TrainConfig,
+def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: fine_tune.TrainConfig,
                  precision: str) -> None:
-    """probe:<model>: the frozen encoder's embeddings and a logistic regression (agnews.probe), left on the run as a
+    """probe:<model>: the frozen encoder's embeddings and a logistic regression (agnews.training.probe), left on the run as a
     fine-tune leaves itself (one "epoch" of validation metrics, validation predictions, a registered version)."""
-    if training.world()[1] > 1:
+    if fine_tune.world()[1] > 1:
         raise PipelineError(f"{args.model} is a linear probe: it trains in one process; run it without torchrun")
     data = _load_data(args)
     tokenizer, encoder = models.load_encoder(spec, data.task)  # model problems: before data is logged
@@ -125,13 +130,13 @@ def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: train
     threads = hardware.configure_threads()
     _log_data(args, data)
     _tag(spec, data.data_run_id)
-    tracking.log_params({"model": args.model, "base_model": spec.checkpoint, "max_length": config.max_length,
+    lifecycle.log_params({"model": args.model, "base_model": spec.checkpoint, "max_length": config.max_length,
                          "batch_size": config.batch_size, "seed": config.seed, "precision": precision,
                          "torch_threads": threads, "world_size": 1, "data_run_id": data.data_run_id,
                          "probe_c_grid": ",".join(f"{c:g}" for c in probe.C_GRID)})
     log.info("linear probe on the frozen %s (%s): %s, %d thread(s)", spec.checkpoint, spec.name, precision, threads)
     result, fitted = _fit_probe(encoder, tokenizer, data, config, precision)
-    tracking.log_params({"probe_c": f"{fitted.c:g}"})
+    lifecycle.log_params({"probe_c": f"{fitted.c:g}"})
     mlflow.log_table(pd.DataFrame({"c": list(fitted.val_f1_by_c), "val_f1_macro": list(fitted.val_f1_by_c.values())}),
                      "probe_grid.json")
     served = torch.nn.Sequential(encoder, torch.nn.Linear(*fitted.weight.shape[::-1]))  # what it holds: num_parameters
@@ -140,11 +145,11 @@ def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: train
         results.publish(spec.name, served, tokenizer, result, data.splits["validation"], config.max_length,
                         args.registered_model, {"model": spec.name, "preset": spec.preset or "none", "variant": "probe",
                                                 "base_model": spec.checkpoint, "data_run_id": data.data_run_id},
-                        data.task, log_model=lambda: registry.log_probe_model(folder))
+                        data.task, log_model=lambda: packaged.log_probe_model(folder))
 
 
-def _fit_probe(encoder, tokenizer, data: _Data, config: training.TrainConfig,
-               precision: str) -> tuple[training.TrainResult, probe.Probe]:
+def _fit_probe(encoder, tokenizer, data: _Data, config: fine_tune.TrainConfig,
+               precision: str) -> tuple[fine_tune.TrainResult, probe.Probe]:
     """Embed both splits, choose C on validation; the result as a one-epoch training (logged at step 1)."""
     start = time.perf_counter()
     train, val = data.splits["train"], data.splits["validation"]
@@ -160,11 +165,11 @@ def _fit_probe(encoder, tokenizer, data: _Data, config: training.TrainConfig,
     log.info("probe: C=%g, val macro F1 %.4f; %.1f s (regressions %.1f s)", fitted.c, row["val_f1_macro"], seconds,
              fitted.fit_seconds)
     mlflow.log_metrics({"probe_fit_seconds": fitted.fit_seconds})
-    return training.TrainResult([{"epoch": 1, **row}], 1, seconds, precision, row, val_logits), fitted
+    return fine_tune.TrainResult([{"epoch": 1, **row}], 1, seconds, precision, row, val_logits), fitted
 
 
 def main(argv: list[str] | None = None) -> None:
-    rank = training.world()[0]
+    rank = fine_tune.world()[0]
     if rank != 0:  # DDP workers train in lockstep but never touch the tracking store
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
         os.environ.pop("MLFLOW_RUN_ID", None)
@@ -173,12 +178,12 @@ def main(argv: list[str] | None = None) -> None:
         except PipelineError:
             raise SystemExit(1) from None  # rank 0 reports the same error in its one line
         return
-    with tracking.step_run(vocab.TRAIN, plots=True):
+    with lifecycle.step_run(vocab.TRAIN, plots=True):
         args = parse_args(argv)
         name = models.safe_name(args.name) if args.name else models.short_name(args.model)
-        tracking.set_run_name(args.run_name or f"train {name}")
+        lifecycle.set_run_name(args.run_name or f"train {name}")
         run_training(args, rank)
 
 
 if __name__ == "__main__":
-    cli.run_and_exit(main)
+    params.run_and_exit(main)

@@ -6,18 +6,10 @@ import pandas as pd
 import pytest
 from conftest import FIXTURE_ROWS, REAL_TEST_CSV
 
-from agnews import data
-from agnews.ag_news import LABELS
-from agnews.data import (
-    SPLITS,
-    SampleSizes,
-    class_counts,
-    clean_text,
-    hub_error_message,
-    row_id,
-    sample_splits,
-    with_row_ids,
-)
+from agnews.data import reading, sampling
+from agnews.data.ag_news import LABELS
+from agnews.data.reading import clean_text, hub_error_message, row_id, with_row_ids
+from agnews.data.sampling import SPLITS, SampleSizes, class_counts, sample_splits
 from agnews.errors import PipelineError
 
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
@@ -50,13 +42,13 @@ def _assert_disjoint(sample) -> None:
 # --- cleaning and ids ----------------------------------------------------------------------------
 
 def ag_clean(text: str) -> str:
-    """What an AG News text gets: its escapes undone (agnews.ag_news), then the generic cleaning."""
-    return data.clean_texts(pd.Series([text]), "ag_news").iloc[0]
+    """What an AG News text gets: its escapes undone (agnews.data.ag_news), then the generic cleaning."""
+    return reading.clean_texts(pd.Series([text]), "ag_news").iloc[0]
 
 
 def test_generic_cleaning_keeps_other_data_as_written():
     assert clean_text("  it #39;s a\\path &amp; Ελλάδα 東京\tcafé\x01 ") == "it #39;s a\\path &amp; Ελλάδα 東京 café"
-    assert data.clean_texts(pd.Series(["a #39; b", None])).tolist() == ["a #39; b", ""]
+    assert reading.clean_texts(pd.Series(["a #39; b", None])).tolist() == ["a #39; b", ""]
 
 
 def test_clean_text_undoes_corpus_escapes():
@@ -177,7 +169,7 @@ def test_duplicates_and_conflicting_labels_are_removed_and_counted(tmp_path):
 def test_disjointness_is_checked_before_returning(tmp_path, monkeypatch):
     rows = [(f"headline {i}", i % 4) for i in range(16)] * 2
     path = _text_label_csv(tmp_path / "twice.csv", rows)
-    monkeypatch.setattr(data, "_deduplicate", lambda frame: (frame, 0, 0))  # simulate a de-duplication bug
+    monkeypatch.setattr(sampling, "_deduplicate", lambda frame: (frame, 0, 0))  # simulate a de-duplication bug
     message = _refused(str(path), SampleSizes(8, 8, 8, 8))
     assert re.fullmatch(r"internal error: \d+ text\(s\) are in more than one split \(row_id [0-9a-f]{16}\); "
                         r"the sample is not disjoint, report this bug in agnews\.data", message)

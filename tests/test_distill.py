@@ -19,10 +19,10 @@ from conftest import (
     step_args,
 )
 
-from agnews import distill
-from agnews.data import SPLITS
-from agnews.models import load_tokenizer_and_model, resolve_model
-from agnews.task import AG_NEWS
+from agnews.data.sampling import SPLITS
+from agnews.data.task import AG_NEWS
+from agnews.training import distill
+from agnews.training.models import load_tokenizer_and_model, resolve_model
 
 MODEL = "agnews-classifier"
 def test_soft_label_loss_matches_a_hand_computation():

@@ -216,8 +216,8 @@ def test_broken_model_folder_is_refused(case, pattern, store, fixture_csv, tiny_
 
 
 def test_model_with_another_label_count_gets_a_fresh_four_way_head(tiny_model, tmp_path):
-    from agnews.models import load_tokenizer_and_model, resolve_model
-    from agnews.task import AG_NEWS
+    from agnews.data.task import AG_NEWS
+    from agnews.training.models import load_tokenizer_and_model, resolve_model
 
     folder = shutil.copytree(tiny_model, tmp_path / "two-labels")
     config = json.loads((folder / "config.json").read_text())
@@ -243,7 +243,7 @@ def test_store_the_jobs_cannot_reach_is_refused_before_any_child(backend, patter
                                                                   monkeypatch):
     """A remote backend with the embedded SQLite store: one line saying to use `mlflow server`, no child started,
     no job submitted (a Slurm partition of other machines is simulated: no cluster needed)."""
-    from agnews.backends import slurm
+    from agnews.orchestration.backends import slurm
 
     monkeypatch.setattr(slurm, "partition_hosts", lambda partition: ["node01", "node02"])
     message = run_step("main", *_params(models=str(tiny_model), data=str(fixture_csv), backend=backend, **GOOD))
@@ -444,7 +444,7 @@ def test_prepare_data_refuses_a_bad_task(store, tmp_path, extra, pattern):
 
 
 def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fixture_csv):
-    from agnews import comparison
+    from agnews.decide import comparison
 
     sizes = {"train_size": "20", "val_size": "10", "test_size": "10", "gate_size": "10"}
     assert run_step("prepare_data", *_params(data=str(fixture_csv), **sizes)) is None
@@ -467,7 +467,7 @@ def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fix
         evaluate._task(client.get_run(trains[0].info.run_id), topics_data)
     from types import SimpleNamespace
 
-    from agnews import gate
+    from agnews.decide import gate
 
     champion = SimpleNamespace(version="1", name="agnews-classifier")
     with pytest.raises(PipelineError, match=r"champion version 1 of agnews-classifier has labels \[World, .*\], not "
@@ -478,10 +478,10 @@ def test_runs_of_two_label_sets_are_never_compared_or_gated(store, tmp_path, fix
     with pytest.raises(PipelineError, match=rf"gate data run {ag_data} has labels \[World, .*\].*: another task; pass "
                                             r"-P gate_data_run_id="):
         gate._one_label_set(client.get_run(trains[1].info.run_id), champion, None, ag_data)
-    from agnews import tracking
+    from agnews.data import handoff
     from steps import distill  # a teacher of another task teaches the wrong classes from the wrong columns
 
     teacher = f"runs:/{trains[1].info.run_id}/model"
     with pytest.raises(PipelineError, match=rf"teacher '{teacher}' has labels \[deportes, .*reads text columns "
                                             r"\[headline, body\], not \[text\].*: another task"):
-        distill._check_teacher_task(teacher, teacher, tracking.load_task(ag_data))
+        distill._check_teacher_task(teacher, teacher, handoff.load_task(ag_data))

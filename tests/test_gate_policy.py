@@ -1,4 +1,4 @@
-"""The promotion policy (agnews/gate.py) and compare's choice of evaluate runs, in-process and fast: error-rate
+"""The promotion policy (agnews/decide/gate.py) and compare's choice of evaluate runs, in-process and fast: error-rate
 spending, the row floor, unknown training rows, tag rollback, which evaluate run compare reads, int8 acceptance."""
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agnews import comparison, gate, stats, tracking
+from agnews import stats
+from agnews.data import lineage
+from agnews.decide import comparison, gate, promotion
 from agnews.errors import PipelineError
+from agnews.runs import lifecycle
 
 
 def _version(version="1", tags=None, run_id=""):
@@ -42,7 +45,7 @@ def test_each_decision_on_one_gate_sample_spends_half_the_remaining_alpha():
 
 def test_unseen_excludes_rows_either_model_saw():
     frame = pd.DataFrame({"row_id": ["a", "b", "c", "d"], "text": list("abcd"), "label": [0, 1, 2, 3]})
-    rows, excluded = gate.unseen(frame, {"a"}, {"c", "z"})
+    rows, excluded = lineage.unseen(frame, {"a"}, {"c", "z"})
     assert rows["row_id"].tolist() == ["b", "d"] and excluded == 2
 
 
@@ -106,8 +109,8 @@ def test_the_decision_count_is_keyed_by_the_gate_rows_not_the_run_that_logged_th
         pass
     decision = gate.Decision("kept_incumbent", "cand", v2, v1, gate_rows=40, gate_data_run_id=first_data_run.info.
                              run_id, gate_rows_digest=digest, gate_decision_number=1, gate_confidence=0.95)
-    with tracking.step_run("compare", "compare"):
-        gate.apply(gate.Journal("m"), decision, "run")
+    with lifecycle.step_run("compare", "compare"):
+        promotion.apply(promotion.Journal("m"), decision, "run")
     with mlflow.start_run() as again:  # the same rows, prepared again under a new code digest
         pass
     assert gate.decisions_made("m", digest, again.info.run_id) == 1  # the next decision is number 2
@@ -152,10 +155,10 @@ def test_a_failing_compare_restores_tags_count_and_aliases(store):
                              gate_decision_number=1, gate_confidence=0.95, reason="because")
     before = {v: dict(client.get_model_version("m", v).tags) for v in (v1, v2, v3)}
     with pytest.raises(SystemExit, match="error: boom"):
-        with tracking.step_run("compare", "compare"):
-            journal = gate.Journal("m")
-            gate.mark_over_budget(journal, v3, "p50 over budget")
-            gate.apply(journal, decision, "run")
+        with lifecycle.step_run("compare", "compare"):
+            journal = promotion.Journal("m")
+            promotion.mark_over_budget(journal, v3, "p50 over budget")
+            promotion.apply(journal, decision, "run")
             assert client.get_model_version("m", v1).tags["replaced_by_version"] == v2
             assert str(client.get_model_version_by_alias("m", gate.CHAMPION).version) == v2
             raise PipelineError("boom")  # e.g. the report could not be published
@@ -172,13 +175,13 @@ def test_a_finished_compare_counts_the_decision_on_its_gate_rows(store):
         pass
     decision = gate.Decision("kept_incumbent", "cand", v2, v1, gate_rows=100, gate_data_run_id=data_run.info.run_id,
                              gate_rows_digest="d" * 64, gate_decision_number=1, gate_confidence=0.95)
-    with tracking.step_run("compare", "compare"):
-        gate.apply(gate.Journal("m"), decision, "run")
+    with lifecycle.step_run("compare", "compare"):
+        promotion.apply(promotion.Journal("m"), decision, "run")
     assert gate.decisions_made("m", "d" * 64) == 1
     assert str(client.get_model_version_by_alias("m", gate.CHALLENGER).version) == v2
     undecided = gate.Decision("undecided", "cand", v2, v1, gate_data_run_id=data_run.info.run_id, reason="few rows")
-    with tracking.step_run("compare", "compare"):
-        gate.apply(gate.Journal("m"), undecided, "run")
+    with lifecycle.step_run("compare", "compare"):
+        promotion.apply(promotion.Journal("m"), undecided, "run")
     assert gate.decisions_made("m", "d" * 64) == 1  # no rows were looked at: nothing spent
     assert client.get_model_version("m", v2).tags["promotion_decision"] == "undecided"
 
@@ -245,15 +248,15 @@ def test_promotion_lock_makes_a_second_compare_wait(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setattr(mlflow, "get_tracking_uri", lambda: uri)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time, mlflow; from agnews import gate\n"
+        "import sys, time, mlflow; from agnews.decide import promotion\n"
         f"mlflow.get_tracking_uri = lambda: {uri!r}\n"
-        "with gate.promotion_lock('m'):\n"
+        "with promotion.promotion_lock('m'):\n"
         "    print('held', flush=True); time.sleep(1.5); print(time.time(), flush=True)\n")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
-    with gate.promotion_lock("other"):
+    with promotion.promotion_lock("other"):
         pass  # another registered model: not blocked
-    with gate.promotion_lock("m"):
+    with promotion.promotion_lock("m"):
         acquired = time.time()
     released = float(holder.stdout.readline())
     assert holder.wait(timeout=30) == 0 and acquired >= released
@@ -264,7 +267,7 @@ def test_promotion_lock_makes_a_second_compare_wait(tmp_path, monkeypatch):
 def test_a_lease_in_the_store_is_held_by_one_holder_at_a_time(store):
     """The registry's unique name is the lock: two holders (say, compares on two machines with no file in common)
     never hold it at once; the second waits, then gives up with one line naming the holder."""
-    from agnews import store as stores
+    from agnews.runs import store as stores
 
     first, second = stores.Lease("m.promotion.lease"), stores.Lease("m.promotion.lease", poll_s=0.05)
     first.acquire()
@@ -285,7 +288,7 @@ def test_a_lease_in_the_store_is_held_by_one_holder_at_a_time(store):
 def test_an_expired_lease_is_taken_over_and_its_old_holder_may_not_write(store):
     """A holder that died leaves the lease until it expires; a waiter then takes it, and the old holder (had it only
     hung) finds it lost before it moves an alias."""
-    from agnews import store as stores
+    from agnews.runs import store as stores
 
     hung = stores.Lease("m.promotion.lease", ttl_s=0.3)
     hung.acquire()
@@ -296,8 +299,8 @@ def test_an_expired_lease_is_taken_over_and_its_old_holder_may_not_write(store):
     v1, v2 = _registered(client, "m", 2)
     decision = gate.Decision("first_champion", "cand", v1)
     with pytest.raises(SystemExit, match="error: the lease 'm.promotion.lease' was lost"):
-        with tracking.step_run("compare", "compare"):
-            gate.apply(gate.Journal("m"), decision, "run", hung)
+        with lifecycle.step_run("compare", "compare"):
+            promotion.apply(promotion.Journal("m"), decision, "run", hung)
     assert gate.version_by_alias("m", gate.CHAMPION) is None
     assert "promotion_decision" not in client.get_model_version("m", v1).tags
 

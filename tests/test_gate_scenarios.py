@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from conftest import SMALL_SIZES, latest, project_store, run_step, step_args, write_agnews_csv
 
-from agnews import gate, tracking
+from agnews.data import handoff
+from agnews.decide import gate
 from agnews.errors import PipelineError
+from agnews.runs import lifecycle
 
 MODEL = "agnews-classifier"
 
@@ -60,7 +62,7 @@ def _set_champion(client, version: str) -> None:
 
 def _made(data_run_id: str) -> int:
     """Decisions made on that data run's gate rows (counted under their digest, whichever run logged them)."""
-    rows = tracking.load_splits(data_run_id, ("gate",))["gate"]
+    rows = handoff.load_splits(data_run_id, ("gate",))["gate"]
     return gate.decisions_made(MODEL, gate.rows_digest(rows), data_run_id)
 
 
@@ -170,7 +172,7 @@ def test_a_compare_that_fails_after_tagging_leaves_no_tag(world, monkeypatch):
     def fail():
         raise PipelineError("plots folder vanished")
 
-    monkeypatch.setattr(tracking, "_publish", fail)  # the step's very last act, after the alias moved
+    monkeypatch.setattr(lifecycle, "_publish", fail)  # the step's very last act, after the alias moved
     message = _compare(runs["strong"].info.run_id, gate_data_run_id=data["C"])
     assert message == "error: plots folder vanished"
     assert {v: dict(client.get_model_version(MODEL, v).tags) for v in versions} == before

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from mlflow.projects import _parse_kubernetes_config
 
-from agnews import cache, launch
 from agnews.errors import PipelineError
+from agnews.orchestration import launch, placement
+from agnews.runs import reuse
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -115,17 +116,17 @@ def test_main_submits_a_job_on_an_image_built_from_the_project(store, cluster):
         launcher = launch.Launcher(str(REPO), parallel=2, backend="kubernetes", config=config)
         child = launcher.submit(launch.Launch("train", "train tinybert seed 2",
                                               {"model": "tinybert", "data_run_id": "d1", "seed": 2}))
-    digest = cache.code_digest()
+    digest = reuse.code_digest()
     [(tag, dockerfile)] = cluster.builds
     assert tag == f"registry.example.com/agnews-mlops:{digest}" and cluster.pushed == [tag]
     assert dockerfile.read_text().startswith("FROM agnews-mlops:latest")
     code = dockerfile.parent  # what the image holds in its work folder, /mlflow/projects/code
     assert (code / "MLproject").read_bytes() == (DEPLOY / "MLproject").read_bytes()
-    for source in ("agnews/cache.py", "agnews/launch.py", "steps/train.py"):
+    for source in ("agnews/runs/reuse.py", "agnews/orchestration/launch.py", "steps/train.py"):
         assert (code / source).read_bytes() == (REPO / source).read_bytes()
-    assert cache.code_digest(code) == digest  # a pod's agnews.cache, run from that folder
-    (code / cache.DIGEST_FILE).unlink()
-    assert cache.code_digest(code) != digest  # its own hash would differ: deploy/kubernetes' MLproject
+    assert reuse.code_digest(code) == digest  # a pod's agnews.runs.reuse, run from that folder
+    (code / reuse.DIGEST_FILE).unlink()
+    assert reuse.code_digest(code) != digest  # its own hash would differ: deploy/kubernetes' MLproject
 
     [job] = FakeBatchApi.created
     assert job["kind"] == "Job" and job["metadata"]["namespace"] == "mlflow" and job["spec"]["backoffLimit"] == 0
@@ -146,11 +147,11 @@ def test_main_submits_a_job_on_an_image_built_from_the_project(store, cluster):
 @pytest.mark.parametrize("uri", ["sqlite:////tmp/mlflow.db", "http://127.0.0.1:5000"])
 def test_kubernetes_refuses_a_store_the_pods_cannot_reach(uri):
     with pytest.raises(PipelineError, match=r"-P backend=kubernetes runs children where the tracking store"):
-        launch.check_store("kubernetes", uri, {})
+        placement.check_store("kubernetes", uri, {})
 
 
 def test_kubernetes_takes_the_pods_address_of_the_same_server(monkeypatch):
     monkeypatch.setenv("KUBE_MLFLOW_TRACKING_URI", POD_URI)
-    launch.check_store("kubernetes", "http://127.0.0.1:5000", {})  # main through a port-forward: fine
+    placement.check_store("kubernetes", "http://127.0.0.1:5000", {})  # main through a port-forward: fine
     with pytest.raises(PipelineError, match=r"tracking store sqlite:////tmp/mlflow.db cannot be reached"):
-        launch.check_store("kubernetes", "sqlite:////tmp/mlflow.db", {})  # the runs main creates would live here
+        placement.check_store("kubernetes", "sqlite:////tmp/mlflow.db", {})  # the runs main creates would live here

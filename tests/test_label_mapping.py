@@ -8,10 +8,12 @@ import json
 import pandas as pd
 import pytest
 
-from agnews import predict, task
-from agnews.data import DataOptions, SampleSizes, sample_splits
+from agnews.data import task
+from agnews.data.reading import DataOptions
+from agnews.data.sampling import SampleSizes, sample_splits
+from agnews.data.task import Task
 from agnews.errors import PipelineError
-from agnews.task import Task
+from agnews.serving import predict
 
 
 def _refused(call, *args, **kwargs) -> str:

@@ -14,10 +14,11 @@ import pytest
 from mlflow.entities import RunStatus
 from mlflow.projects.submitted_run import SubmittedRun
 
-from agnews import launch, signals
-from agnews.backends import slurm
 from agnews.errors import PipelineError
-from agnews.launch import Launch, Launcher
+from agnews.orchestration import launch, placement
+from agnews.orchestration.backends import slurm, slurm_jobs
+from agnews.orchestration.launch import Launch, Launcher
+from agnews.runs import signals
 
 # --- threads ------------------------------------------------------------------------------------------------------
 
@@ -28,11 +29,11 @@ def test_thread_split_divides_the_cores(omp, cores, parallel, expected, monkeypa
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
-    assert launch.thread_split(parallel, cores) == expected
+    assert placement.thread_split(parallel, cores) == expected
 
 
 def test_cpu_count_is_at_least_one():
-    assert launch.cpu_count() >= 1
+    assert placement.cpu_count() >= 1
 
 
 # --- Slurm states and configuration -------------------------------------------------------------------------------
@@ -63,15 +64,15 @@ def _installed_slurm_states() -> list[str] | None:
 def test_the_slurm_states_are_the_ones_slurm_knows():
     installed = _installed_slurm_states()
     if installed is not None:
-        assert set(installed) == set(SLURM_STATES), "this Slurm has other states: map them in slurm.STATES"
-    assert set(slurm.STATES) == set(SLURM_STATES)
+        assert set(installed) == set(SLURM_STATES), "this Slurm has other states: map them in slurm_jobs.STATES"
+    assert set(slurm_jobs.STATES) == set(SLURM_STATES)
 
 
 @pytest.mark.parametrize("state", SLURM_STATES)
 def test_a_slurm_state_ends_the_run_exactly_when_slurm_is_done_with_the_job(state):
     """Finished (slurm.h) or given up: a terminal MLflow status, FINISHED only for COMPLETED (exit code 0), KILLED
     for a job someone stopped (scancel, preemption), FAILED for the rest; any other state: polled again."""
-    status = RunStatus.from_string(slurm.to_mlflow_status(state))
+    status = RunStatus.from_string(slurm_jobs.to_mlflow_status(state))
     assert RunStatus.is_terminated(status) == (state in FINISHED_BASE | GIVEN_UP)
     if state in FINISHED_BASE | GIVEN_UP:
         expected = {"COMPLETED": "FINISHED", "CANCELLED": "KILLED", "PREEMPTED": "KILLED"}.get(state, "FAILED")
@@ -83,7 +84,7 @@ def test_a_slurm_state_ends_the_run_exactly_when_slurm_is_done_with_the_job(stat
 @pytest.mark.parametrize("state, status", [("CANCELLED by 0", "KILLED"), ("COMPLETED+", "FINISHED"),
                                            ("SOMETHING_NEW", "RUNNING")])
 def test_slurm_state_spellings_and_unknown_states(state, status):
-    assert slurm.to_mlflow_status(state) == status
+    assert slurm_jobs.to_mlflow_status(state) == status
 
 
 @pytest.mark.parametrize("config, pattern", [
@@ -98,11 +99,11 @@ def test_slurm_state_spellings_and_unknown_states(state, status):
 ])
 def test_bad_slurm_config_is_one_error(config, pattern):
     with pytest.raises(PipelineError, match=pattern):
-        slurm.SlurmConfig.parse(config)
+        slurm_jobs.SlurmConfig.parse(config)
 
 
 def test_slurm_config_reads_every_key():
-    config = slurm.SlurmConfig.parse({"partition": "gpu", "time": "01:00:00", "cpus_per_task": 4, "gpus": 1,
+    config = slurm_jobs.SlurmConfig.parse({"partition": "gpu", "time": "01:00:00", "cpus_per_task": 4, "gpus": 1,
                                       "mem": "8G", "sbatch_lines": ["#SBATCH --qos=high"], "poll_seconds": 5,
                                       "shared_filesystem": True, "output_dir": "/shared/logs"})
     assert (config.partition, config.gpus, config.cpus_per_task, config.sbatch_lines) == (
@@ -110,9 +111,9 @@ def test_slurm_config_reads_every_key():
 
 
 def test_sbatch_script_runs_the_command_in_this_environment(tmp_path):
-    config = slurm.SlurmConfig.parse({"partition": "gpu", "time": "00:30:00", "cpus_per_task": 3, "gpus": "a100:1",
+    config = slurm_jobs.SlurmConfig.parse({"partition": "gpu", "time": "00:30:00", "cpus_per_task": 3, "gpus": "a100:1",
                                       "mem": "8G", "sbatch_lines": ["#SBATCH --qos=high"]})
-    script = slurm.sbatch_script("python -m steps.train --model 'a b'", "/shared/project",
+    script = slurm_jobs.sbatch_script("python -m steps.train --model 'a b'", "/shared/project",
                                  {"MLFLOW_RUN_ID": "abc", "MLFLOW_TRACKING_URI": "http://10.0.0.1:5000"}, config,
                                  "agnews-train-abc", tmp_path / "abc.out")
     lines = script.splitlines()
@@ -134,8 +135,8 @@ def test_sbatch_script_runs_the_command_in_this_environment(tmp_path):
 
 def test_unknown_backend_is_refused_with_the_ones_there_are():
     with pytest.raises(PipelineError, match=r"-P backend=slurmm is unknown; use one of .*local.*slurm"):
-        launch.check_backend("slurmm")
-    assert launch.check_backend("slurm") == "slurm"  # the project's plugin is registered (pip install -e .)
+        placement.check_backend("slurmm")
+    assert placement.check_backend("slurm") == "slurm"  # the project's plugin is registered (pip install -e .)
 
 
 @pytest.mark.parametrize("content, pattern", [
@@ -147,13 +148,13 @@ def test_bad_backend_config_file_is_one_error(content, pattern, tmp_path):
     if content is not None:
         path.write_text(content)
     with pytest.raises(PipelineError, match=pattern):
-        launch.load_backend_config(str(path), "slurm")
+        placement.load_backend_config(str(path), "slurm")
 
 
 def test_backend_config_without_a_backend_is_refused(tmp_path):
     with pytest.raises(PipelineError, match=r"-P backend=local takes no configuration"):
-        launch.load_backend_config(str(tmp_path / "x.json"), "local")
-    assert launch.load_backend_config("", "slurm") == {}
+        placement.load_backend_config(str(tmp_path / "x.json"), "local")
+    assert placement.load_backend_config("", "slurm") == {}
 
 
 @pytest.mark.parametrize("backend, uri, single_node, config, refused", [
@@ -170,10 +171,10 @@ def test_backend_config_without_a_backend_is_refused(tmp_path):
 def test_store_the_jobs_cannot_reach_is_refused(backend, uri, single_node, config, refused, monkeypatch):
     monkeypatch.setattr(slurm, "single_node_here", lambda partition: single_node)
     if not refused:
-        launch.check_store(backend, uri, config)
+        placement.check_store(backend, uri, config)
         return
     with pytest.raises(PipelineError) as info:
-        launch.check_store(backend, uri, config)
+        placement.check_store(backend, uri, config)
     assert "\n" not in str(info.value)
     assert re.search(rf"-P backend={backend} runs children where the tracking store .* cannot be reached .*"
                      r"mlflow server .*MLFLOW_TRACKING_URI", str(info.value))
@@ -181,10 +182,10 @@ def test_store_the_jobs_cannot_reach_is_refused(backend, uri, single_node, confi
 
 def test_slurm_cpus_come_from_the_thread_split_over_the_nodes(monkeypatch):
     monkeypatch.setattr(slurm, "partition_size", lambda partition: (1, 8))
-    assert launch.slurm_defaults({}, 3)["cpus_per_task"] == 2
+    assert placement.slurm_defaults({}, 3)["cpus_per_task"] == 2
     monkeypatch.setattr(slurm, "partition_size", lambda partition: (10, 8))
-    assert launch.slurm_defaults({}, 10)["cpus_per_task"] == 8  # one job per node
-    assert launch.slurm_defaults({"cpus_per_task": 1}, 10)["cpus_per_task"] == 1
+    assert placement.slurm_defaults({}, 10)["cpus_per_task"] == 8  # one job per node
+    assert placement.slurm_defaults({"cpus_per_task": 1}, 10)["cpus_per_task"] == 1
 
 
 # --- the launcher's policy, with fake children ---------------------------------------------------------------------
@@ -339,7 +340,7 @@ def test_a_child_that_never_ends_its_run_is_ended_for_it(store):
 def test_backend_config_json_round_trip(tmp_path):
     path = tmp_path / "slurm.json"
     path.write_text(json.dumps({"partition": "debug", "cpus_per_task": 2}))
-    assert launch.load_backend_config(str(path), "slurm") == {"partition": "debug", "cpus_per_task": 2}
+    assert placement.load_backend_config(str(path), "slurm") == {"partition": "debug", "cpus_per_task": 2}
 
 
 def test_a_backend_failing_half_way_leaves_no_run_open(fake_launcher, monkeypatch):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import REPO, build_tiny_bert
 
-from agnews import models
+from agnews.data.task import AG_NEWS
 from agnews.errors import PipelineError
-from agnews.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
-from agnews.task import AG_NEWS
+from agnews.training import models
+from agnews.training.models import PRESETS, load_tokenizer_and_model, resolve_model, short_name
 
 TINYBERT_ID = PRESETS["tinybert"].checkpoint
 
@@ -77,7 +77,7 @@ def test_unknown_model_fails_in_one_line(name):
 
 def _load_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_HOME and HF_HUB_OFFLINE at import: load in a process that starts with them."""
-    code = ("from agnews.models import load_tokenizer_and_model, resolve_model\nfrom agnews.task import AG_NEWS\n"
+    code = ("from agnews.training.models import load_tokenizer_and_model, resolve_model\nfrom agnews.data.task import AG_NEWS\n"
             f"tok, model = load_tokenizer_and_model(resolve_model({model!r}), AG_NEWS)\n"
             "print(model.config.id2label, tok('game team')['input_ids'])")
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import build_tiny_bert, latest, project_store, run_step, step_args, write_agnews_csv
 
-from agnews import monitor, monitor_plots
+from agnews.monitoring import alarms, checks, plots
 
 MODEL = "agnews-classifier"
 CHAMPION = f"models:/{MODEL}@champion"
@@ -25,45 +25,45 @@ BATCH_PER_CLASS = 20  # 80-row batches: well above min_batch, small enough to st
 # --- statistics on synthetic references -------------------------------------------------------------------------
 
 def _synthetic(rows: int, rng: np.random.Generator, shift: float = 0.0, classes: int = 4,
-               only: int | None = None) -> monitor.Profile:
+               only: int | None = None) -> checks.Profile:
     """A profile drawn from one fixed distribution (optionally shifted): confident 4-class predictions."""
     logits = rng.normal(0, 1, (rows, classes))
     labels = np.full(rows, only) if only is not None else rng.integers(0, classes, rows)
     logits[np.arange(rows), labels] += 4 - shift * 3
-    return monitor.Profile(probabilities=np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
+    return checks.Profile(probabilities=np.exp(logits) / np.exp(logits).sum(1, keepdims=True),
                            length=rng.poisson(50 + 30 * shift, rows), unknown=rng.beta(1, 60 - 50 * shift, rows),
                            split=rng.beta(1, 30, rows), embeddings=rng.normal(shift, 1, (rows, 16)))
 
 
 @pytest.fixture(scope="module")
-def synthetic_reference() -> monitor.Reference:
+def synthetic_reference() -> checks.Reference:
     seen = _synthetic(1000, np.random.default_rng(0))
-    return monitor.build_reference(seen, ("a", "b", "c", "d"), np.zeros(200, int), np.zeros(200, int))
+    return checks.build_reference(seen, ("a", "b", "c", "d"), np.zeros(200, int), np.zeros(200, int))
 
 
 def test_batches_like_the_reference_stay_ok(synthetic_reference):
     rng = np.random.default_rng(1)
-    verdicts = [monitor.check(synthetic_reference, _synthetic(80, rng)).status for _ in range(100)]
+    verdicts = [checks.check(synthetic_reference, _synthetic(80, rng)).status for _ in range(100)]
     assert verdicts.count("drift") <= 4, verdicts  # alpha 0.01 family-wise: ~1 in 100 (binomial 99.6%: <= 4)
-    assert not monitor.alarms(verdicts).any()  # the window rule: 2 in a row, <= 99 * 0.01**2 ~ 1% per 100 batches
+    assert not alarms.alarms(verdicts).any()  # the window rule: 2 in a row, <= 99 * 0.01**2 ~ 1% per 100 batches
 
 
 def test_one_class_only_drifts_on_label_mix(synthetic_reference):
-    health = monitor.check(synthetic_reference, _synthetic(80, np.random.default_rng(2), only=1))
+    health = checks.check(synthetic_reference, _synthetic(80, np.random.default_rng(2), only=1))
     assert health.status == "drift" and health.reasons[0].startswith("label_mix")
     drifted = {c.statistic for c in health.checks if c.drifted}
     assert "label_mix" in drifted and "length" not in drifted
 
 
 def test_shifted_batch_drifts_on_every_shifted_statistic(synthetic_reference):
-    health = monitor.check(synthetic_reference, _synthetic(80, np.random.default_rng(3), shift=1.0))
+    health = checks.check(synthetic_reference, _synthetic(80, np.random.default_rng(3), shift=1.0))
     drifted = {c.statistic for c in health.checks if c.drifted}
     assert {"confidence", "low_confidence", "length", "unknown_tokens", "embedding"} <= drifted
     assert health.metrics()["monitor_embedding"] > 0.5  # RMS shift of one std per dimension
 
 
 def test_too_small_batch_says_so(synthetic_reference):
-    health = monitor.check(synthetic_reference, _synthetic(10, np.random.default_rng(4), only=0), min_batch=30)
+    health = checks.check(synthetic_reference, _synthetic(10, np.random.default_rng(4), only=0), min_batch=30)
     assert health.status == "too_small" and "10 rows < min_batch=30" in health.reasons[0]
     assert not any(c.drifted for c in health.checks) and "monitor_label_mix_p" not in health.metrics()
     assert "monitor_label_mix" in health.metrics()  # values still logged
@@ -72,30 +72,30 @@ def test_too_small_batch_says_so(synthetic_reference):
 def test_degraded_needs_the_upper_bound_below_the_test_interval():
     rng = np.random.default_rng(5)
     seen = _synthetic(400, rng)
-    reference = monitor.build_reference(seen, tuple("abcd"), seen.predicted[-200:], seen.predicted[-200:])
+    reference = checks.build_reference(seen, tuple("abcd"), seen.predicted[-200:], seen.predicted[-200:])
     batch = _synthetic(60, rng)
-    right = monitor.check(reference, batch, batch.predicted)
-    wrong = monitor.check(reference, batch, (batch.predicted + 1) % 4)
+    right = checks.check(reference, batch, batch.predicted)
+    wrong = checks.check(reference, batch, (batch.predicted + 1) % 4)
     assert right.status == "ok" and right.accuracy == 1.0
     assert wrong.status == "degraded" and "below the model's test interval" in wrong.reasons[0]
     few_wrong = batch.predicted.copy()
     few_wrong[:3] = (few_wrong[:3] + 1) % 4  # 95% right: within noise of a 100% test accuracy at 60 rows
-    assert monitor.check(reference, batch, few_wrong).status == "ok"
+    assert checks.check(reference, batch, few_wrong).status == "ok"
 
 
 def test_band_holds_the_reference_mean(synthetic_reference):
-    low, high = monitor.band(synthetic_reference, "confidence", 80)
+    low, high = checks.band(synthetic_reference, "confidence", 80)
     assert low < np.mean(synthetic_reference.confidence) < high
-    assert monitor.band(synthetic_reference, "label_mix", 80)[0] == 0.0
-    assert monitor.band(synthetic_reference, "embedding", 80)[1] > 0
+    assert checks.band(synthetic_reference, "label_mix", 80)[0] == 0.0
+    assert checks.band(synthetic_reference, "embedding", 80)[1] > 0
 
 
 def test_any_label_set(synthetic_reference):
     rng = np.random.default_rng(6)
     seen = _synthetic(300, rng, classes=2)
-    reference = monitor.build_reference(seen, ("neg", "pos"))
-    assert monitor.check(reference, _synthetic(60, rng, classes=2)).status == "ok"
-    assert monitor.check(reference, _synthetic(60, rng, classes=2, only=1)).status == "drift"
+    reference = checks.build_reference(seen, ("neg", "pos"))
+    assert checks.check(reference, _synthetic(60, rng, classes=2)).status == "ok"
+    assert checks.check(reference, _synthetic(60, rng, classes=2, only=1)).status == "drift"
 
 
 # --- on runs: one tiny model, trained and evaluated once ----------------------------------------------------------
@@ -237,10 +237,10 @@ def test_monitor_figure_marks_drifted_batches():
     table = pd.DataFrame({"time": pd.to_datetime(["2026-11-30 10:00", "2026-11-30 11:00"], utc=True),
                           "rows": [80, 80], "health": ["ok", "drift"], "label_mix": [0.05, 0.7],
                           "label_mix_drifted": [False, True], "alarm": [False, True]})
-    figure = monitor_plots.statistic_figure(table, "label_mix", [(0.0, 0.2), (0.0, 0.2)], "m v1",
+    figure = plots.statistic_figure(table, "label_mix", [(0.0, 0.2), (0.0, 0.2)], "m v1",
                                             "drawn by -e monitor run abc on some CPU")
     gids = {artist.get_gid() for artist in figure.axes[0].get_children()}
-    assert {monitor_plots.BAND_GID, monitor_plots.POINT_GID, monitor_plots.DRIFT_GID, monitor_plots.ALARM_GID} <= gids
+    assert {plots.BAND_GID, plots.POINT_GID, plots.DRIFT_GID, plots.ALARM_GID} <= gids
     assert "drawn by -e monitor run abc on some CPU" in figure.axes[0].get_xlabel()
 
 
@@ -303,7 +303,7 @@ def test_no_embeddings_skips_that_statistic_and_says_so(synthetic_reference):
     """The int8 ONNX variant has no hidden states: the embedding is not tested, the other statistics are."""
     batch = _synthetic(80, np.random.default_rng(7))
     batch.embeddings = None
-    health = monitor.check(synthetic_reference, batch)
+    health = checks.check(synthetic_reference, batch)
     embedding = next(c for c in health.checks if c.statistic == "embedding")
     assert health.status == "ok" and not np.isfinite(embedding.p) and "int8 ONNX" in embedding.note
     assert "int8 ONNX" in health.tags()["agnews.monitor_test.embedding"]

@@ -16,7 +16,7 @@ import pytest
 from conftest import entered_store, latest, run_step
 from mlflow.store.entities.paged_list import PagedList
 
-from agnews import monitor, monitor_report, monitor_runs
+from agnews.monitoring import alarms, batches, checks, references, report
 
 LABELS = ("World", "Sports", "Business", "Sci/Tech")
 
@@ -30,16 +30,16 @@ class FakeModel:
         self.variant, self.precision, self.labels = variant, precision, LABELS
 
 
-def _reference(precision: str, seed: int, variant: str = "fp32") -> monitor.Reference:
+def _reference(precision: str, seed: int, variant: str = "fp32") -> checks.Reference:
     rng = np.random.default_rng(seed)
     logits = rng.normal(0, 1, (50, 4))
-    seen = monitor.Profile(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rng.poisson(50, 50),
+    seen = checks.Profile(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), rng.poisson(50, 50),
                            np.zeros(50), None, None)
-    return monitor.build_reference(seen, LABELS, source=f"seed {seed}", variant=variant, precision=precision)
+    return checks.build_reference(seen, LABELS, source=f"seed {seed}", variant=variant, precision=precision)
 
 
 def _run(client, experiment: str, start: int, tags: dict, params: dict | None = None,
-         reference: monitor.Reference | None = None, tmp_path=None) -> str:
+         reference: checks.Reference | None = None, tmp_path=None) -> str:
     """A finished run made by hand (explicit start time: the order is the test's, not the clock's)."""
     run = client.create_run(experiment, start_time=start, tags=tags)
     for key, value in (params or {}).items():
@@ -80,9 +80,9 @@ def lineage(shared_store, tmp_path, request):
     return client, experiment, train, ids
 
 
-def _chosen(experiment: str, train: str, model: FakeModel) -> monitor_runs.Chosen:
+def _chosen(experiment: str, train: str, model: FakeModel) -> references.Chosen:
     with mlflow.start_run(experiment_id=experiment):
-        return monitor_runs.reference_for_predict(f"runs:/{train}/model", model)
+        return references.reference_for_predict(f"runs:/{train}/model", model)
 
 
 def test_an_evaluate_on_other_rows_does_not_become_the_reference(lineage):
@@ -97,9 +97,9 @@ def test_another_precision_is_computed_on_the_own_rows(lineage, monkeypatch):
     run (splits and profile stubbed: no model here) and a later fp32 predict run finds it."""
     _, experiment, train, ids = lineage
     frame = pd.DataFrame({"text": ["a b c"] * 30, "label": [0, 1, 2] * 10})
-    monkeypatch.setattr(monitor_runs.tracking, "load_splits", lambda run_id, names: {n: frame for n in names})
+    monkeypatch.setattr(references.handoff, "load_splits", lambda run_id, names: {n: frame for n in names})
     rng = np.random.default_rng(3)
-    monkeypatch.setattr(monitor_runs.monitor, "profile", lambda model, texts: monitor.Profile(
+    monkeypatch.setattr(references.checks, "profile", lambda model, texts: checks.Profile(
         np.full((len(texts), 4), 0.25) + rng.normal(0, 0.01, (len(texts), 4)), np.full(len(texts), 3),
         np.zeros(len(texts)), None, None))
     first = _chosen(experiment, train, FakeModel(precision="fp32"))
@@ -153,8 +153,8 @@ class PagedClient:
 
 
 def test_predict_runs_reads_every_page(monkeypatch):
-    monkeypatch.setattr(monitor_runs.mlflow, "MlflowClient", PagedClient)
-    runs = monitor_runs.predict_runs("m", "1", 0)
+    monkeypatch.setattr(references.mlflow, "MlflowClient", PagedClient)
+    runs = batches.predict_runs("m", "1", 0)
     assert len(runs) == 2500 and runs[-1].info.start_time == 2499  # the newest batch is the latest, not the 1000th
     assert [r.info.start_time for r in runs] == list(range(2500))
 
@@ -166,39 +166,39 @@ def test_paging_on_a_real_store(shared_store, monkeypatch):
     tags = {"agnews.step": "predict", "agnews.registered_model": "paged", "agnews.model_version": "1",
             "agnews.health": "ok"}
     ids = [_run(client, experiment, 1_000 * k, tags) for k in range(1, 6)]
-    monkeypatch.setattr(monitor_runs, "SEARCH_PAGE", 2)
-    assert [r.info.run_id for r in monitor_runs.predict_runs("paged", "1", 0)] == ids
+    monkeypatch.setattr(references, "SEARCH_PAGE", 2)
+    assert [r.info.run_id for r in batches.predict_runs("paged", "1", 0)] == ids
 
 
 # --- the window rule -------------------------------------------------------------------------------------------------
 
 def test_an_alarm_needs_persist_flagged_batches_in_a_row():
     statuses = ["ok", "drift", "ok", "drift", "too_small", "degraded", "drift", "ok", "drift"]
-    assert monitor.flagged_runs(statuses) == [[3, 5, 6]]  # too_small neither counts nor breaks the run
-    assert monitor.alarms(statuses).tolist() == [k == 5 for k in range(9)]
-    assert monitor.in_alarm(statuses).tolist() == [k in (3, 5, 6) for k in range(9)]
-    assert not monitor.alarms(statuses, persist=4).any() and monitor.alarms(statuses, persist=1).sum() == 3
-    assert monitor.false_alarm_bound(100) == pytest.approx(99 * 0.01 ** 2)
+    assert alarms.flagged_runs(statuses) == [[3, 5, 6]]  # too_small neither counts nor breaks the run
+    assert alarms.alarms(statuses).tolist() == [k == 5 for k in range(9)]
+    assert alarms.in_alarm(statuses).tolist() == [k in (3, 5, 6) for k in range(9)]
+    assert not alarms.alarms(statuses, persist=4).any() and alarms.alarms(statuses, persist=1).sum() == 3
+    assert alarms.false_alarm_bound(100) == pytest.approx(99 * 0.01 ** 2)
 
 
 def _table(statuses: list[str]) -> pd.DataFrame:
     table = pd.DataFrame({"run_id": [f"{k:032x}" for k in range(len(statuses))], "health": statuses,
                           "time": pd.Timestamp("2026-12-01", tz="UTC"), "rows": 100, "accuracy": np.nan,
                           "reasons": "", "reference_match": "exact", "reference_note": ""})
-    return table.assign(alarm=monitor.alarms(statuses), in_alarm=monitor.in_alarm(statuses))
+    return table.assign(alarm=alarms.alarms(statuses), in_alarm=alarms.in_alarm(statuses))
 
 
 def test_an_isolated_drift_is_no_retrain_advice():
     """One drifted batch among healthy ones is what alpha lets through: no rows to retrain on, no command."""
     table = _table(["ok"] * 10 + ["drift"] + ["ok"] * 5)
-    assert monitor_runs.new_rows(table).empty  # nothing downloaded: the runs do not even exist
-    assert monitor_report.alarm_summary(table, monitor.PERSIST).startswith("none: 1 isolated flagged batch(es) (#11)")
-    for statistic in monitor.STATISTICS:
+    assert batches.new_rows(table).empty  # nothing downloaded: the runs do not even exist
+    assert report.alarm_summary(table, checks.PERSIST).startswith("none: 1 isolated flagged batch(es) (#11)")
+    for statistic in checks.STATISTICS:
         table[statistic], table[f"{statistic}_drifted"] = 0.1, False
-    report = monitor_report.markdown(table, _reference("bf16", 4), "m v1", "all time", monitor_runs.new_rows(table),
+    text = report.markdown(table, _reference("bf16", 4), "m v1", "all time", batches.new_rows(table),
                                      None)
-    assert "No alarm over the window: no retraining needed." in report and "| isolated |" in report
-    assert "not significant over the window" in report
+    assert "No alarm over the window: no retraining needed." in text and "| isolated |" in text
+    assert "not significant over the window" in text
 
 
 def test_a_bad_persist_is_refused_in_one_line(shared_store):

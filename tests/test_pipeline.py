@@ -25,8 +25,8 @@ from conftest import (
 )
 from test_models import TINYBERT_ID, populate_hf_cache
 
-from agnews import launch
-from agnews.ag_news import LABELS
+from agnews.data.ag_news import LABELS
+from agnews.orchestration import placement
 
 PARALLEL = ["-P", "parallel=2"]  # both trains at once: what test_parallel_children_... checks; the rest is unchanged
 # No int8 variant: its export is ~6 s of CPU per evaluate; test_serving.py scores, registers and serves it, and
@@ -72,7 +72,7 @@ def test_parallel_children_train_at_overlapping_times_with_split_threads(main_ru
                     key=lambda r: r.info.start_time)
     assert len(trains) == 2
     assert trains[1].info.start_time < trains[0].info.end_time, "the two train children did not overlap"
-    expected = str(launch.thread_split(2))  # this machine's cores (or the workers' OMP_NUM_THREADS) halved
+    expected = str(placement.thread_split(2))  # this machine's cores (or the workers' OMP_NUM_THREADS) halved
     assert [(r.data.params["torch_threads"], r.data.tags["agnews.threads"]) for r in trains] == [(expected,) * 2] * 2
 
 

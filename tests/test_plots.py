@@ -10,7 +10,9 @@ from matplotlib import pyplot as plt
 from matplotlib.collections import PathCollection
 from matplotlib.container import ErrorbarContainer
 
-from agnews import plots, staging
+from agnews import drawing
+from agnews.decide import plots
+from agnews.runs import staging
 
 FOLDERS = ["all-MiniLM-L6-v2", "deberta-v3-xsmall"]  # crc32 % 7 collide: the old colour() gave both one colour
 TEN = ["tinybert", "bert-mini", "distilbert", *FOLDERS, "albert-base-v2", "bert-tiny", "electra-small",
@@ -63,18 +65,18 @@ def _bar_axes(figures, name: str):
 
 
 def test_colours_are_distinct_for_ten_models_and_presets_keep_theirs():
-    assert plots.colour(FOLDERS[0]) == plots.colour(FOLDERS[1])  # the collision colours() exists to fix
+    assert drawing.colour(FOLDERS[0]) == drawing.colour(FOLDERS[1])  # the collision colours() exists to fix
     assert zlib.crc32(FOLDERS[0].encode()) % 7 == zlib.crc32(FOLDERS[1].encode()) % 7
-    mapping = plots.colours(TEN)
+    mapping = drawing.colours(TEN)
     assert list(mapping) == TEN and len(set(mapping.values())) == len(TEN)
     assert mapping["tinybert"] == "#1f77b4" and mapping["bert-mini"] == "#ff7f0e" and mapping["distilbert"] == "#2ca02c"
-    assert plots.colours(TEN) == mapping
-    assert plots.colours(list(reversed(TEN))) == mapping  # order of the input does not matter
+    assert drawing.colours(TEN) == mapping
+    assert drawing.colours(list(reversed(TEN))) == mapping  # order of the input does not matter
 
 
 def test_colours_stay_distinct_beyond_every_palette():
     many = [f"model-{i:02d}" for i in range(60)]
-    mapping = plots.colours(["tinybert", *many])
+    mapping = drawing.colours(["tinybert", *many])
     assert len(set(mapping.values())) == 61
     assert "#1f77b4" not in {mapping[m] for m in many}  # tinybert's blue stays reserved in the fallback too
 
@@ -106,20 +108,20 @@ def test_bars_carry_bootstrap_whiskers_and_zoomed_axis(name):
 def test_seeds_draw_dots_on_bars_and_thin_lines():
     figures = plots.comparison_figures(*frames(["distilbert", "tinybert"], seeds=3))
     dots = [c for c in _bar_axes(figures, "comparison_accuracy.png").collections
-            if isinstance(c, PathCollection) and c.get_gid() == plots.SEEDS_GID]
+            if isinstance(c, PathCollection) and c.get_gid() == drawing.SEEDS_GID]
     assert len(dots) == 4 and all(len(d.get_offsets()) == 3 for d in dots)  # 2 models x (validation, test)
     lines = figures["comparison_accuracy_evolution.png"].axes[0].get_lines()
-    assert sum(line.get_gid() == plots.SEED_LINE_GID for line in lines) == 6  # thin: 2 models x 3 seeds
+    assert sum(line.get_gid() == drawing.SEED_LINE_GID for line in lines) == 6  # thin: 2 models x 3 seeds
     assert sum(line.get_linewidth() > 2 for line in lines) == 2  # bold: one mean per model
 
 
 def test_single_seed_draws_no_dots_or_seed_lines():
     figures = plots.comparison_figures(*frames(["distilbert", "tinybert"], seeds=1))
     ax = _bar_axes(figures, "comparison_f1.png")
-    assert not [c for c in ax.collections if c.get_gid() == plots.SEEDS_GID]
+    assert not [c for c in ax.collections if c.get_gid() == drawing.SEEDS_GID]
     assert "seeds" not in ax.get_title()
     lines = figures["comparison_accuracy_evolution.png"].axes[0].get_lines()
-    assert len(lines) == 2 and not [line for line in lines if line.get_gid() == plots.SEED_LINE_GID]
+    assert len(lines) == 2 and not [line for line in lines if line.get_gid() == drawing.SEED_LINE_GID]
 
 
 def test_missing_test_skips_bars_and_falls_back_to_validation():
@@ -135,9 +137,9 @@ def test_missing_test_skips_bars_and_falls_back_to_validation():
 def test_one_colour_mapping_across_figures():
     models = ["distilbert", *FOLDERS]
     figures = plots.comparison_figures(*frames(models))
-    expected = plots.colours(models)
+    expected = drawing.colours(models)
     for name in ("comparison_accuracy.png", "comparison_accuracy_evolution.png", "comparison_radar.png"):
         handles, labels = figures[name].axes[0].get_legend_handles_labels()
         seen = {label: (h.patches[0].get_facecolor() if hasattr(h, "patches") else h.get_color())
                 for h, label in zip(handles, labels) if label in models}
-        assert {m: plots.to_hex(c) for m, c in seen.items()} == expected
+        assert {m: drawing.to_hex(c) for m, c in seen.items()} == expected

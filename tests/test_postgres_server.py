@@ -101,8 +101,8 @@ def test_two_compares_on_two_machines_never_hold_the_promotion_lock_at_once(trac
     promotion lock is a lease in the store, so their holds never overlap. Until 2026-12 it was a file in each
     machine's cache folder, and both held it at once."""
     url, _ = tracking_server
-    holder = ("import sys, time\nfrom agnews import gate\n"
-              "with gate.promotion_lock('agnews-classifier') as hold:\n"
+    holder = ("import sys, time\nfrom agnews.decide import promotion\n"
+              "with promotion.promotion_lock('agnews-classifier') as hold:\n"
               "    start = time.time(); time.sleep(1.5); hold.verify(); print(start, time.time(), flush=True)\n")
     procs = []
     for machine in ("a", "b"):

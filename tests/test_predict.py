@@ -11,9 +11,9 @@ import pytest
 from conftest import latest, mlflow_cli, project_store, run_step, step_args, write_agnews_csv
 from sklearn.metrics import accuracy_score, f1_score
 
-from agnews.ag_news import LABELS
-from agnews.data import clean_texts
-from agnews.predict import PROB_COLUMNS
+from agnews.data.ag_news import LABELS
+from agnews.data.reading import clean_texts
+from agnews.serving.predict import PROB_COLUMNS
 
 MODEL = "agnews-classifier"
 CHAMPION = f"models:/{MODEL}@champion"

@@ -10,9 +10,12 @@ import pytest
 import torch
 from conftest import latest, project_store, run_step, step_args, write_agnews_csv
 
-from agnews import gate, models, monitor_runs, probe, serving
+from agnews.decide import gate
 from agnews.errors import PipelineError
-from agnews.models import ModelSpec
+from agnews.monitoring import references
+from agnews.serving import classifiers
+from agnews.training import models, probe
+from agnews.training.models import ModelSpec
 
 MODEL = "agnews-classifier"
 
@@ -130,10 +133,10 @@ def test_the_probe_is_served_as_it_was_scored_on_validation(probed):
     client, _, run, _, _, _ = probed
     table = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
                                                             artifact_path="predictions/validation.csv"))
-    from agnews import tracking
+    from agnews.data import handoff
 
-    validation = tracking.load_splits(run.data.tags["agnews.data_run_id"], ("validation",))["validation"]
-    with serving.load(run.data.tags["agnews.model_uri"]) as model:
+    validation = handoff.load_splits(run.data.tags["agnews.data_run_id"], ("validation",))["validation"]
+    with classifiers.load(run.data.tags["agnews.model_uri"]) as model:
         assert model.variant == "probe" and model.labels == ("World", "Sports", "Business", "Sci/Tech")
         probs = model.probabilities(validation["text"].tolist())
     logged = table.filter(like="prob_").to_numpy()
@@ -147,7 +150,7 @@ def test_evaluate_scores_the_probe_and_its_int8_variant(probed):
     m = evaluated.data.metrics
     assert m["test_f1_macro"] > 0.9 and m["int8_test_f1_macro"] > 0.9 and m["int8_agreement"] > 0.9
     assert evaluated.data.params["serving_precision"] in ("fp32", "bf16")
-    assert evaluated.data.tags[monitor_runs.VARIANT_TAG] == "probe"
+    assert evaluated.data.tags[references.VARIANT_TAG] == "probe"
 
 
 def test_the_probe_is_gated_and_a_fine_tune_must_beat_it_on_the_gate_rows(probed):
@@ -170,7 +173,7 @@ def test_predict_and_monitor_with_the_probe(probed):
     assert run_step("predict", *step_args(input=batch, model_uri=uri, output=output)) is None
     predicted = latest(client, "predict")
     assert predicted.data.tags["agnews.model_variant"] == "probe"
-    assert predicted.data.tags[monitor_runs.REFERENCE_MATCH_TAG] == "exact"  # evaluate's reference, as served
+    assert predicted.data.tags[references.REFERENCE_MATCH_TAG] == "exact"  # evaluate's reference, as served
     assert predicted.data.metrics["accuracy"] > 0.9 and len(pd.read_csv(output)) == 40
     assert run_step("monitor", *step_args(model_uri=uri)) is None
     assert latest(client, "monitor").data.metrics["batches"] == 1
@@ -193,7 +196,7 @@ class _Done:
 
 
 def test_main_gates_the_probe_before_the_fine_tunes(store, tiny_model, monkeypatch):
-    from agnews.launch import Launcher
+    from agnews.orchestration.launch import Launcher
     from steps import main
 
     launched = []

@@ -11,7 +11,7 @@ import pytest
 from conftest import REAL_TEST_CSV, by_step, client_for, invoke, mlflow_cli, project_copy, runs_of, served_model
 from scipy.stats import binomtest
 
-from agnews import tracking
+from agnews.data import handoff
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,8 @@ def test_champion_labels_held_out_rows_by_name(real_run):
     project, client = real_run
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     [prep] = by_step(runs_of(client), "prepare_data")
-    test = tracking.load_splits(prep.info.run_id, ("test",))["test"].head(200)
-    names = tracking.load_task(prep.info.run_id).labels
+    test = handoff.load_splits(prep.info.run_id, ("test",))["test"].head(200)
+    names = handoff.load_task(prep.info.run_id).labels
     model = mlflow.pyfunc.load_model("models:/agnews-classifier@champion")
     predicted = model.predict(test["text"].tolist())["label"].tolist()
     correct = sum(p == names[y] for p, y in zip(predicted, test["label"]))

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agnews import report
-from agnews.ag_news import LABELS
-from agnews.task import AG_NEWS
+from agnews.data.ag_news import LABELS
+from agnews.data.task import AG_NEWS
+from agnews.decide import report, training_notes, wording
 
 METRICS = ["accuracy", "f1_macro", "precision_macro", "recall_macro"]
 GATE = {"candidate_model": "distilbert", "candidate_version": "5", "incumbent_model": "tinybert",
@@ -122,11 +122,11 @@ def test_single_model_has_no_paired_comparisons():
 
 
 def test_first_champion_and_already_champion_wording():
-    first = report.decision_sentence({"decision": "first_champion", "candidate_model": "distilbert",
+    first = wording.decision_sentence({"decision": "first_champion", "candidate_model": "distilbert",
                                       "candidate_version": 5.0})
     assert first == ("`first_champion`: there was no `champion` yet, so version 5 (distilbert) takes `champion` "
                      "without a gate comparison.")
-    already = report.decision_sentence({"decision": "already_champion", "candidate_version": "5"})
+    already = wording.decision_sentence({"decision": "already_champion", "candidate_version": "5"})
     assert already.startswith("`already_champion`: the candidate version 5 is the incumbent's own version")
     assert "nothing changed" in already
 
@@ -134,7 +134,7 @@ def test_first_champion_and_already_champion_wording():
 def test_kept_incumbent_wording_from_the_gate_numbers():
     decision = GATE | {"decision": "kept_incumbent", "gate_delta_f1_macro": -0.012, "gate_delta_ci_low": "-0.041",
                        "gate_delta_ci_high": 0.015}
-    text = report.decision_sentence(decision)
+    text = wording.decision_sentence(decision)
     assert text.startswith("`kept_incumbent`: on 480 gate rows (20 excluded because either model trained, "
                            "validated or distilled on them) the candidate's macro F1 lead over version 3 (tinybert) is "
                            "-0.012 [-0.041, 0.015]")
@@ -147,7 +147,7 @@ def test_kept_incumbent_wording_from_the_gate_numbers():
 def test_the_report_says_how_many_decisions_the_gate_rows_made():
     decision = GATE | {"decision": "kept_incumbent", "gate_delta_f1_macro": -0.012, "gate_delta_ci_low": -0.041,
                        "gate_delta_ci_high": 0.015, "gate_decision_number": 3, "gate_confidence": 0.9875}
-    text = report.decision_sentence(decision)
+    text = wording.decision_sentence(decision)
     assert "decision 3 made on these gate rows, so a 98.75% interval)" in text
 
 
@@ -155,7 +155,7 @@ def test_an_undecided_gate_says_why_and_what_to_pass():
     decision = {"decision": "undecided", "candidate_model": "m", "candidate_version": "4",
                 "reason": "not decided, version 2 keeps champion: only 3 gate rows neither model saw (37 excluded), "
                           "fewer than the 30 a decision needs; ... or pass -P gate_data_run_id=<...>"}
-    text = report.decision_sentence(decision)
+    text = wording.decision_sentence(decision)
     assert text.startswith("`undecided`: version 4 (m) is not compared") and "-P gate_data_run_id=" in text
 
 
@@ -172,7 +172,7 @@ def test_promoted_wording_and_min_improvement_from_the_decision():
 def test_a_decision_that_contradicts_its_numbers_is_flagged(caplog):
     decision = GATE | {"decision": "promoted", "gate_delta_f1_macro": 0.01, "gate_delta_ci_low": -0.01,
                        "gate_delta_ci_high": 0.03}
-    assert "which disagrees with the recorded decision" in report.decision_sentence(decision)
+    assert "which disagrees with the recorded decision" in wording.decision_sentence(decision)
     assert "disagrees" in caplog.text
 
 
@@ -180,9 +180,9 @@ def test_a_decision_that_contradicts_its_numbers_is_flagged(caplog):
 def test_every_branch_has_its_own_sentence(name):
     decision = GATE | {"decision": name, "gate_delta_f1_macro": 0.01, "gate_delta_ci_low": 0.002,
                        "gate_delta_ci_high": 0.02}
-    text = report.decision_sentence(decision)
+    text = wording.decision_sentence(decision)
     assert text.startswith(f"`{name}`: ") and "nan" not in text.lower()
-    others = {report.decision_sentence(decision | {"decision": d}).split(": ", 1)[1]
+    others = {wording.decision_sentence(decision | {"decision": d}).split(": ", 1)[1]
               for d in report.DECISIONS if d != name}
     assert text.split(": ", 1)[1] not in others
 
@@ -191,7 +191,7 @@ def test_every_branch_has_its_own_sentence(name):
 
 def history(f1, val_loss=None, train_loss=None, accuracy=None, ci=(0.85, 0.90), matrix=None, seed=42, version="1"):
     epochs = list(range(1, len(f1) + 1))
-    return report.ModelHistory(epochs=epochs, val_accuracy=accuracy or [v + 0.01 for v in f1], val_f1_macro=f1,
+    return training_notes.ModelHistory(epochs=epochs, val_accuracy=accuracy or [v + 0.01 for v in f1], val_f1_macro=f1,
                                val_loss=val_loss or [], train_loss=train_loss or [], seed=seed, version=version,
                                val_f1_ci=ci, confusion=confusion() if matrix is None else matrix)
 
@@ -213,7 +213,7 @@ FLAT = history([0.80, 0.86, 0.87, 0.86], val_loss=[0.40, 0.40, 0.40, 0.40], trai
 
 
 def section(training: dict) -> str:
-    return "\n".join(report.training_section(list(training), training))
+    return "\n".join(training_notes.training_section(list(training), training))
 
 
 def model_part(text: str, model: str) -> str:
@@ -221,7 +221,7 @@ def model_part(text: str, model: str) -> str:
 
 
 def test_a_still_rising_model_says_more_epochs_may_help():
-    assert report.still_rising(RISING) and not report.still_rising(OVERFIT) and not report.still_rising(FLAT)
+    assert training_notes.still_rising(RISING) and not training_notes.still_rising(OVERFIT) and not training_notes.still_rising(FLAT)
     text = section({"distilbert": RISING})
     assert "### distilbert (seed 42, version 1)" in text
     assert ("Validation accuracy 0.8100 → 0.8800 and macro F1 0.8000 → 0.8750 from epoch 1 to the best epoch, "
@@ -242,25 +242,25 @@ def test_a_model_past_its_best_epoch_does_not_ask_for_more_epochs():
 
 
 def test_val_loss_rising_two_epochs_after_its_minimum_while_train_loss_falls_is_overfitting():
-    assert report.overfitting(OVERFIT) == (2, 2, 4)
+    assert training_notes.overfitting(OVERFIT) == (2, 2, 4)
     text = section({"distilbert": OVERFIT})
     assert ("Overfitting: validation loss rose for 2 consecutive epochs after its minimum at epoch 2 "
             "(0.4000 at epoch 2 → 0.4700 at epoch 4) while training loss fell (0.5000 → 0.2000).") in text
 
 
 def test_flat_or_single_rises_or_rising_train_loss_are_not_overfitting():
-    assert report.overfitting(FLAT) is None
+    assert training_notes.overfitting(FLAT) is None
     text = section({"distilbert": FLAT})
     assert "Overfitting:" not in text
     assert ("No sign of overfitting: validation loss (lowest at epoch 1, 0.4000) did not rise for 2 or more "
             "consecutive epochs after its minimum while training loss fell.") in text
     zigzag = history([0.8, 0.85, 0.86, 0.86, 0.87], val_loss=[0.5, 0.4, 0.42, 0.41, 0.43],
                      train_loss=[0.8, 0.5, 0.3, 0.2, 0.1])
-    assert report.overfitting(zigzag) is None  # rises one epoch at a time
+    assert training_notes.overfitting(zigzag) is None  # rises one epoch at a time
     both_rise = history([0.8, 0.85, 0.84, 0.83], val_loss=[0.5, 0.4, 0.45, 0.5], train_loss=[0.8, 0.5, 0.6, 0.7])
-    assert report.overfitting(both_rise) is None  # training loss rose too: not the overfitting pattern
+    assert training_notes.overfitting(both_rise) is None  # training loss rose too: not the overfitting pattern
     later = history([0.8] * 6, val_loss=[0.5, 0.4, 0.45, 0.43, 0.46, 0.49], train_loss=[0.9, 0.7, 0.5, 0.4, 0.3, 0.2])
-    assert report.overfitting(later) == (2, 4, 6)  # the 2-epoch rise starts after a dip
+    assert training_notes.overfitting(later) == (2, 4, 6)  # the 2-epoch rise starts after a dip
     assert "after its minimum at epoch 2 (0.4000), from epoch 4 (0.4300 at epoch 4 → 0.4900 at epoch 6)" in \
         section({"m": later})
     unlogged = section({"m": history([0.8, 0.85])})
@@ -268,13 +268,13 @@ def test_flat_or_single_rises_or_rising_train_loss_are_not_overfitting():
 
 
 def test_most_confused_pair_is_named_with_class_names():
-    assert report.most_confused(confusion()) == [("Business", "Sci/Tech", 15, 8)]
+    assert training_notes.most_confused(confusion()) == [("Business", "Sci/Tech", 15, 8)]
     text = section({"distilbert": RISING})
     assert ("Most confused: Business ↔ Sci/Tech, 23 of 500 validation rows (15 Business predicted as Sci/Tech, "
             "8 Sci/Tech predicted as Business).") in text
     tie = pd.DataFrame([[10, 3, 0, 0], [2, 10, 0, 0], [0, 0, 10, 4], [0, 0, 1, 10]], index=list(LABELS),
                        columns=list(LABELS))
-    assert [p[:2] for p in report.most_confused(tie)] == [("World", "Sports"), ("Business", "Sci/Tech")]
+    assert [p[:2] for p in training_notes.most_confused(tie)] == [("World", "Sports"), ("Business", "Sci/Tech")]
     perfect = pd.DataFrame(np.diag([5, 5, 5, 5]), index=list(LABELS), columns=list(LABELS))
     assert "No validation row of 20 was misclassified." in section({"m": history([0.9], matrix=perfect)})
 
@@ -303,7 +303,7 @@ def test_render_adds_the_training_section_in_ranked_order():
 def test_training_histories_reads_the_representing_run_epoch_by_epoch(store):
     import mlflow
 
-    from agnews import comparison
+    from agnews.decide import comparison
 
     with mlflow.start_run() as run:
         for epoch, (acc, f1, vl, tl) in enumerate([(0.8, 0.79, 0.6, 0.9), (0.85, 0.84, 0.5, 0.6)], start=1):
@@ -316,4 +316,4 @@ def test_training_histories_reads_the_representing_run_epoch_by_epoch(store):
     assert got.epochs == [1, 2] and got.val_f1_macro == pytest.approx([0.79, 0.84])
     assert got.val_loss == pytest.approx([0.6, 0.5]) and got.train_loss == pytest.approx([0.9, 0.6])
     assert (got.best_epoch, got.seed, got.version, got.val_f1_ci) == (2, 42, "3", (0.8, 0.88))
-    assert report.most_confused(got.confusion) == [("Business", "Sci/Tech", 1, 1)]
+    assert training_notes.most_confused(got.confusion) == [("Business", "Sci/Tech", 1, 1)]

@@ -1,4 +1,4 @@
-"""The online server (agnews/server.py): MLflow's scoring protocol, dynamic batching, the bounded queue and the
+"""The online server (agnews/serving/server.py): MLflow's scoring protocol, dynamic batching, the bounded queue and the
 refusals, in-process over httpx's ASGI transport with a fake classifier; one test serves a real tiny model."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import httpx2 as httpx
 import numpy as np
 import pytest
 
-from agnews.server import create_app
-from agnews.task import AG_NEWS
+from agnews.data.task import AG_NEWS
+from agnews.serving.server import create_app
 
 LABELS = AG_NEWS.labels
 
@@ -194,9 +194,9 @@ def test_the_serve_step_serves_a_real_tiny_model_as_predict_scores_it(tmp_path_f
     import pandas as pd
     from conftest import latest, project_store, run_step, step_args
 
-    from agnews import server, serving
-    from agnews.data import clean_texts
-    from agnews.predict import model_task
+    from agnews.data.reading import clean_texts
+    from agnews.serving import classifiers, server
+    from agnews.serving.predict import model_task
     from steps import serve
 
     rows = [["Stocks rally", "it #39;s a market day"], ["Team wins", "the final match"]]
@@ -223,7 +223,7 @@ def test_the_serve_step_serves_a_real_tiny_model_as_predict_scores_it(tmp_path_f
         seen["task"] = model_task(f"models:/agnews-classifier/{version}")
         monkeypatch.setattr(server, "run", fake_run)
         loads = []
-        monkeypatch.setattr(serving, "load", lambda *a, _load=serving.load, **k: loads.append(a) or _load(*a, **k))
+        monkeypatch.setattr(classifiers, "load", lambda *a, _load=classifiers.load, **k: loads.append(a) or _load(*a, **k))
         serve.main(["--port", "8123", "--precision", "fp32", "--max_wait_ms", "1"])
     assert loads == [(f"models:/agnews-classifier/{version}",)]  # the alias resolved once, the version loaded once
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123

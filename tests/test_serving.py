@@ -19,7 +19,8 @@ from conftest import (
     step_args,
 )
 
-from agnews import comparison, serving
+from agnews.decide import comparison
+from agnews.serving import classifiers, costs
 
 MODEL = "agnews-classifier"
 
@@ -88,7 +89,7 @@ def test_int8_registered_and_loaded_by_the_serving_loader(evaluated):
     model_version = client.get_model_version(MODEL, version)
     assert model_version.tags["variant"] == "int8" and model_version.tags["model"] == "large-int8"
     assert "agnews.int8_registered_version" not in runs["small"][1].data.tags  # register_int8=false
-    with serving.load(f"models:/{MODEL}/{version}") as model:
+    with classifiers.load(f"models:/{MODEL}/{version}") as model:
         probs = model.probabilities(["stocks shares market profit", "x " * 50_000])  # a 100,000-character text
     assert model.variant == "int8" and probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
@@ -105,7 +106,7 @@ def test_int8_that_does_not_agree_with_fp32_is_not_registered(evaluated):
 
 
 def test_peak_memory_measures_what_the_block_allocated():
-    with serving.peak_memory() as peak:
+    with costs.peak_memory() as peak:
         block = np.ones(200 * 2**20 // 8)  # 200 MB, touched
         block[::512] += 1
     assert 150 <= peak() <= 400
@@ -186,13 +187,13 @@ def test_a_budget_compares_latencies_timed_alike_by_compare(evaluated):
 
 
 def test_the_report_says_when_evaluate_timings_are_not_comparable():
-    from agnews import report
+    from agnews.decide import wording
 
     costs = pd.DataFrame({"latency_measured_by": ["evaluate run a on cpu X, 1 thread(s)",
                                                   "evaluate run b on cpu X, 2 thread(s)"]})
-    assert "**not comparable**" in report._conditions_sentence(costs)
+    assert "**not comparable**" in wording._conditions_sentence(costs)
     alike = costs.assign(latency_measured_by=["evaluate run a on cpu X, 2 thread(s)"] * 2)
-    assert report._conditions_sentence(alike) == "Timed by each model's own evaluate run on cpu X, 2 thread(s)."
+    assert wording._conditions_sentence(alike) == "Timed by each model's own evaluate run on cpu X, 2 thread(s)."
 
 
 def test_pareto_and_budget_pick_by_hand():

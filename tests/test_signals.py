@@ -1,11 +1,11 @@
-"""agnews/signals.py: one interrupt per process, signals held while a run is closed."""
+"""agnews/runs/signals.py: one interrupt per process, signals held while a run is closed."""
 from __future__ import annotations
 
 import signal
 
 import pytest
 
-from agnews import signals
+from agnews.runs import signals
 
 
 @pytest.fixture()
@@ -53,13 +53,13 @@ def test_a_signal_after_figures_were_staged_leaves_neither_them_nor_a_published_
     before any): the run ends KILLED, its staging folder goes, graficas/ gets nothing."""
     import mlflow
 
-    from agnews import staging, tracking
+    from agnews.runs import lifecycle, staging
 
     with pytest.raises(SystemExit, match=r"^error: train interrupted by SIGTERM; run \w+ ended KILLED"):
-        with tracking.step_run("train", plots=True) as run:
+        with lifecycle.step_run("train", plots=True) as run:
             figure = staging.folder() / "tiny-bert_confusion.png"
             figure.write_bytes(b"png")
-            tracking.publish_on_success(figure)
+            lifecycle.publish_on_success(figure)
             signal.raise_signal(signal.SIGTERM)
     assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "KILLED"
     assert not figure.parent.exists()

@@ -217,7 +217,7 @@ def test_a_failing_job_fails_main_with_its_error_line(jobcomp, project, tmp_path
 def test_a_sweep_runs_its_trials_as_slurm_jobs(jobcomp, project, fixture_csv, tiny_model, monkeypatch):
     """`-e sweep -P backend=slurm`: the sweep's parent here (in-process), prepare_data, 2 trials at once, the best
     trial's evaluate and compare each a Slurm job, COMPLETED; the trials tagged with their study and number."""
-    from agnews import sweep
+    from agnews.orchestration import sweep
 
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))  # the launcher sets it: restored
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "slurm-sweep")

@@ -13,10 +13,10 @@ import pytest
 from conftest import REPO, entered_store
 from mlflow.projects.utils import PROJECT_ENV_MANAGER
 
-from agnews import launch
-from agnews.backends import slurm
 from agnews.errors import PipelineError
-from agnews.launch import Launch, Launcher
+from agnews.orchestration import launch
+from agnews.orchestration.backends import slurm, slurm_jobs
+from agnews.orchestration.launch import Launch, Launcher
 
 
 class FakeCluster:
@@ -148,10 +148,10 @@ def test_one_state_query_per_poll_for_every_running_job(cluster, store, monkeypa
 
 def test_a_purged_job_reads_as_its_run_ended(cluster):
     """`squeue -j <one id>` fails on a job slurmctld has purged, several ids list none: both read as GONE."""
-    assert slurm.job_states(["7"]) == {"7": slurm.GONE}
-    assert slurm.job_states(["7", "8"]) == {"7": slurm.GONE, "8": slurm.GONE}
+    assert slurm.job_states(["7"]) == {"7": slurm_jobs.GONE}
+    assert slurm.job_states(["7", "8"]) == {"7": slurm_jobs.GONE, "8": slurm_jobs.GONE}
     cluster.jobs["8"] = ["RUNNING"]
-    assert slurm.job_states(["7", "8"]) == {"7": slurm.GONE, "8": "RUNNING"}
+    assert slurm.job_states(["7", "8"]) == {"7": slurm_jobs.GONE, "8": "RUNNING"}
 
 
 # --- cancelling ---------------------------------------------------------------------------------------------------

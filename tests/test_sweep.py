@@ -1,4 +1,4 @@
-"""agnews/sweep.py and `-e sweep`: the search space, the study rebuilt from runs (resume, pruned and interrupted
+"""agnews/orchestration/sweep.py and `-e sweep`: the search space, the study rebuilt from runs (resume, pruned and interrupted
 trials), pruning from the runs' per-epoch metrics, and the done criterion through the CLI."""
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from conftest import (
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from agnews import sweep, tracking
+from agnews.data import handoff
 from agnews.errors import PipelineError
+from agnews.orchestration import search_space, sweep, sweep_report
 
 LR_ONLY = REPO / "sweeps" / "learning_rate.yaml"
 
@@ -33,7 +34,7 @@ LR_ONLY = REPO / "sweeps" / "learning_rate.yaml"
 # --- the search space ----------------------------------------------------------------------------------------------
 
 def test_the_default_space_covers_every_tunable_parameter_with_the_right_kinds():
-    space = sweep.load_space(REPO / "sweeps" / "default.yaml")
+    space = search_space.load_space(REPO / "sweeps" / "default.yaml")
     assert set(space) == {"learning_rate", "epochs", "batch_size", "warmup_ratio", "weight_decay", "layer_decay",
                           "label_smoothing", "max_length", "reinit_top_k"}
     assert space["learning_rate"] == FloatDistribution(1e-5, 3e-4, log=True)
@@ -64,13 +65,13 @@ def _space(tmp_path: Path, text: str) -> Path:
         "range_train_refuses", "no_choices", "both_kinds", "a_list", "bad_yaml"])
 def test_bad_search_spaces_are_one_line_each(tmp_path, text, pattern):
     with pytest.raises(PipelineError, match=pattern) as info:
-        sweep.load_space(_space(tmp_path, text))
+        search_space.load_space(_space(tmp_path, text))
     assert "\n" not in str(info.value)
 
 
 def test_a_missing_space_file_says_what_to_pass(tmp_path):
     with pytest.raises(PipelineError, match=r"cannot be read .*pass -P search_space=<a YAML file>"):
-        sweep.load_space(tmp_path / "nowhere.yaml")
+        search_space.load_space(tmp_path / "nowhere.yaml")
 
 
 @pytest.mark.faults
@@ -87,8 +88,8 @@ def test_a_bad_space_fails_the_sweep_in_one_line_before_any_child(store, tmp_pat
 def test_the_space_key_is_canonical():
     a = {"learning_rate": FloatDistribution(1e-4, 1e-2, log=True), "epochs": IntDistribution(1, 3)}
     b = dict(reversed(list(a.items())))
-    assert sweep.space_key(a) == sweep.space_key(b)
-    assert sweep.space_key(a) != sweep.space_key({**a, "epochs": IntDistribution(1, 4)})
+    assert search_space.space_key(a) == search_space.space_key(b)
+    assert search_space.space_key(a) != search_space.space_key({**a, "epochs": IntDistribution(1, 4)})
 
 
 # --- the study, rebuilt from runs ------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def _trial_run(experiment_id: str, number: int, status: str, value: float | None
                lr: float = 0.01, state: str = "", data_run_id: str = "d1", space=SPACE) -> str:
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, tags={"agnews.step": "train", sweep.STUDY_TAG: "s",
-                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: sweep.space_key(space),
+                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: search_space.space_key(space),
                                                  **({sweep.STATE_TAG: state} if state else {})})
     client.log_param(run.info.run_id, "learning_rate", str(lr))
     client.log_param(run.info.run_id, "data_run_id", data_run_id)
@@ -122,10 +123,10 @@ def test_a_study_resumes_from_its_runs_numbering_on_and_keeping_interrupted_tria
     assert study.next_number == 4 and len(study.run_of) == 4
     states = [t.state for t in study.finished]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE]
-    chosen = sweep.best_trial(study)
+    chosen = sweep_report.best_trial(study)
     assert chosen.user_attrs["run_id"] == best and chosen.params == {"learning_rate": 0.02}
     assert study.finished[2].intermediate_values == {1: 0.1}  # the pruner sees the curves of earlier trials
-    table = sweep.trials_table(study)
+    table = sweep_report.trials_table(study)
     assert list(table["trial"]) == [0, 1, 2, 3] and list(table["state"]) == ["COMPLETE", "FAIL", "PRUNED", "COMPLETE"]
     trials = sweep.Trials(study, {"model": "m"}, "train m")
     assert len(trials.chains(2)) == 2 and study.next_number == 6  # the next sweep's trials: 4 and 5
@@ -135,7 +136,7 @@ def _data_run(experiment_id: str, texts: list[str]) -> str:
     """A prepare_data-like run: its splits logged as prepare_data logs them (a sha256 of their rows names them)."""
     frame = pd.DataFrame({"row_id": [f"r{i}" for i in range(len(texts))], "text": texts, "label": [0, 1] * 2})
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        tracking.log_splits({"train": frame, "validation": frame.iloc[:2]})
+        handoff.log_splits({"train": frame, "validation": frame.iloc[:2]})
     return run.info.run_id
 
 
@@ -161,7 +162,7 @@ def test_a_study_continues_on_a_data_run_prepared_again_with_the_same_rows(store
     _trial_run(experiment, 0, "FINISHED", 0.8, [0.8], data_run_id=_data_run(experiment, ["a", "b", "c", "d"]))
     again = _data_run(experiment, ["a", "b", "c", "d"])
     study = sweep.open_study("s", experiment, SPACE, again, 0, True)
-    assert study.next_number == 1 and sweep.best_trial(study).value == 0.8
+    assert study.next_number == 1 and sweep_report.best_trial(study).value == 0.8
     with pytest.raises(PipelineError, match=r"-P study='a b' is not a valid study name"):
         sweep.study_name("a b", "m")
     assert sweep.study_name("", "tiny") == "sweep-tiny"
@@ -171,7 +172,7 @@ def test_no_finished_trial_is_one_line(store):
     experiment = mlflow.MlflowClient().create_experiment("sweeps")
     _trial_run(experiment, 0, "KILLED", None, [0.1])
     with pytest.raises(PipelineError, match=r"has no finished trial to pick .*-P n_trials"):
-        sweep.best_trial(sweep.open_study("s", experiment, SPACE, "d1", 0, True))
+        sweep_report.best_trial(sweep.open_study("s", experiment, SPACE, "d1", 0, True))
 
 
 def test_watch_prunes_a_trial_below_the_median_from_its_runs_epochs(store):

@@ -1,4 +1,4 @@
-"""Who may add trials to a sweep study (agnews/sweep.py, issue 25 item 5): a resume with other fixed parameters is
+"""Who may add trials to a sweep study (agnews/orchestration/sweep.py, issue 25 item 5): a resume with other fixed parameters is
 refused; one sweep at a time per study (a live one refuses a second, a crashed one is taken over); rows compared by a
 sha256 of every row, not MLflow's dataset digest (the first 10,000 rows); bounds written as YAML 1.1 reads them.
 Unit tests on a real SQLite store with fake trial runs: seconds each, no training."""
@@ -17,9 +17,10 @@ from conftest import run_step, step_args
 from mlflow.entities import Param
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from agnews import sweep, tracking
+from agnews.data import handoff
 from agnews.errors import PipelineError
-from agnews.experiment import EXPERIMENT
+from agnews.orchestration import search_space, sweep, sweep_report
+from agnews.runs.experiment import EXPERIMENT
 
 SPACE = {"learning_rate": FloatDistribution(1e-4, 1e-1, log=True)}
 TRAINING = {"epochs": 3, "learning_rate": 0.0, "batch_size": 16, "max_length": 128, "early_stopping_patience": 2,
@@ -53,7 +54,7 @@ def _trial(experiment_id: str, number: int, value: float, params: dict, status: 
     """A trial's train run as the sweep's child leaves it: tags, its -P values as params, its objective."""
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, tags={"agnews.step": "train", sweep.STUDY_TAG: study,
-                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: sweep.space_key(SPACE)})
+                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: search_space.space_key(SPACE)})
     params = {"data_run_id": "d1", **params}
     client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in params.items()])
     client.log_metric(run.info.run_id, sweep.PER_EPOCH, value, step=1)
@@ -65,7 +66,7 @@ def _trial(experiment_id: str, number: int, value: float, params: dict, status: 
 
 
 def _fixed(model: str = "tiny", seed: int = 1, **training) -> dict:
-    return sweep.fixed_parameters(model, seed, {**TRAINING, **training}, SPACE)
+    return search_space.fixed_parameters(model, seed, {**TRAINING, **training}, SPACE)
 
 
 # --- (a) a resume with other fixed parameters ---------------------------------------------------------------------
@@ -90,7 +91,7 @@ def test_a_resume_with_the_same_fixed_parameters_continues_and_tuned_ones_may_di
     _trial(experiment, 0, 0.8, {**_fixed(), "learning_rate": 0.01, "epochs": "3.0"})  # 3.0 as -P may log it
     _trial(experiment, 1, 0.7, {"model": "tiny", "learning_rate": 0.02})  # older code: fewer params, not compared
     study = sweep.open_study("s", experiment, SPACE, "d1", 1, True, _fixed(learning_rate=0.5))  # searched: not fixed
-    assert study.next_number == 2 and sweep.best_trial(study).value == 0.8
+    assert study.next_number == 2 and sweep_report.best_trial(study).value == 0.8
     assert "learning_rate" not in _fixed() and _fixed()["registered_model"] == "agnews-classifier"
 
 
@@ -167,9 +168,9 @@ def test_a_second_sweep_step_fails_in_one_line_before_preparing_data(shared_stor
 def _data_run(experiment_id: str, frame: pd.DataFrame, tagged: bool = True) -> str:
     """A prepare_data-like run; `tagged=False`: one prepared before the rows tag (its splits' artifacts only)."""
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        tracking.log_splits({"train": frame, "validation": frame.iloc[:3]})
+        handoff.log_splits({"train": frame, "validation": frame.iloc[:3]})
     if not tagged:
-        mlflow.MlflowClient().delete_tag(run.info.run_id, tracking.ROWS_TAG)
+        mlflow.MlflowClient().delete_tag(run.info.run_id, handoff.ROWS_TAG)
     return run.info.run_id
 
 
@@ -181,7 +182,7 @@ def _rows(n: int, last: str = "z") -> pd.DataFrame:
 def test_rows_that_differ_after_the_first_10000_are_other_rows(experiment):
     """Before: the study compared MLflow's dataset digests, which read the first 10,000 rows only."""
     original, other = _data_run(experiment, _rows(10_001)), _data_run(experiment, _rows(10_001, last="changed"))
-    assert tracking.split_digests(original) == tracking.split_digests(other)  # MLflow's digest cannot tell them apart
+    assert handoff.split_digests(original) == handoff.split_digests(other)  # MLflow's digest cannot tell them apart
     _trial(experiment, 0, 0.8, {"learning_rate": 0.01, "data_run_id": original})
     with pytest.raises(PipelineError, match=rf"ran on data run {original}, not {other}, and their rows differ"):
         sweep.open_study("s", experiment, SPACE, other, 1, True)
@@ -192,9 +193,9 @@ def test_a_data_run_prepared_before_the_rows_tag_is_compared_from_its_split_file
     frame = _rows(12)
     frame.loc[3, "text"] = None  # a missing value reads back from Parquet as NaN: the same digest
     old, new = _data_run(experiment, frame, tagged=False), _data_run(experiment, frame)
-    assert tracking.ROWS_TAG not in mlflow.MlflowClient().get_run(old).data.tags
-    assert sweep.row_digests(old) == sweep.row_digests(new) == {"train": tracking.rows_digest(frame),
-                                                                "validation": tracking.rows_digest(frame.iloc[:3])}
+    assert handoff.ROWS_TAG not in mlflow.MlflowClient().get_run(old).data.tags
+    assert sweep.row_digests(old) == sweep.row_digests(new) == {"train": handoff.rows_digest(frame),
+                                                                "validation": handoff.rows_digest(frame.iloc[:3])}
     _trial(experiment, 0, 0.8, {"learning_rate": 0.01, "data_run_id": old})
     assert sweep.open_study("s", experiment, SPACE, new, 1, True).next_number == 1
     assert sweep.row_digests("no-such-run") == {}
@@ -208,10 +209,10 @@ def test_bounds_and_choices_written_like_1e_4_are_numbers(tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text("learning_rate: {low: 1e-4, high: 1e-3, log: true}\nweight_decay: {choices: [0, 1e-2, 5e-2]}\n"
                     "epochs: {low: 1, high: 1e1}\n")
-    space = sweep.load_space(path)
+    space = search_space.load_space(path)
     assert space == {"learning_rate": FloatDistribution(1e-4, 1e-3, log=True),
                      "weight_decay": CategoricalDistribution([0, 0.01, 0.05]), "epochs": IntDistribution(1, 10)}
-    assert sweep.space_key(space) == sweep.space_key(sweep.load_space(_written(tmp_path, "1.0e-4", "1.0e-3")))
+    assert search_space.space_key(space) == search_space.space_key(search_space.load_space(_written(tmp_path, "1.0e-4", "1.0e-3")))
 
 
 def _written(tmp_path, low: str, high: str):
@@ -226,5 +227,5 @@ def test_bounds_that_are_not_numbers_are_still_one_line(tmp_path, low, high):
     path = tmp_path / "space.yaml"
     path.write_text(f"learning_rate: {{low: {low}, high: {high}, log: true}}\n")
     with pytest.raises(PipelineError, match=r"^search space entry learning_rate: needs numbers low < high") as info:
-        sweep.load_space(path)
+        search_space.load_space(path)
     assert "\n" not in str(info.value)

@@ -30,10 +30,11 @@ from conftest import (
     step_args,
 )
 
-from agnews import task
-from agnews.data import DataOptions, SampleSizes, sample_splits
+from agnews.data import task
+from agnews.data.reading import DataOptions
+from agnews.data.sampling import SampleSizes, sample_splits
+from agnews.data.task import AG_NEWS, Task
 from agnews.errors import PipelineError
-from agnews.task import AG_NEWS, Task
 
 SIZES = SampleSizes(12, 6, 6, 6)
 TOPICS = {"política": WORDS[1], "deportes": WORDS[2], "economía y empresas": WORDS[3]}  # non-ASCII, a space

@@ -3,11 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
-from agnews import hardware, metrics, training
-from agnews.data import SampleSizes, sample_splits
+from agnews import hardware, metrics
+from agnews.data.sampling import SampleSizes, sample_splits
+from agnews.data.task import AG_NEWS
 from agnews.errors import PipelineError
-from agnews.models import load_tokenizer_and_model, resolve_model
-from agnews.task import AG_NEWS
+from agnews.training import fine_tune
+from agnews.training.models import load_tokenizer_and_model, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,9 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, 
     monkeypatch.chdir(tmp_path)
     tokenizer, model = _fresh(tiny_model)
     logged = []
-    config = training.TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, precision="fp32",
+    config = fine_tune.TrainConfig(epochs=4, learning_rate=1e-2, batch_size=8, precision="fp32",
                                   early_stopping_patience=0)
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config,
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config,
                             on_epoch=lambda epoch, row: logged.append((epoch, row)))
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
     assert [epoch for epoch, _ in logged] == [1, 2, 3, 4]
@@ -35,7 +36,7 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, 
     assert result.best_epoch == best["epoch"] and result.best == best
     assert best["val_accuracy"] > 0.6  # 4 classes with class-specific words: far above chance
     # The returned model is the best epoch's, not the last one's: scoring it again reproduces the best row.
-    logits = training.predict_logits(model, tokenizer, splits["validation"]["text"].tolist(), config)
+    logits = fine_tune.predict_logits(model, tokenizer, splits["validation"]["text"].tolist(), config)
     again = metrics.summary(splits["validation"]["label"], logits.argmax(-1), "val")
     assert again["val_f1_macro"] == pytest.approx(best["val_f1_macro"])
     assert list(tmp_path.iterdir()) == []  # no checkpoints or Trainer output folders left behind
@@ -43,45 +44,45 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_model, splits, tmp_path, 
 
 def test_early_stopping_stops_after_patience(tiny_model, splits):
     tokenizer, model = _fresh(tiny_model)
-    config = training.TrainConfig(epochs=6, learning_rate=1e-9, batch_size=16, precision="fp32",
+    config = fine_tune.TrainConfig(epochs=6, learning_rate=1e-9, batch_size=16, precision="fp32",
                                   early_stopping_patience=1)  # a learning rate that cannot improve anything
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config)
     assert len(result.history) == 2 and result.best_epoch == 1
 
 
 def test_auto_epochs_schedule_by_optimizer_steps():
     """epochs=0 (the default) plans by steps: few rows get many short epochs, many rows few long ones; an explicit
     -P epochs is obeyed. At 1000 rows it plans today's 3 (no slower); at 100, 28 epochs x 7 steps (was 21 steps)."""
-    auto = training.TrainConfig()
+    auto = fine_tune.TrainConfig()
     assert auto.epochs == 0
-    plans = {rows: training.planned_epochs(auto, rows) for rows in (100, 120, 1000, 10_000, 1)}
-    assert plans == {100: 26, 120: 23, 1000: 3, 10_000: 3, 1: training.MAX_AUTO_EPOCHS}
+    plans = {rows: fine_tune.planned_epochs(auto, rows) for rows in (100, 120, 1000, 10_000, 1)}
+    assert plans == {100: 26, 120: 23, 1000: 3, 10_000: 3, 1: fine_tune.MAX_AUTO_EPOCHS}
     for rows in (100, 1000):  # enough optimizer steps either way
-        assert plans[rows] * -(-rows // auto.batch_size) >= training.MIN_STEPS
+        assert plans[rows] * -(-rows // auto.batch_size) >= fine_tune.MIN_STEPS
     assert plans[10_000] * -(-10_000 // auto.batch_size) == 3 * 625  # many rows: the floor of 3 epochs, 1875 steps
-    assert training.planned_epochs(training.TrainConfig(epochs=2), 100) == 2  # explicit: obeyed
-    assert training.planned_epochs(auto, 100, world_size=2) == 30  # DDP: each step sees two batches
+    assert fine_tune.planned_epochs(fine_tune.TrainConfig(epochs=2), 100) == 2  # explicit: obeyed
+    assert fine_tune.planned_epochs(auto, 100, world_size=2) == 30  # DDP: each step sees two batches
     # an imbalanced set (250/100/50/25 rows): by steps alone 7 epochs; its rarest class needs 300 / 25 = 12 passes
-    assert training.planned_epochs(auto, 425) == 7 and training.planned_epochs(auto, 425, rarest=25) == 12
-    assert training.planned_epochs(auto, 1000, rarest=250) == 3  # balanced 1000 rows: today's 3, no slower
+    assert fine_tune.planned_epochs(auto, 425) == 7 and fine_tune.planned_epochs(auto, 425, rarest=25) == 12
+    assert fine_tune.planned_epochs(auto, 1000, rarest=250) == 3  # balanced 1000 rows: today's 3, no slower
     frame = pd.DataFrame({"label": [0] * 5 + [1] * 2 + [-100] * 9})  # distillation's unlabelled rows aside
-    assert training.rarest_class(frame) == 2
+    assert fine_tune.rarest_class(frame) == 2
 
 
 def test_auto_epochs_reach_the_trainer(tiny_model, splits, monkeypatch):
-    monkeypatch.setattr(training, "MIN_STEPS", 9)  # 80 rows of 40: 2 steps an epoch, so 5 epochs
-    monkeypatch.setattr(training, "MIN_CLASS_PASSES", 1)
+    monkeypatch.setattr(fine_tune, "MIN_STEPS", 9)  # 80 rows of 40: 2 steps an epoch, so 5 epochs
+    monkeypatch.setattr(fine_tune, "MIN_CLASS_PASSES", 1)
     tokenizer, model = _fresh(tiny_model)
-    config = training.TrainConfig(learning_rate=1e-9, batch_size=40, precision="fp32", early_stopping_patience=0)
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
-    assert len(result.history) == training.planned_epochs(config, len(splits["train"]), rarest=20) == 5
+    config = fine_tune.TrainConfig(learning_rate=1e-9, batch_size=40, precision="fp32", early_stopping_patience=0)
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config)
+    assert len(result.history) == fine_tune.planned_epochs(config, len(splits["train"]), rarest=20) == 5
 
 
 def test_predict_logits_keeps_input_order(tiny_model):
     tokenizer, model = _fresh(tiny_model)
     texts = ["game", "stocks market profit shares company earnings investors bank the a of", "space chip"]
-    config = training.TrainConfig(batch_size=2, precision="fp32")
-    logits = training.predict_logits(model, tokenizer, texts, config)
+    config = fine_tune.TrainConfig(batch_size=2, precision="fp32")
+    logits = fine_tune.predict_logits(model, tokenizer, texts, config)
     model.eval()
     with torch.no_grad():
         expected = np.stack([model(**tokenizer(t, return_tensors="pt")).logits[0].numpy() for t in texts])
@@ -90,8 +91,8 @@ def test_predict_logits_keeps_input_order(tiny_model):
 
 def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
     tokenizer, model = _fresh(tiny_model)
-    config = training.TrainConfig(epochs=1, learning_rate=1e-2, batch_size=16, precision="bf16")
-    result = training.train(model, tokenizer, splits["train"], splits["validation"], config)
+    config = fine_tune.TrainConfig(epochs=1, learning_rate=1e-2, batch_size=16, precision="bf16")
+    result = fine_tune.train(model, tokenizer, splits["train"], splits["validation"], config)
     assert result.precision == "bf16" and np.isfinite(result.history[0]["val_loss"])
     assert hardware.resolve_precision("auto") == ("bf16" if hardware.cpu_has_native_bf16() else "fp32")
     with pytest.raises(PipelineError, match="unknown precision 'fp8'"):
@@ -101,13 +102,13 @@ def test_bf16_autocast_runs_and_precision_is_resolved(tiny_model, splits):
 def test_tokenize_unpadded_and_truncated(tiny_model):
     tokenizer, _ = _fresh(tiny_model)
     frame = pd.DataFrame({"text": ["game", "game team season", " ".join(["stocks"] * 50)], "label": [1, 1, 2]})
-    dataset = training.tokenize(tokenizer, frame, max_length=8)
+    dataset = fine_tune.tokenize(tokenizer, frame, max_length=8)
     assert dataset["length"] == [3, 5, 8]  # [CLS] ... [SEP], no padding; truncated at max_length
     assert dataset["labels"] == [1, 1, 2]
 
 
 def test_reinit_top_k_renews_only_the_top_layers_and_the_pooler_seeded(tiny_model):
-    from agnews import distill
+    from agnews.training import distill
 
     _, before = _fresh(tiny_model)
     _, model = _fresh(tiny_model)
@@ -129,15 +130,15 @@ def test_reinit_top_k_renews_only_the_top_layers_and_the_pooler_seeded(tiny_mode
 def test_config_from_args_carries_every_tunable_and_label_smoothing_reaches_the_trainer(tmp_path):
     import argparse
 
-    from agnews import cli
+    from agnews import params
 
     parser = argparse.ArgumentParser()
-    cli.add_training_arguments(parser)
+    params.add_training_arguments(parser)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(["--warmup_ratio", "0.2", "--weight_decay", "0.05", "--layer_decay", "0.8",
                               "--label_smoothing", "0.1", "--reinit_top_k", "1", "--epochs", "5"])
-    config = training.config_from_args(args, learning_rate=3e-5)
+    config = fine_tune.config_from_args(args, learning_rate=3e-5)
     assert (config.warmup_ratio, config.weight_decay, config.layer_decay, config.label_smoothing,
             config.reinit_top_k, config.epochs, config.learning_rate) == (0.2, 0.05, 0.8, 0.1, 1, 5, 3e-5)
-    arguments = training.training_arguments(config, str(tmp_path), "fp32")
+    arguments = fine_tune.training_arguments(config, str(tmp_path), "fp32")
     assert (arguments.label_smoothing_factor, arguments.weight_decay, arguments.warmup_steps) == (0.1, 0.05, 0.2)

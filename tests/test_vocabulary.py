@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agnews import report, stats, vocab
+from agnews import stats, vocab
+from agnews.decide import report
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(REPO / "agnews").rglob("*.py"), *(REPO / "steps").rglob("*.py"),
@@ -18,7 +19,7 @@ SOURCES = sorted([*(REPO / "agnews").rglob("*.py"), *(REPO / "steps").rglob("*.p
 VOCABULARY = REPO / "agnews" / "vocab.py"
 # pyfunc models logged "from code": self-contained on purpose (they must not import agnews), so they spell the
 # settings file's name themselves; test_self_contained_models_name_the_same_settings_file holds them to vocab's.
-SELF_CONTAINED = {REPO / "agnews" / "int8_model.py", REPO / "agnews" / "probe_model.py"}
+SELF_CONTAINED = {REPO / "agnews" / "serving" / "int8_model.py", REPO / "agnews" / "serving" / "probe_model.py"}
 MODULES = {p.stem for p in (REPO / "agnews").iterdir() if p.suffix == ".py" or (p / "__init__.py").exists()}
 NAME = re.compile(r"agnews\.([A-Za-z_0-9]+)")
 

@@ -1,7 +1,7 @@
 """MLproject's training parameters and deploy/kubernetes/MLproject, rendered from their one declaration.
 
 - `MLproject`: in the entry points train, distill, main and sweep, the `parameters:` lines between the two marker
-  comments and the `--x {x}` part of the command are rendered from agnews.cli.TRAINING_PARAMETERS (TrainConfig's
+  comments and the `--x {x}` part of the command are rendered from agnews.params.TRAINING_PARAMETERS (TrainConfig's
   `knob` fields, then registered_model): type (`float` for numbers, counts included: MLproject has no int;
   `string` for text), default, order. The rest of the file is left as written.
 - `deploy/kubernetes/MLproject`: its header (comments, name, docker_env: everything before `entry_points:`) kept,
@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from agnews import cli  # noqa: E402  (the repository on the path first, for `python tools/mlproject.py`)
+from agnews import params  # noqa: E402  (the repository on the path first, for `python tools/mlproject.py`)
 
 ENTRY_POINTS = ("train", "distill", "main", "sweep")  # the steps that take train's knobs
-BEGIN = "# train's knobs: rendered by tools/mlproject.py from agnews.cli.TrainConfig; edit them there"
+BEGIN = "# train's knobs: rendered by tools/mlproject.py from agnews.params.TrainConfig; edit them there"
 END = "# end of train's knobs"
 PARAMETER_INDENT, WIDTH = " " * 6, 118
 KUBERNETES = Path("deploy") / "kubernetes" / "MLproject"
@@ -41,18 +41,18 @@ docker_env:
 """
 
 
-def _scalar(parameter: cli.Parameter) -> str:
+def _scalar(parameter: params.Parameter) -> str:
     text = parameter.listed if parameter.listed is not None else str(parameter.default)
     if isinstance(parameter.default, str) and not re.fullmatch(r"[A-Za-z][A-Za-z0-9._/-]*", text):
         return json.dumps(text)  # "", and text YAML would read otherwise
     return text
 
 
-def parameter_lines(parameters: tuple[cli.Parameter, ...]) -> list[str]:
+def parameter_lines(parameters: tuple[params.Parameter, ...]) -> list[str]:
     return [f"{PARAMETER_INDENT}{p.name}: {{type: {p.mlproject_type}, default: {_scalar(p)}}}" for p in parameters]
 
 
-def option_lines(parameters: tuple[cli.Parameter, ...]) -> list[str]:
+def option_lines(parameters: tuple[params.Parameter, ...]) -> list[str]:
     """`--x {x}` for each parameter, packed into lines of at most WIDTH characters."""
     lines: list[str] = []
     for option in (f"--{p.name} {{{p.name}}}" for p in parameters):
@@ -70,7 +70,7 @@ def _entry_point(lines: list[str], name: str) -> tuple[int, int]:
     return start, end
 
 
-def _render_entry_point(lines: list[str], name: str, parameters: tuple[cli.Parameter, ...]) -> list[str]:
+def _render_entry_point(lines: list[str], name: str, parameters: tuple[params.Parameter, ...]) -> list[str]:
     start, end = _entry_point(lines, name)
     block = lines[start:end]
     try:
@@ -94,10 +94,10 @@ def _render_entry_point(lines: list[str], name: str, parameters: tuple[cli.Param
     return [*lines[:start], *block, *lines[end:]]
 
 
-def render_root(text: str, parameters: tuple[cli.Parameter, ...] | None = None) -> str:
+def render_root(text: str, parameters: tuple[params.Parameter, ...] | None = None) -> str:
     """MLproject `text` with train's knobs (default: cli.TRAINING_PARAMETERS) rendered in train, distill, main and
     sweep; every other line as it was."""
-    parameters = cli.TRAINING_PARAMETERS if parameters is None else parameters
+    parameters = params.TRAINING_PARAMETERS if parameters is None else parameters
     lines = text.split("\n")
     for name in ENTRY_POINTS:
         lines = _render_entry_point(lines, name, parameters)
@@ -113,7 +113,7 @@ def render_kubernetes(root: str, current: str | None = None) -> str:
     return header + yaml.safe_dump({"entry_points": entry_points}, sort_keys=False, width=200)
 
 
-def rendered(repo: Path = REPO, parameters: tuple[cli.Parameter, ...] | None = None) -> dict[Path, str]:
+def rendered(repo: Path = REPO, parameters: tuple[params.Parameter, ...] | None = None) -> dict[Path, str]:
     """What MLproject and deploy/kubernetes/MLproject should hold, from the files in `repo` and the declaration."""
     root = render_root((repo / "MLproject").read_text(), parameters)
     kube_path = repo / KUBERNETES

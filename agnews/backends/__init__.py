@@ -1,1 +1,0 @@
-"""MLflow project backends the project ships (entry point group `mlflow.project_backend`)."""
