@@ -198,7 +198,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
 # train's knobs, declared once. Each TrainConfig field made with `knob` is a `-P` parameter of train, distill, main
 # and sweep: from its declaration come their argparse options (add_training_arguments), the sweep's tunable set
 # (tunable), the checks of values from elsewhere (training_value) and MLproject's lines for it (tools/mlproject.py
-# renders them; tests/test_declarations.py fails when MLproject or deploy/kubernetes/MLproject is not what it renders).
+# renders them; tests/unit/test_declarations.py fails when MLproject or deploy/kubernetes/MLproject is not what it renders).
 # A field's default is TrainConfig's; `option_default` is the `-P` default where it differs (learning_rate: 0, the
 # preset's), `listed` the default as MLproject writes it where str() does not (MLproject has no int type).
 

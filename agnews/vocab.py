@@ -2,7 +2,7 @@
 names, the registry aliases and the promotion decisions. A leaf module: it imports nothing from agnews and no mlflow.
 
 The values are what existing tracking stores hold: change none of them (a renamed tag is a store that no longer
-reads). `tests/test_vocabulary.py` fails when an `agnews.` string literal appears in agnews/ or steps/ outside this
+reads). `tests/unit/test_vocabulary.py` fails when an `agnews.` string literal appears in agnews/ or steps/ outside this
 module.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The tests' in-distribution predict batches over many seeds, in fp32 and bf16: how far from `drift` they are.
 
-tests/test_monitor.py and tests/test_predict.py each assert that one batch of held-out rows of the fixture's
+tests/steps/test_monitor.py and tests/steps/test_predict.py each assert that one batch of held-out rows of the fixture's
 generator is `ok`. Such an assertion is only as good as its margin: the batch is one draw, and the model it is
 checked with is trained in bf16 on an AVX512-BF16/AMX machine but in fp32 on an AVX2-only one (`precision=auto`).
 For each test's fixture and each precision (train, evaluate and predict all forced to it, one torch thread as under

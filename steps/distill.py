@@ -12,7 +12,7 @@ import pandas as pd
 
 from agnews import hardware, params, values, vocab
 from agnews.data import handoff
-from agnews.data.reading import with_row_ids
+from agnews.data.sampling import with_row_ids
 from agnews.data.task import Task, check_same
 from agnews.errors import PipelineError
 from agnews.monitoring import references

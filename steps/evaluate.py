@@ -10,7 +10,7 @@ import mlflow
 
 from agnews import hardware, metrics, params, stats, values, vocab
 from agnews.data import handoff, lineage
-from agnews.data.reading import with_row_ids
+from agnews.data.sampling import with_row_ids
 from agnews.data.task import Task, check_same
 from agnews.decide import comparison
 from agnews.errors import PipelineError

@@ -21,8 +21,7 @@ import torch
 
 from agnews import hardware, metrics, params, vocab
 from agnews.data import handoff
-from agnews.data.reading import with_row_ids
-from agnews.data.sampling import Sample, sample_splits
+from agnews.data.sampling import Sample, sample_splits, with_row_ids
 from agnews.data.task import Task
 from agnews.errors import PipelineError
 from agnews.runs import lifecycle, reuse

@@ -8,7 +8,7 @@
   then the root MLproject's entry points as YAML.
 
 `python tools/mlproject.py` rewrites both files; `python tools/mlproject.py --check` says which are not current
-(exit 1). tests/test_declarations.py fails when either committed file is not what this renders.
+(exit 1). tests/unit/test_declarations.py fails when either committed file is not what this renders.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from agnews import vocab
 from agnews.data import handoff
-from agnews.data.reading import with_row_ids
+from agnews.data.sampling import with_row_ids
 from agnews.runs import lifecycle
 
 log = logging.getLogger(__name__)

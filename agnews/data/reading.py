@@ -7,7 +7,6 @@ import bz2
 import csv
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -26,7 +25,6 @@ from agnews.data.ag_news import DEFAULT_DATA
 from agnews.errors import PipelineError, cause
 
 log = logging.getLogger(__name__)
-COLUMNS = ("row_id", "text", "label")
 FORMATS = "expected 'text,label' columns or the AG News format (class,title,description without header)"
 _SAVED_MARKERS = ("dataset_dict.json", "state.json")  # what datasets' save_to_disk writes into its folder
 
@@ -53,18 +51,6 @@ def clean_texts(texts: pd.Series, cleaning: str = "generic") -> pd.Series:
     if cleaning == task.AG_NEWS_CLEANING:
         texts = texts.map(ag_news.unescape)
     return texts.map(clean_text)
-
-
-def row_id(text: str) -> str:
-    """Stable id of a cleaned text: the same headline gets the same id in every run and split."""
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-
-
-def with_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with a (re)computed first column `row_id`, e.g. for splits logged before ids existed."""
-    out = frame.drop(columns="row_id", errors="ignore")
-    out.insert(0, "row_id", out["text"].map(row_id).astype(str))
-    return out
 
 
 # --- reading -------------------------------------------------------------------------------------

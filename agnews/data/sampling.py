@@ -3,6 +3,7 @@ de-duplication (a text in two labels is dropped), per-split draws with every cla
 for distillation, and a check that no text is in two splits."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import numbers
 from dataclasses import dataclass
@@ -38,6 +39,21 @@ class SampleSizes:
         """Each split needs a row per class: checked once the label set is known, before any draw."""
         for split in SPLITS:
             _whole_size(split, getattr(self, split), classes)
+
+
+COLUMNS = ("row_id", "text", "label")  # of every split prepare_data logs
+
+
+def row_id(text: str) -> str:
+    """Stable id of a cleaned text: the same headline gets the same id in every run and split."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def with_row_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a (re)computed first column `row_id`, e.g. for splits logged before ids existed."""
+    out = frame.drop(columns="row_id", errors="ignore")
+    out.insert(0, "row_id", out["text"].map(row_id).astype(str))
+    return out
 
 
 def _whole_size(split: str, value: object, classes: int) -> int:
@@ -152,7 +168,7 @@ def _unlabeled(rest: pd.DataFrame, seed: int) -> pd.DataFrame:
     """The rows no split drew, without their labels, capped at UNLABELED_CAP (seeded draw)."""
     if len(rest) > UNLABELED_CAP:
         rest = rest.sample(n=UNLABELED_CAP, random_state=seed)
-    return reading.with_row_ids(rest[["text"]].reset_index(drop=True))
+    return with_row_ids(rest[["text"]].reset_index(drop=True))
 
 
 def _task(read: reading._Labelled, options: reading.DataOptions) -> task.Task:
@@ -195,7 +211,7 @@ def _sample_two(source: str, parts: dict[str, reading._Labelled], sizes: SampleS
 
 def _finish(splits: dict[str, pd.DataFrame], rows_read: int, duplicates: int, conflicts: int,
             unlabeled: pd.DataFrame, the_task: task.Task) -> Sample:
-    ordered = {name: reading.with_row_ids(splits[name].reset_index(drop=True))[list(reading.COLUMNS)] for name in SPLITS}
+    ordered = {name: with_row_ids(splits[name].reset_index(drop=True))[list(COLUMNS)] for name in SPLITS}
     _check_disjoint({**ordered, "unlabeled": unlabeled})
     return Sample(ordered, rows_read, duplicates, conflicts, unlabeled, the_task)
 

@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from agnews import stats, vocab
 from agnews.data import handoff, lineage
-from agnews.data.reading import with_row_ids
+from agnews.data.sampling import with_row_ids
 from agnews.data.task import Task, check_same
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,6 @@
 """The online server (`-e serve`, `agnews-serve`): MLflow's scoring protocol over the project's Classifier, with
 dynamic batching, a bounded queue, /health and Prometheus /metrics.
 
-Everything the server needs is in this one module (it can move whole into a `serving/` package later).
-
 - `POST /invocations`: `{"inputs": [...]}`, `{"instances": [...]}` (texts, or records of the model's text columns)
   or `{"dataframe_split": {"columns": [...], "data": [...]}}` (the model's text columns as predict reads them);
   texts are cleaned as predict cleans them. Answers `{"predictions": [{"label", "class_id", "score",

@@ -6,7 +6,7 @@ command runs (`python -m steps.<name>`) the argparse help of the option each par
 options the step takes that MLproject does not pass (reachable with `python -m steps.<name>` only). An MLproject
 parameter that the step's parser does not take fails the build (`mkdocs build --strict` in CI).
 
-`reference_markdown(repo)` is the whole page; tests/test_docs.py calls it directly.
+`reference_markdown(repo)` is the whole page; tests/unit/test_docs.py calls it directly.
 """
 from __future__ import annotations
 
