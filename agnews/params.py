@@ -187,7 +187,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Where `main`'s children run (agnews.orchestration.launch): how many at once, through which MLflow project backend."""
+    """Where `main`'s children run (agnews.orchestration.launch): how many at once, through which MLflow project
+    backend."""
     parser.add_argument("--parallel", type=values._whole_type("parallel", 1), default=1,
                         help="children at once (a train, then its evaluate); 1: one after the other")
     parser.add_argument("--backend", default="local",
@@ -198,9 +199,9 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
 # train's knobs, declared once. Each TrainConfig field made with `knob` is a `-P` parameter of train, distill, main
 # and sweep: from its declaration come their argparse options (add_training_arguments), the sweep's tunable set
 # (tunable), the checks of values from elsewhere (training_value) and MLproject's lines for it (tools/mlproject.py
-# renders them; tests/unit/test_declarations.py fails when MLproject or deploy/kubernetes/MLproject is not what it renders).
-# A field's default is TrainConfig's; `option_default` is the `-P` default where it differs (learning_rate: 0, the
-# preset's), `listed` the default as MLproject writes it where str() does not (MLproject has no int type).
+# renders them; tests/unit/test_declarations.py fails when MLproject or deploy/kubernetes/MLproject is not what it
+# renders). A field's default is TrainConfig's; `option_default` is the `-P` default where it differs (learning_rate: 0,
+# the preset's), `listed` the default as MLproject writes it where str() does not (MLproject has no int type).
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # not a `-P` parameter
 
 
-REGISTERED_MODEL = Parameter("registered_model", "agnews-classifier", values.registered_model_name)  # where train registers
+REGISTERED_MODEL = Parameter("registered_model", "agnews-classifier",
+                             values.registered_model_name)  # where train registers
 
 
 def training_parameters(config: type = TrainConfig) -> tuple[Parameter, ...]:

@@ -72,7 +72,8 @@ def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = 
     config = fine_tune.TrainConfig(epochs=3, learning_rate=learning_rate, seed=seed, precision="auto",
                                   early_stopping_patience=0)
     if method == "recipe":  # train's own defaults (early stopping included), then the recipe's values
-        config = fine_tune.TrainConfig(**{"learning_rate": learning_rate, **(recipe or {})}, seed=seed, precision="auto")
+        config = fine_tune.TrainConfig(**{"learning_rate": learning_rate, **(recipe or {})}, seed=seed,
+                                       precision="auto")
     if method == "long":
         config.epochs, config.early_stopping_patience = 10, 2
     if method == "llrd":

@@ -127,7 +127,8 @@ def compare(args: argparse.Namespace) -> gate.Decision:
         comparison.check_measured(costs)
         costs = _timed_alike(costs, ranked, args)
     candidate, over = gate.candidate(ranked, comparison.fp32_latency(costs), args.latency_budget_ms)
-    with promotion.promotion_lock(args.registered_model) as hold:  # read incumbent -> decide -> set alias, one at a time
+    with promotion.promotion_lock(args.registered_model) as hold:  # read incumbent -> decide -> set alias,
+        # one at a time
         journal = promotion.Journal(args.registered_model)  # every tag below is put back if the step fails
         if candidate is None:  # nothing fits the budget: the best-ranked model is the (refused) candidate
             candidate, over = ranked.iloc[0], over[1:]

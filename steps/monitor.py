@@ -26,7 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--alpha", type=values.open_fraction("alpha"), default=checks.ALPHA,
                         help="the reference band holds 1 - alpha of batches drawn like the reference")
     parser.add_argument("--persist", type=lambda v: values.whole(v, "persist", 1), default=checks.PERSIST,
-                        help="flagged batches in a row before an alarm (retrain advice); see agnews/monitoring/alarms.py")
+                        help="flagged batches in a row before an alarm (retrain advice); "
+                             "see agnews/monitoring/alarms.py")
     return parser.parse_args(argv)
 
 
@@ -43,7 +44,8 @@ def run_monitor(args: argparse.Namespace) -> str:
                             f"`mlflow run . -e predict -P input=<file> -P model_uri=models:/{name}/{version}` first, "
                             "or pass an earlier -P since")
     table = batches.batch_table(runs)
-    table["alarm"] = alarms.alarms(table["health"].tolist(), args.persist)  # the window rule (agnews/monitoring/alarms.py)
+    table["alarm"] = alarms.alarms(table["health"].tolist(),
+                                   args.persist)  # the window rule (agnews/monitoring/alarms.py)
     table["in_alarm"] = alarms.in_alarm(table["health"].tolist(), args.persist)
     reference_run = next((r for r in reversed(table["reference_run_id"].tolist()) if r), "")
     reference = references.load_reference(reference_run) if reference_run else None

@@ -1,6 +1,7 @@
 """sweep: tune one model's train parameters with Optuna. One parent run (`sweep <model>`); prepare_data once (or
-reused); each trial a `train` child on that data run, up to `-P parallel` at once on `-P backend` (agnews.orchestration.launch);
-then the best trial goes through evaluate and compare (the gate) like any candidate (agnews.orchestration.sweep)."""
+reused); each trial a `train` child on that data run, up to `-P parallel` at once on `-P backend`
+(agnews.orchestration.launch); then the best trial goes through evaluate and compare (the gate) like any candidate
+(agnews.orchestration.sweep)."""
 from __future__ import annotations
 
 import argparse

@@ -119,8 +119,8 @@ def _tag(spec: models.ModelSpec, data_run_id: str) -> None:
 
 def _train_probe(args: argparse.Namespace, spec: models.ModelSpec, config: fine_tune.TrainConfig,
                  precision: str) -> None:
-    """probe:<model>: the frozen encoder's embeddings and a logistic regression (agnews.training.probe), left on the run as a
-    fine-tune leaves itself (one "epoch" of validation metrics, validation predictions, a registered version)."""
+    """probe:<model>: the frozen encoder's embeddings and a logistic regression (agnews.training.probe), left on the run
+    as a fine-tune leaves itself (one "epoch" of validation metrics, validation predictions, a registered version)."""
     if fine_tune.world()[1] > 1:
         raise PipelineError(f"{args.model} is a linear probe: it trains in one process; run it without torchrun")
     data = _load_data(args)

@@ -65,8 +65,8 @@ def prepare_splits(data: str, sizes: SampleSizes, seed: int,
 
 def log_sample(data: str, sizes: SampleSizes, seed: int, options: DataOptions, sample) -> dict[str, pd.DataFrame]:
     """Log a drawn sample (agnews.data.sampling.Sample) into the active run; its splits."""
-    lifecycle.log_params({"data": data, "train_size": sizes.train, "val_size": sizes.validation, "test_size": sizes.test,
-                "gate_size": sizes.gate, "seed": seed, **data_option_params(options)})
+    lifecycle.log_params({"data": data, "train_size": sizes.train, "val_size": sizes.validation,
+                "test_size": sizes.test, "gate_size": sizes.gate, "seed": seed, **data_option_params(options)})
     log_task(sample.task)
     lifecycle.log_params({f"{split}_count_{safe}": n for split, frame in sample.splits.items()
                 for safe, n in zip(sample.task.metric_names, class_counts(frame, sample.task.labels).values())})

@@ -175,7 +175,8 @@ def _task(read: reading._Labelled, options: reading.DataOptions) -> task.Task:
     return task.Task(read.labels, read.text_columns or options.columns, options.label_column, read.cleaning)
 
 
-def _sample_one(source: str, read: reading._Labelled, sizes: SampleSizes, seed: int, options: reading.DataOptions) -> Sample:
+def _sample_one(source: str, read: reading._Labelled, sizes: SampleSizes, seed: int,
+                options: reading.DataOptions) -> Sample:
     """One labelled table (a file, a saved Dataset): test, then gate, validation and train from what is left."""
     frame, labels = read.frame, read.labels
     task.check_every_class(frame["label"].to_numpy(), labels, source)
@@ -226,13 +227,14 @@ def _check_disjoint(splits: dict[str, pd.DataFrame]) -> None:
                             f"{first}); the sample is not disjoint, report this bug in agnews.data")
 
 
-def sample_splits(data: str, sizes: SampleSizes, seed: int, options: reading.DataOptions = reading.DataOptions()) -> Sample:
+def sample_splits(data: str, sizes: SampleSizes, seed: int,
+                  options: reading.DataOptions = reading.DataOptions()) -> Sample:
     """Four disjoint, stratified, seeded samples of de-duplicated texts. From the hub or a saved DatasetDict, test
     comes from its test split; from a file or a saved Dataset, all four from its rows."""
     if data.startswith(values.HUB_PREFIX):
         dataset_id = data[len(values.HUB_PREFIX):]
-        return _sample_two(data, reading._read_splits(reading._load_hub(dataset_id, options), dataset_id, options), sizes, seed,
-                           options)
+        return _sample_two(data, reading._read_splits(reading._load_hub(dataset_id, options), dataset_id, options),
+                           sizes, seed, options)
     path = Path(data).expanduser()
     if reading._is_saved_dataset(path):
         saved = reading._load_saved(path)

@@ -174,7 +174,8 @@ def comparison_figures(ranked: pd.DataFrame, runs: pd.DataFrame | None,
             ranked, ["val_f1_macro", "test_f1_macro"], ["validation (best epoch)", "test"],
             "Macro F1 by model", palette, runs),
         "comparison_all_metrics.png": _bar_figure(
-            ranked, [f"{split}_{m}" for m in drawing.METRIC_LABELS], list(drawing.METRIC_LABELS.values()), heading, palette),
+            ranked, [f"{split}_{m}" for m in drawing.METRIC_LABELS], list(drawing.METRIC_LABELS.values()), heading,
+            palette),
         "comparison_accuracy_evolution.png": _evolution_figure(histories, palette),
         "comparison_radar.png": _radar_figure(ranked, palette),
     }

@@ -56,7 +56,8 @@ def _progress_line(history: ModelHistory) -> str | None:
     if best == first:
         return (f"Best epoch {best} of {n}, the first: validation accuracy {report._fmt(acc.get(best))}, "
                 f"macro F1 {report._fmt(f1[best])}.")
-    return (f"Validation accuracy {report._fmt(acc.get(first))} → {report._fmt(acc.get(best))} and macro F1 {report._fmt(f1[first])} → "
+    return (f"Validation accuracy {report._fmt(acc.get(first))} → {report._fmt(acc.get(best))} "
+            f"and macro F1 {report._fmt(f1[first])} → "
             f"{report._fmt(f1[best])} from epoch {first} to the best epoch, best epoch {best} of {n}.")
 
 
@@ -179,7 +180,8 @@ def _shared_sentence(order: list[str], training: dict[str, ModelHistory]) -> str
 
 def _model_lines(model: str, history: ModelHistory) -> list[str]:
     who = ", ".join(x for x in (f"seed {report._fmt(history.seed)}" if history.seed is not None else "",
-                                f"version {report._version(history.version)}" if report._fmt(history.version) not in (report.DASH, "")
+                                f"version {report._version(history.version)}"
+                                if report._fmt(history.version) not in (report.DASH, "")
                                 else "") if x)
     lines = [f"### {model}" + (f" ({who})" if who else ""), ""]
     if not _points(history, "val_f1_macro"):

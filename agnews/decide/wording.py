@@ -43,7 +43,8 @@ def _gate_numbers(decision: dict, incumbent: str) -> str:
                 decision.get("gate_delta_ci_high"), 3)
     text = f"{_gate_scope(decision)} the candidate's macro F1 lead over {incumbent} is {delta}"
     extras = []
-    cand, inc = report._num(decision.get("candidate_gate_f1_macro")), report._num(decision.get("incumbent_gate_f1_macro"))
+    cand, inc = (report._num(decision.get("candidate_gate_f1_macro")),
+                 report._num(decision.get("incumbent_gate_f1_macro")))
     if cand is not None and inc is not None:
         extras.append(f"macro F1 {cand:.3f} vs {inc:.3f} on the gate rows")
     if report._num(decision.get("gate_mcnemar_p")) is not None:
@@ -105,10 +106,12 @@ _COST_HEADER = ["model", "variant", "computes in", "version", "test_f1_macro [95
 
 
 def frontier_table(costs: pd.DataFrame) -> str:
-    rows = [[str(r["model"]), str(r["variant"]), str(r.get("compute") or report.DASH), report._version(r.get("registered_version")),
+    rows = [[str(r["model"]), str(r["variant"]), str(r.get("compute") or report.DASH),
+             report._version(r.get("registered_version")),
              report._metric_ci(r, "test_f1_macro"),
              report._fmt(r["val_f1_macro"]), report._fmt(r["latency_p50_ms"], 2), report._fmt(r["latency_p95_ms"], 2),
-             report._fmt(r["throughput_per_s"], 0), report._fmt(r["model_size_mb"], 1), report._fmt(r["peak_memory_mb"], 0),
+             report._fmt(r["throughput_per_s"], 0), report._fmt(r["model_size_mb"], 1),
+             report._fmt(r["peak_memory_mb"], 0),
              "yes" if r.get("pareto") else ""] for r in costs.sort_values("latency_p50_ms").to_dict("records")]
     return report._markdown_table(_COST_HEADER, rows)
 
@@ -137,7 +140,8 @@ def _budget_sentence(costs: pd.DataFrame, budget: float) -> str:
     pick = picked.iloc[0]
     return (f"Within the latency budget of {budget:g} ms (p50 at batch 1), the best by validation macro F1 is "
             f"**{pick['model']} ({pick['variant']})** with {report._fmt(pick['val_f1_macro'])} at "
-            f"{report._fmt(pick['latency_p50_ms'], 2)} ms; its test macro F1 is {report._metric_ci(pick.to_dict(), 'test_f1_macro')} "
+            f"{report._fmt(pick['latency_p50_ms'], 2)} ms; its test macro F1 is "
+            f"{report._metric_ci(pick.to_dict(), 'test_f1_macro')} "
             "(reported only). The deploy pick may differ from the champion: only fp32 train runs go through the "
             "gate, and the gate may keep the incumbent.")
 
@@ -174,7 +178,8 @@ def decision_sentence(decision: dict, min_improvement: float = 0.0) -> str:
     name = str(decision.get("decision", "unknown"))
     wording = _WORDING.get(name)
     if wording is None:
-        return f"`{name}`: not a known decision ({', '.join(report.DECISIONS)}); the registry aliases are not described."
+        return (f"`{name}`: not a known decision ({', '.join(report.DECISIONS)}); "
+                "the registry aliases are not described.")
     return f"`{name}`: {wording(decision, min_improvement)}"
 
 

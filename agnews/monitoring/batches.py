@@ -74,7 +74,8 @@ def since_ms(value: str, name: str, version: str) -> tuple[int, str]:
 def predict_runs(name: str, version: str, start_ms: int) -> list[mlflow.entities.Run]:
     """Finished predict runs of this version from `start_ms`, oldest first. Runs of other models or versions are
     not read (they are another model's health)."""
-    runs = references._search(f"tags.`{vocab.STEP}` = '{vocab.PREDICT}' and tags.`{vocab.REGISTERED_MODEL}` = '{name}' and "
+    runs = references._search(f"tags.`{vocab.STEP}` = '{vocab.PREDICT}' and "
+                   f"tags.`{vocab.REGISTERED_MODEL}` = '{name}' and "
                    f"tags.`{vocab.MODEL_VERSION}` = '{version}' and attributes.status = 'FINISHED'", newest_first=False)
     return [r for r in runs if r.info.start_time >= start_ms and vocab.HEALTH in r.data.tags]
 
@@ -88,7 +89,8 @@ def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
                "input": run.data.params.get("input", ""), "rows": int(m.get("rows", m.get("monitor_rows", 0))),
                "health": tags[vocab.HEALTH], "reasons": tags.get(vocab.HEALTH_REASONS, ""),
                "accuracy": m.get("accuracy", np.nan), "reference_run_id": tags.get(references.REFERENCE_RUN_TAG, ""),
-               "reference_match": tags.get(references.REFERENCE_MATCH_TAG, ""), "reference_note": tags.get(references.REFERENCE_NOTE_TAG, "")}
+               "reference_match": tags.get(references.REFERENCE_MATCH_TAG, ""),
+               "reference_note": tags.get(references.REFERENCE_NOTE_TAG, "")}
         for statistic in checks.STATISTICS:
             row[statistic] = m.get(f"monitor_{statistic}", np.nan)
             row[f"{statistic}_drifted"] = bool(m.get(f"monitor_{statistic}_drifted", 0.0))
@@ -119,7 +121,8 @@ def check_batch(model_uri: str, model: classifiers.Classifier, seen: checks.Prof
     chosen = references.reference_for_predict(model_uri, model)
     reference = chosen.reference
     if reference is not None and tuple(reference.labels) != tuple(model.labels):
-        chosen = references.Chosen(None, "", "none", f"the reference in run {chosen.run_id} is for labels {reference.labels}, "
+        chosen = references.Chosen(None, "", "none",
+                                          f"the reference in run {chosen.run_id} is for labels {reference.labels}, "
                                           "not the model's")
     if chosen.reference is None:
         health = checks.Health("unknown", [chosen.note], len(seen.probabilities), alpha=alpha, min_batch=min_batch,

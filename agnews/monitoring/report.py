@@ -63,8 +63,8 @@ def _window_rule(table: pd.DataFrame, alpha: float, persist: int) -> list[str]:
             f"healthy batch in {1 / alpha:.0f} may be flagged; the retrain advice waits for {persist} flagged tested "
             f"batches in a row (too_small/unknown batches skipped), which independent healthy batches produce with "
             f"probability at most {bound:.2%} per 100 batches ((100 - {persist} + 1) x alpha^{persist}; "
-            "agnews/monitoring/checks.py). Column `window`: **alarm** where it was raised, `in alarm` for the other batches of "
-            "that run, `isolated` for a flagged batch no alarm followed."]
+            "agnews/monitoring/checks.py). Column `window`: **alarm** where it was raised, `in alarm` for the other "
+            "batches of that run, `isolated` for a flagged batch no alarm followed."]
 
 
 def _values(table: pd.DataFrame, reference: checks.Reference) -> list[str]:

@@ -12,9 +12,9 @@
   with others is refused. One sweep at a time per study: the sweep run tagged with it beats a heartbeat tag; a
   second one is refused while it is alive, and a stale one (no beat for STALE_SECONDS, or its process gone on this
   host) is ended FAILED and the study taken over.
-- Trials run through agnews.orchestration.launch, like `main`'s children (`parallel`, `backend`). Pruning: the sweep reads each
-  running trial's per-epoch validation macro F1 from its run, reports it to the study, and stops (cancels) a trial
-  Optuna's median pruner rejects; the run ends KILLED, tagged `agnews.trial_state=PRUNED`.
+- Trials run through agnews.orchestration.launch, like `main`'s children (`parallel`, `backend`). Pruning: the sweep
+  reads each running trial's per-epoch validation macro F1 from its run, reports it to the study, and stops (cancels) a
+  trial Optuna's median pruner rejects; the run ends KILLED, tagged `agnews.trial_state=PRUNED`.
 """
 from __future__ import annotations
 
@@ -269,8 +269,8 @@ def _alive(pid: int) -> bool:
 # --- trials as train children --------------------------------------------------------------------------------------
 
 class Trials:
-    """Chains for agnews.orchestration.launch: each asks the study for parameters when the launcher starts it, runs `train` with
-    them, and tells the study the trial's value; `watch` prunes from the runs' per-epoch metrics."""
+    """Chains for agnews.orchestration.launch: each asks the study for parameters when the launcher starts it, runs
+    `train` with them, and tells the study the trial's value; `watch` prunes from the runs' per-epoch metrics."""
 
     def __init__(self, study: Study, base: dict, run_name: str):
         self.study, self.base, self.run_name = study, base, run_name

@@ -190,7 +190,8 @@ def _open(local: Path, precision: str, batch_size: int, model_uri: str) -> Class
 
     os.environ["AGNEWS_THREADS"] = str(torch.get_num_threads())  # ONNX Runtime on the cores torch uses
     python_model = mlflow.pyfunc.load_model(str(local)).unwrap_python_model()
-    if getattr(python_model, "variant", "") == "probe":  # agnews/serving/probe_model.py: encoder + linear layer in torch
+    if getattr(python_model, "variant", "") == "probe":  # agnews/serving/probe_model.py: encoder + linear layer
+        # in torch
         return TorchClassifier(python_model.module, python_model.tokenizer, python_model.max_length,
                                resolve_precision(precision), batch_size, variant="probe")
     if not hasattr(python_model, "logits"):

@@ -16,12 +16,13 @@ def log_int8_model(folder: Path):
     return registry.undo_on_failure(mlflow.pyfunc.log_model(
         name="model_int8", python_model=str(Path(__file__).with_name("int8_model.py")),
         artifacts={"onnx": str(folder)}, signature=registry.signature(), input_example=registry.EXAMPLE,
-        pip_requirements=registry.requirements("mlflow", "onnxruntime", "transformers", "tokenizers", "numpy", "pandas")))
+        pip_requirements=registry.requirements("mlflow", "onnxruntime", "transformers", "tokenizers", "numpy",
+                                               "pandas")))
 
 
 def log_probe_model(folder: Path):
-    """A linear probe (agnews.training.probe.save's folder) as a pyfunc from code (agnews/serving/probe_model.py travels with it),
-    same signature as a fine-tuned pipeline; serving needs torch and transformers, not scikit-learn."""
+    """A linear probe (agnews.training.probe.save's folder) as a pyfunc from code (agnews/serving/probe_model.py travels
+    with it), same signature as a fine-tuned pipeline; serving needs torch and transformers, not scikit-learn."""
     return registry.undo_on_failure(mlflow.pyfunc.log_model(
         name="model", python_model=str(Path(__file__).with_name("probe_model.py")), artifacts={"probe": str(folder)},
         signature=registry.signature(), input_example=registry.EXAMPLE,

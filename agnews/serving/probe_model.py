@@ -1,5 +1,5 @@
-"""A linear probe as an MLflow pyfunc, logged as "model from code" (as agnews/serving/int8_model.py is): the frozen encoder
-(safetensors), mean pooling, L2 normalisation and the logistic regression rebuilt as a linear layer from its
+"""A linear probe as an MLflow pyfunc, logged as "model from code" (as agnews/serving/int8_model.py is): the frozen
+encoder (safetensors), mean pooling, L2 normalisation and the logistic regression rebuilt as a linear layer from its
 coefficients (head.npz, read without pickle). `mlflow models serve` and `mlflow.pyfunc.load_model` need torch and
 transformers, not scikit-learn nor this project. Self-contained on purpose: it must not import `agnews` (the folder
 layout it reads is written by agnews.training.probe.save).
@@ -52,7 +52,8 @@ class LinearProbe(torch.nn.Module):
 
 
 def load_folder(folder: Path) -> tuple[LinearProbe, object, dict]:
-    """The module, its tokenizer and its settings (labels, max_length, C) from a folder agnews.training.probe.save wrote."""
+    """The module, its tokenizer and its settings (labels, max_length, C) from a folder
+    agnews.training.probe.save wrote."""
     from transformers import AutoModel, AutoTokenizer
 
     settings = json.loads((folder / SETTINGS_FILE).read_text())

@@ -20,7 +20,8 @@ def training_curves(model: str, history: pd.DataFrame, best_epoch: int) -> list[
     paths = []
     for metric, filename in (("val_accuracy", "accuracy_evolution"), ("val_f1_macro", "f1_evolution")):
         name = drawing.METRIC_LABELS[metric[4:]]
-        fig, ax = drawing.epoch_axes(f"{model}: validation {name.lower()} by epoch", f"Validation {name.lower()}", epochs)
+        fig, ax = drawing.epoch_axes(f"{model}: validation {name.lower()} by epoch", f"Validation {name.lower()}",
+                                     epochs)
         ax.plot(epochs, history[metric], marker="o", color=c, label=model)
         ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch ({best_epoch})")
         ax.legend()

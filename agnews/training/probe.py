@@ -102,8 +102,9 @@ def log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def save(folder: Path, encoder, tokenizer, probe: Probe, labels: list[str], max_length: int) -> Path:
-    """The folder agnews/serving/probe_model.py serves: the encoder and tokenizer (save_pretrained, safetensors), the linear
-    layer as head.npz (no pickle) and agnews.json (the task's labels in logit order, max_length, the chosen C)."""
+    """The folder agnews/serving/probe_model.py serves: the encoder and tokenizer (save_pretrained, safetensors), the
+    linear layer as head.npz (no pickle) and agnews.json (the task's labels in logit order, max_length,
+    the chosen C)."""
     folder.mkdir(parents=True, exist_ok=True)
     encoder.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

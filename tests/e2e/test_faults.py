@@ -350,9 +350,10 @@ def test_tracking_server_down_fails_in_seconds(project):
 def test_signal_during_training_ends_runs_killed(sig, project, fixture_csv, tiny_model):
     """A scheduler's SIGTERM to the whole group mid-training, under `main`: the train child and the parent end
     KILLED, nothing registered, nothing left in graficas/. The child also gets main's cancel milliseconds later
-    (tests/unit/runs/test_signals.py: one interrupt per process). SIGINT takes the same handler; Ctrl-C on a whole `main`
-    is tests/e2e/test_slurm.py's case. Training draws its figures at the end, so a kill after staging is
-    tests/unit/runs/test_signals.py's (the CLI check here once globbed the shared TMPDIR and caught the other worker's)."""
+    (tests/unit/runs/test_signals.py: one interrupt per process). SIGINT takes the same handler; Ctrl-C on a whole
+    `main` is tests/e2e/test_slurm.py's case. Training draws its figures at the end, so a kill after staging is
+    tests/unit/runs/test_signals.py's (the CLI check here once globbed the shared TMPDIR and caught the other
+    worker's)."""
     experiment = f"signal-{sig.name}"
     client = client_for(project)
     params = ["-P", f"models={tiny_model}", "-P", f"data={fixture_csv}", *SMALL, *UNTIL_CANCELLED,

@@ -1,5 +1,5 @@
-"""agnews/orchestration/sweep.py and `-e sweep`: the search space, the study rebuilt from runs (resume, pruned and interrupted
-trials), pruning from the runs' per-epoch metrics, and the done criterion through the CLI."""
+"""agnews/orchestration/sweep.py and `-e sweep`: the search space, the study rebuilt from runs (resume, pruned and
+interrupted trials), pruning from the runs' per-epoch metrics, and the done criterion through the CLI."""
 from __future__ import annotations
 
 import os
@@ -101,7 +101,8 @@ def _trial_run(experiment_id: str, number: int, status: str, value: float | None
                lr: float = 0.01, state: str = "", data_run_id: str = "d1", space=SPACE) -> str:
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, tags={"agnews.step": "train", sweep.STUDY_TAG: "s",
-                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: search_space.space_key(space),
+                                                 sweep.TRIAL_TAG: str(number),
+                                                 sweep.SPACE_TAG: search_space.space_key(space),
                                                  **({sweep.STATE_TAG: state} if state else {})})
     client.log_param(run.info.run_id, "learning_rate", str(lr))
     client.log_param(run.info.run_id, "data_run_id", data_run_id)

@@ -46,7 +46,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     """Every `agnews.` module a file imports (at top or inside a function), as a dotted name under agnews."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "agnews":
+        if (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                and node.module.split(".")[0] == "agnews"):
             base = node.module.removeprefix("agnews").removeprefix(".")
             found += [(node.lineno, f"{base}.{a.name}".strip(".")) for a in node.names]
         elif isinstance(node, ast.Import):

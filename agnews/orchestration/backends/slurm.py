@@ -297,8 +297,8 @@ class SlurmBackend(AbstractBackend):
             output, script = folder / f"{run_id}.out", folder / f"{run_id}.sbatch"
             env = {"MLFLOW_RUN_ID": run_id, "MLFLOW_TRACKING_URI": tracking_uri,
                    "MLFLOW_EXPERIMENT_ID": str(experiment_id)}
-            script.write_text(slurm_jobs.sbatch_script(command, work_dir, env, config, f"agnews-{entry_point}-{run_id[:8]}",
-                                            output))
+            script.write_text(slurm_jobs.sbatch_script(command, work_dir, env, config,
+                                            f"agnews-{entry_point}-{run_id[:8]}", output))
             job_id = submit(script)
         except BaseException as exc:  # no job: the run must not stay RUNNING
             client = mlflow.MlflowClient()

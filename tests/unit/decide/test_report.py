@@ -221,7 +221,8 @@ def model_part(text: str, model: str) -> str:
 
 
 def test_a_still_rising_model_says_more_epochs_may_help():
-    assert training_notes.still_rising(RISING) and not training_notes.still_rising(OVERFIT) and not training_notes.still_rising(FLAT)
+    assert (training_notes.still_rising(RISING) and not training_notes.still_rising(OVERFIT)
+            and not training_notes.still_rising(FLAT))
     text = section({"distilbert": RISING})
     assert "### distilbert (seed 42, version 1)" in text
     assert ("Validation accuracy 0.8100 → 0.8800 and macro F1 0.8000 → 0.8750 from epoch 1 to the best epoch, "

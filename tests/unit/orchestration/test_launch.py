@@ -299,8 +299,8 @@ def step_signals(monkeypatch):
 
 def test_an_interrupt_cancels_every_child(fake_launcher, step_signals, monkeypatch):
     """A signal while main waits for its children, through main's own handlers: here SIGHUP, the terminal or ssh
-    session of `main` going away (SIGINT and SIGTERM raise the same way: tests/unit/runs/test_signals.py). Every child is
-    cancelled (on Slurm the jobs would outlive main otherwise) and the interrupt names the signal."""
+    session of `main` going away (SIGINT and SIGTERM raise the same way: tests/unit/runs/test_signals.py). Every child
+    is cancelled (on Slurm the jobs would outlive main otherwise) and the interrupt names the signal."""
     launcher, plan, log, names = fake_launcher
     plan["train a"] = plan["train b"] = ("FINISHED", 10 ** 6)
     sleeps = []

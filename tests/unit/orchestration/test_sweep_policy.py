@@ -1,7 +1,7 @@
-"""Who may add trials to a sweep study (agnews/orchestration/sweep.py, issue 25 item 5): a resume with other fixed parameters is
-refused; one sweep at a time per study (a live one refuses a second, a crashed one is taken over); rows compared by a
-sha256 of every row, not MLflow's dataset digest (the first 10,000 rows); bounds written as YAML 1.1 reads them.
-Unit tests on a real SQLite store with fake trial runs: seconds each, no training."""
+"""Who may add trials to a sweep study (agnews/orchestration/sweep.py, issue 25 item 5): a resume with other fixed
+parameters is refused; one sweep at a time per study (a live one refuses a second, a crashed one is taken over); rows
+compared by a sha256 of every row, not MLflow's dataset digest (the first 10,000 rows); bounds written as YAML 1.1 reads
+them. Unit tests on a real SQLite store with fake trial runs: seconds each, no training."""
 from __future__ import annotations
 
 import re
@@ -54,7 +54,8 @@ def _trial(experiment_id: str, number: int, value: float, params: dict, status: 
     """A trial's train run as the sweep's child leaves it: tags, its -P values as params, its objective."""
     client = mlflow.MlflowClient()
     run = client.create_run(experiment_id, tags={"agnews.step": "train", sweep.STUDY_TAG: study,
-                                                 sweep.TRIAL_TAG: str(number), sweep.SPACE_TAG: search_space.space_key(SPACE)})
+                                                 sweep.TRIAL_TAG: str(number),
+                                                 sweep.SPACE_TAG: search_space.space_key(SPACE)})
     params = {"data_run_id": "d1", **params}
     client.log_batch(run.info.run_id, params=[Param(key, str(value)) for key, value in params.items()])
     client.log_metric(run.info.run_id, sweep.PER_EPOCH, value, step=1)
@@ -212,7 +213,8 @@ def test_bounds_and_choices_written_like_1e_4_are_numbers(tmp_path):
     space = search_space.load_space(path)
     assert space == {"learning_rate": FloatDistribution(1e-4, 1e-3, log=True),
                      "weight_decay": CategoricalDistribution([0, 0.01, 0.05]), "epochs": IntDistribution(1, 10)}
-    assert search_space.space_key(space) == search_space.space_key(search_space.load_space(_written(tmp_path, "1.0e-4", "1.0e-3")))
+    assert search_space.space_key(space) == search_space.space_key(
+        search_space.load_space(_written(tmp_path, "1.0e-4", "1.0e-3")))
 
 
 def _written(tmp_path, low: str, high: str):

@@ -260,8 +260,8 @@ def test_an_empty_parameter_as_mlflow_run_logs_it_matches_empty():
 
 
 def test_the_code_digest_covers_every_module_of_the_package_recursively(tmp_path):
-    """A change in agnews/orchestration/backends/slurm.py (a subpackage) must change the digest: reuse would otherwise hand back
-    a run made by other code."""
+    """A change in agnews/orchestration/backends/slurm.py (a subpackage) must change the digest: reuse would otherwise
+    hand back a run made by other code."""
     for name in ("MLproject", "agnews/__init__.py", "agnews/orchestration/backends/slurm.py", "steps/train.py"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")

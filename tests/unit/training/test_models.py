@@ -64,7 +64,8 @@ def test_unknown_model_fails_in_one_line(name):
 
 def _load_in_fresh_process(model: str, hf_home: Path) -> subprocess.CompletedProcess:
     """huggingface_hub reads HF_HOME and HF_HUB_OFFLINE at import: load in a process that starts with them."""
-    code = ("from agnews.training.models import load_tokenizer_and_model, resolve_model\nfrom agnews.data.task import AG_NEWS\n"
+    code = ("from agnews.training.models import load_tokenizer_and_model, resolve_model\n"
+            "from agnews.data.task import AG_NEWS\n"
             f"tok, model = load_tokenizer_and_model(resolve_model({model!r}), AG_NEWS)\n"
             "print(model.config.id2label, tok('game team')['input_ids'])")
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
