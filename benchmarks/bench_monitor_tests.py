@@ -31,13 +31,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent), str(HERE.parent / "tests")]
-import conftest  # noqa: E402  (the tests' own helpers: the same fixture data and models)
-import test_monitor  # noqa: E402
-import test_predict  # noqa: E402
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 from results_md import write_section  # noqa: E402
 
 from agnews import hardware, vocab  # noqa: E402
+from tests import helpers  # noqa: E402  (the tests' own builders: the same fixture data and models)
+from tests.steps import test_monitor, test_predict  # noqa: E402  (each test's own batch)
 
 HEADING = "# Monitoring benchmark: the tests' in-distribution batches"
 log = logging.getLogger("bench_monitor_tests")
@@ -77,22 +76,22 @@ def _smallest_p(run) -> tuple[float, str]:
 def _fixture_runs(fixture: Fixture, precision: str, seeds: list[int], folder: Path
                   ) -> list[tuple[int, str, float, str]]:
     """(seed, health, smallest raw p, its statistic) per batch, the test's seed first."""
-    model = conftest.build_tiny_bert(folder / "tiny", **fixture.model)
-    fixture_csv = conftest.write_agnews_csv(folder / "agnews_fixture.csv")
+    model = helpers.build_tiny_bert(folder / "tiny", **fixture.model)
+    fixture_csv = helpers.write_agnews_csv(folder / "agnews_fixture.csv")
     out = []
-    with conftest.project_store(folder / "project", fixture_csv) as (_, client, data_run):
-        assert conftest.run_step("train", *conftest.step_args(model=model, data_run_id=data_run.info.run_id,
+    with helpers.project_store(folder / "project", fixture_csv) as (_, client, data_run):
+        assert helpers.run_step("train", *helpers.step_args(model=model, data_run_id=data_run.info.run_id,
                                                               precision=precision, **fixture.train)) is None
-        train = conftest.latest(client, "train")
+        train = helpers.latest(client, "train")
         if fixture.evaluate:
-            assert conftest.run_step("evaluate", *conftest.step_args(train_run_id=train.info.run_id, int8="false",
+            assert helpers.run_step("evaluate", *helpers.step_args(train_run_id=train.info.run_id, int8="false",
                                                                      precision=precision)) is None
         uri = f"models:/agnews-classifier/{train.data.tags[vocab.REGISTERED_VERSION]}"
         for seed in seeds:
             path = fixture.write_batch(folder / f"batch_{seed}.csv", seed)
-            message = conftest.run_step("predict", *conftest.step_args(input=path, model_uri=uri, precision=precision))
+            message = helpers.run_step("predict", *helpers.step_args(input=path, model_uri=uri, precision=precision))
             assert message is None, message
-            run = conftest.latest(client, "predict")
+            run = helpers.latest(client, "predict")
             out.append((seed, run.data.tags[vocab.HEALTH], *_smallest_p(run)))
             log.info("%s %s seed %d: %s, smallest raw p %.3g (%s)", fixture.name[:15], precision, seed, *out[-1][1:])
     return out

@@ -79,7 +79,7 @@ class _Labelled:
     text_columns: tuple[str, ...] = ()  # the columns the text was joined from; (): the options' own
 
 
-def _table_format(path: Path) -> tuple[str, str]:
+def table_format(path: Path) -> tuple[str, str]:
     """(format, compression suffix): `x.jsonl.gz` -> ("jsonl", ".gz"); anything unknown reads as CSV."""
     suffixes = [s.lower() for s in path.suffixes]
     compression = suffixes.pop() if suffixes and suffixes[-1] in _OPENERS else ""
@@ -90,32 +90,32 @@ def _table_format(path: Path) -> tuple[str, str]:
 def _read_table(path: Path, options: DataOptions = DataOptions()) -> _Labelled:
     """A CSV/TSV/Parquet/JSON Lines table with a header (.gz/.bz2/.xz too), or the original headerless AG News
     CSV (class 1-4, title, description)."""
-    _check_is_file(path)
-    kind, _ = _table_format(path)
+    check_is_file(path)
+    kind, _ = table_format(path)
     if kind == "parquet":
-        return _labelled(_read_parquet(path), path, options)
-    content = _decode(path)
+        return _labelled(read_parquet(path), path, options)
+    content = decode(path)
     if not content.strip():
         raise PipelineError(f"{path} has only blank lines; {FORMATS}")
     if kind in ("jsonl", "json"):
-        return _labelled(_read_json_lines(content, path), path, options)
+        return _labelled(read_json_lines(content, path), path, options)
     separator = "\t" if kind == "tsv" else ","
-    first_row = _first_row(content, separator, path)
+    head = first_row(content, separator, path)
     wanted = {c.lower() for c in (*options.columns, options.label_column)}
-    if wanted & {v.strip().lower() for v in first_row}:  # a header: _labelled names the missing column
-        return _labelled(_read_csv(content, path, header=0, sep=separator), path, options)
-    if len(first_row) != 3 or options.text_columns:
+    if wanted & {v.strip().lower() for v in head}:  # a header: _labelled names the missing column
+        return _labelled(read_csv(content, path, header=0, sep=separator), path, options)
+    if len(head) != 3 or options.text_columns:
         if separator == ",":
-            _refuse_other_separator(content, path)
-        raise PipelineError(f"{path} has {len(first_row)} columns and no header naming "
+            refuse_other_separator(content, path)
+        raise PipelineError(f"{path} has {len(head)} columns and no header naming "
                             f"{', '.join(sorted(wanted))}; {FORMATS}")
-    raw = _read_csv(content, path, header=None, names=ag_news.HEADERLESS_COLUMNS, sep=separator)
+    raw = read_csv(content, path, header=None, names=ag_news.HEADERLESS_COLUMNS, sep=separator)
     frame = ag_news.headerless_frame(raw, path, options.labels or ag_news.LABELS)
     return _Labelled(_with_texts(frame, path, task.AG_NEWS_CLEANING), options.labels or ag_news.LABELS,
                      task.AG_NEWS_CLEANING)
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path) -> pd.DataFrame:
     try:
         import pyarrow.parquet as pq
 
@@ -125,7 +125,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
         raise PipelineError(f"{path} is not a readable Parquet file ({cause(exc)}); {FORMATS}") from exc
 
 
-def _read_json_lines(content: str, path: Path) -> pd.DataFrame:
+def read_json_lines(content: str, path: Path) -> pd.DataFrame:
     """One JSON object per line (blank lines skipped); the error names the line."""
     records = []
     for number, line in enumerate(content.splitlines(), start=1):
@@ -164,7 +164,7 @@ def refuse_duplicate_columns(columns, source: object, note: str = "") -> None:
                             "; rename or drop all but one, so it is clear which one is meant")
 
 
-def _check_is_file(path: Path) -> None:
+def check_is_file(path: Path) -> None:
     if path.is_dir():
         raise PipelineError(f"data path {path} is a folder but not a dataset saved with save_to_disk (no "
                             f"{' or '.join(_SAVED_MARKERS)}); pass -P data=<csv, tsv, parquet or jsonl file>, such a "
@@ -176,7 +176,7 @@ def _check_is_file(path: Path) -> None:
         raise PipelineError(f"{path} is empty (0 bytes); {FORMATS}")
 
 
-def _decode(path: Path) -> str:
+def decode(path: Path) -> str:
     """The file as text; decoded here so that a bad byte can be located for the user."""
     try:
         with _OPENERS.get(path.suffix.lower(), open)(path, "rb") as handle:
@@ -191,27 +191,27 @@ def _decode(path: Path) -> str:
                             "re-save it as UTF-8") from exc
 
 
-def _first_row(content: str, separator: str, path: Path) -> list[str]:
+def first_row(content: str, separator: str, path: Path) -> list[str]:
     try:
         return next((row for row in csv.reader(io.StringIO(content), delimiter=separator) if row), [])
     except csv.Error as exc:  # e.g. a first field over the csv module's size limit
         raise PipelineError(f"{path} is not a readable CSV ({cause(exc)}); {FORMATS}") from exc
 
 
-def _refuse_other_separator(content: str, path: Path) -> None:
+def refuse_other_separator(content: str, path: Path) -> None:
     """Comma parsing found no known layout; say so if another separator would have found one."""
     for separator, name in _OTHER_SEPARATORS.items():
-        row = [v.strip().lower() for v in _first_row(content, separator, path)]
+        row = [v.strip().lower() for v in first_row(content, separator, path)]
         if {"text", "label"} <= set(row) or len(row) == 3:
             raise PipelineError(f"{path} looks {name}-separated; save it comma-separated ('text,label' columns "
                                 "or the AG News format class,title,description without header)"
                                 + (", or name it .tsv" if separator == "\t" else ""))
 
 
-def _read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
+def read_csv(content: str, path: Path, **kwargs) -> pd.DataFrame:
     """A CSV/TSV as strings; a header with one name twice is refused (pandas would rename the second `name.1`)."""
     if kwargs.get("header", "infer") in (0, "infer") and "names" not in kwargs:
-        refuse_duplicate_columns([c.strip() for c in _first_row(content, kwargs.get("sep", ","), path)], path)
+        refuse_duplicate_columns([c.strip() for c in first_row(content, kwargs.get("sep", ","), path)], path)
     try:
         return pd.read_csv(io.StringIO(content), dtype=str, keep_default_na=False, **kwargs)
     except ValueError as exc:  # ParserError and EmptyDataError included

@@ -83,24 +83,24 @@ def read_input(value: str, task: Task = AG_NEWS, explicit: bool = False) -> Batc
     `title`+`description`, or the headerless AG News CSV; errors name the first bad data row (1-based).
     `explicit`: the task's text columns were named by the user (-P text_columns): only they are read."""
     path = _input_file(value)
-    kind, _ = reading._table_format(path)
+    kind, _ = reading.table_format(path)
     if kind == "parquet":
-        return _from_columns(reading._read_parquet(path), path, task, explicit)
-    content = reading._decode(path)  # also .gz/.bz2/.xz, and a located error for non-UTF-8 bytes
+        return _from_columns(reading.read_parquet(path), path, task, explicit)
+    content = reading.decode(path)  # also .gz/.bz2/.xz, and a located error for non-UTF-8 bytes
     if not content.strip():
         raise PipelineError(f"{path} has only blank lines; {INPUT_FORMATS}")
     if kind in ("jsonl", "json"):
-        return _from_columns(reading._read_json_lines(content, path), path, task, explicit)
+        return _from_columns(reading.read_json_lines(content, path), path, task, explicit)
     separator = "\t" if kind == "tsv" else ","
-    first_row = reading._first_row(content, separator, path)
+    first_row = reading.first_row(content, separator, path)
     known = _HEADER_NAMES | {c.lower() for c in (*task.text_columns, task.label_column)}
     if known & {v.strip().lower() for v in first_row}:
-        return _from_columns(reading._read_csv(content, path, header=0, sep=separator), path, task, explicit)
+        return _from_columns(reading.read_csv(content, path, header=0, sep=separator), path, task, explicit)
     if len(first_row) == 3 and task.num_labels == 4:
-        raw = reading._read_csv(content, path, header=None, names=["class", "title", "description"], sep=separator)
+        raw = reading.read_csv(content, path, header=None, names=["class", "title", "description"], sep=separator)
         labels = _labels(raw["class"], path, task.labels, first=1, hint="class must be 1-4 in the AG News format")
         return Batch(_clean(raw["title"] + " " + raw["description"], path, AG_NEWS_CLEANING), labels, task.labels)
-    reading._refuse_other_separator(content, path)
+    reading.refuse_other_separator(content, path)
     raise PipelineError(f"{path} has no 'text' column (first row: {len(first_row)} fields, no known header); "
                         f"{INPUT_FORMATS}")
 
@@ -114,7 +114,7 @@ def _input_file(value: str) -> Path:
         raise PipelineError(f"input file not found: {path}; pass -P input=<csv or parquet file>")
     if path.is_dir():
         raise PipelineError(f"input {path} is a folder, not a file; pass -P input=<csv or parquet file>")
-    reading._check_is_file(path)
+    reading.check_is_file(path)
     return path
 
 

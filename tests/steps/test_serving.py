@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from agnews.decide import comparison
-from agnews.serving import classifiers, costs
+from agnews.errors import PipelineError
+from agnews.serving import classifiers, costs, variants
 from tests.helpers import (
     build_tiny_bert,
     invoke,
@@ -202,3 +203,28 @@ def test_pareto_and_budget_pick_by_hand():
     assert comparison._pareto(table) == [True, True, True, False]  # d: slower and worse than b
     assert comparison.budget_pick(table, 2.6)["model"] == "d"  # validation decides within the budget
     assert comparison.budget_pick(table, 0.5) is None
+
+
+def test_variant_int8_names_the_int8_model_of_a_version(evaluated):
+    """-P variant=int8 (serve): the registered int8 version beside an fp32 one; the accepted-but-unregistered int8
+    model of an evaluate run; and a version without an accepted int8 variant refused in one line."""
+    _, client, runs = evaluated
+    large_train, large_eval = runs["large"]
+    fp32_version = large_train.data.tags["agnews.registered_version"]
+    int8_version = large_eval.data.tags["agnews.int8_registered_version"]
+    assert variants.variant_uri(MODEL, fp32_version, "fp32") == f"models:/{MODEL}/{fp32_version}"
+    assert variants.variant_uri(MODEL, fp32_version, "int8") == f"models:/{MODEL}/{int8_version}"
+    assert variants.variant_uri(MODEL, int8_version, "int8") == f"models:/{MODEL}/{int8_version}"  # already int8
+    small_version = runs["small"][0].data.tags["agnews.registered_version"]
+    accepted = runs["small"][1].data.tags.get("agnews.int8_accepted") == "true"
+    if accepted:  # the small model's first evaluate (register_int8=false) accepted its int8 model: logged only
+        assert variants.variant_uri(MODEL, small_version, "int8") == runs["small"][1].data.tags["agnews.int8_model_uri"]
+    with pytest.raises(PipelineError, match=r"-P variant=int4 is not a variant; use fp32 or int8"):
+        variants.variant_uri(MODEL, fp32_version, "int4")
+    client.set_tag(runs["small"][1].info.run_id, "agnews.int8_accepted", "false")  # as if it had disagreed
+    try:
+        with pytest.raises(PipelineError, match=rf"version {small_version} has no int8 variant that evaluate accepted"
+                                                rf"; run `mlflow run . -e evaluate -P train_run_id="):
+            variants.variant_uri(MODEL, small_version, "int8")
+    finally:
+        client.set_tag(runs["small"][1].info.run_id, "agnews.int8_accepted", "true" if accepted else "false")
