@@ -15,6 +15,7 @@ from agnews.decide import comparison, gate, plots, promotion, report
 from agnews.errors import PipelineError
 from agnews.runs import lifecycle, staging
 from agnews.serving import classifiers
+from agnews.serving.costs import cost as measure_cost
 
 log = logging.getLogger("steps.compare")
 
@@ -54,7 +55,7 @@ def _timed_alike(costs, ranked, args):
 
     def timer(version: str) -> dict:
         with classifiers.load(f"models:/{args.registered_model}/{version}") as model:
-            return {**costs.cost(model, texts), "compute": getattr(model, "precision", "")}
+            return {**measure_cost(model, texts), "compute": getattr(model, "precision", "")}
 
     conditions = f"compare on {hardware.cpu_description()}, {threads} thread(s), one model at a time"
     log.info("timing %d models and variants for the latency budget (%s)", len(costs), conditions)
