@@ -29,6 +29,9 @@ PRESETS = {
     "bert-mini": Preset("prajjwal1/bert-mini", 2e-4),
     "distilbert": Preset("distilbert-base-uncased", 5e-5),
     "minilm": Preset("sentence-transformers/all-MiniLM-L6-v2", MINILM_LEARNING_RATE),
+    # The 110M teacher (issue 28), from the `teacher` extra (agnews.training.teacher_files); its rate is the usual
+    # BERT-base fine-tuning rate, not yet measured here.
+    "mpnet": Preset("sentence-transformers/all-mpnet-base-v2", 5e-5),
 }
 DEFAULT_LEARNING_RATE = 5e-5  # any other hub id or folder: the usual BERT fine-tuning rate
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -91,9 +94,14 @@ def minilm_folder() -> Path | None:
 
 def _preset_checkpoint(name: str) -> str:
     """The preset's hub id; `minilm` prefers the installed package's folder, so it works offline out of the box
-    (the hub id otherwise, which transformers also finds in the HF cache with HF_HUB_OFFLINE=1)."""
+    (the hub id otherwise, which transformers also finds in the HF cache with HF_HUB_OFFLINE=1); `mpnet` is the
+    teacher extra's joined folder, verified by hash, or one error line naming the extra."""
     if name == "minilm" and (folder := minilm_folder()) is not None:
         return str(folder)
+    if name == "mpnet":  # an unofficial upload: only from the hash-pinned extra, its weights' hash checked
+        from agnews.training import teacher_files
+
+        return str(teacher_files.mpnet_folder())
     return PRESETS[name].checkpoint
 
 

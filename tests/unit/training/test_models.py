@@ -57,7 +57,7 @@ def test_same_short_name_gets_distinct_names(tmp_path):
 
 @pytest.mark.parametrize("name", ["tinybertt", "/no/such/folder", "a b/c"])
 def test_unknown_model_fails_in_one_line(name):
-    presets = r"\(tinybert, bert-mini, distilbert, minilm\)"
+    presets = r"\(tinybert, bert-mini, distilbert, minilm, mpnet\)"
     with pytest.raises(PipelineError, match=r"unknown model .*use a preset " + presets):
         resolve_model(name)
 
