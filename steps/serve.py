@@ -1,9 +1,12 @@
 """serve: answer MLflow's scoring protocol over HTTP with a logged or registered model (default: the champion),
-batching concurrent requests into one forward pass (agnews/serving/server.py). Loads the model once; SIGTERM drains the
-requests in flight, then exits 0."""
+batching concurrent requests into one forward pass (agnews/serving/server.py). Follows the alias (a moved alias is
+loaded beside the old version and switched to between batches), can shadow another alias, and logs the traffic in
+health windows that `-e monitor` reads with the predict runs. SIGTERM drains the requests in flight, then exits 0."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 
 from agnews import hardware, params, values
@@ -22,7 +25,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = params.StepParser(description=__doc__)
     parser.add_argument("--model_uri", default="models:/agnews-classifier@champion",
                         help="models:/<name>@<alias>, models:/<name>/<version> or runs:/<run id>/model; an alias is "
-                             "resolved once, at start")
+                             "followed (see alias_poll_s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=_whole("port", 0), default=8080, help="TCP port to listen on")
     parser.add_argument("--precision", type=hardware.precision, default="auto",
@@ -35,24 +38,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests waiting beyond this many are answered 503 with Retry-After")
     parser.add_argument("--max_body_mb", type=_whole("max_body_mb", 1), default=1,
                         help="larger request bodies are answered 413")
+    parser.add_argument("--alias_poll_s", type=values.non_negative("alias_poll_s"), default=30,
+                        help="seconds between looks at the alias of a models:/<name>@<alias> URI; when it moves, the "
+                             "new version is loaded beside the old and served from the next batch; 0: never")
+    parser.add_argument("--shadow", default="",
+                        help="an alias (e.g. challenger) whose version also scores every batch, off the response "
+                             "path: agreement (and accuracy on labelled requests) in /health, /metrics and each health "
+                             "window; empty: no shadow")
+    parser.add_argument("--window_rows", type=_whole("window_rows", 0), default=200,
+                        help="a health window closes at this many served rows (or after window_s) and is checked and "
+                             "logged as a run -e monitor reads; 0: no health windows")
+    parser.add_argument("--window_s", type=values.positive("window_s"), default=300,
+                        help="longest a health window stays open, in seconds (fewer than the monitor's min_batch rows: "
+                             "logged as too_small)")
+    parser.add_argument("--log_inputs", type=values.boolean("log_inputs"), default=False,
+                        help="log the served texts with each health window; false: only statistics and predictions")
     return parser.parse_args(argv)
 
 
 def serve(args: argparse.Namespace) -> None:
-    from agnews.serving import predict, server
+    from agnews.serving import follow, predict, server
 
     model_uri = args.model_uri.strip()
+    shadow_alias = args.shadow.strip()
     resolved = classifiers.registered_version(model_uri)  # PipelineError when the alias does not resolve
+    if shadow_alias and resolved is None:
+        raise PipelineError(f"-P shadow={shadow_alias} needs a registered model_uri (models:/<name>@<alias>), not "
+                            f"{model_uri}; drop -P shadow or serve a registered version")
     load_uri = f"models:/{resolved[0]}/{resolved[1]}" if resolved else model_uri
     task = predict.model_task(load_uri)
-    with classifiers.load(load_uri, precision=args.precision, batch_size=args.max_batch) as model:
-        info = {"model_uri": model_uri, "registered_model": resolved[0] if resolved else "",
-                "version": resolved[1] if resolved else ""}
-        app = server.create_app(lambda: model, args.max_batch, args.max_wait_ms, args.max_queue,
-                                args.max_body_mb * 2**20, task=task, info=info)
-        log.info("serving %s (%s, %s) on http://%s:%d", load_uri, model.variant, getattr(model, "precision", ""),
-                 args.host, args.port)
+    load = functools.partial(classifiers.load, precision=args.precision, batch_size=args.max_batch)
+    source = follow.Follower(model_uri, load, args.alias_poll_s)
+    observers, shadow = _observers(args, resolved[0] if resolved else "", load, source)
+    with contextlib.ExitStack() as stack:
+        stack.callback(source.stop)  # also when the first load fails, or the server never starts
+        source.start()
+        model = source.current().model
+        app = server.create_app(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                                max_body_bytes=args.max_body_mb * 2**20, task=task, source=source,
+                                observers=observers)
+        log.info("serving %s (%s, %s) on http://%s:%d%s%s", load_uri, model.variant, getattr(model, "precision", ""),
+                 args.host, args.port, f"; shadow: {shadow}" if shadow else "",
+                 f"; health windows of {args.window_rows} rows or {args.window_s:g}s" if args.window_rows else "")
+        stack.callback(app.state.stop)  # idempotent after uvicorn's shutdown: the open window gets its last try
         server.run(app, args.host, args.port)
+
+
+def _observers(args: argparse.Namespace, name: str, load, source) -> tuple[tuple, str]:
+    """(the shadow scorer and the health windows, as asked; the shadow's URI or "")."""
+    from agnews.monitoring import serving_windows
+    from agnews.serving import follow, shadow, windows
+
+    found, shadow_uri, scorer = [], "", None
+    if args.shadow.strip():
+        shadow_uri = f"models:/{name}@{args.shadow.strip()}"
+        scorer = shadow.Shadow(follow.Follower(shadow_uri, load, args.alias_poll_s, required=False, what="shadow"))
+        found.append(scorer)
+    if args.window_rows:
+        found.append(windows.Windows(serving_windows.sink(), args.window_rows, args.window_s, args.log_inputs,
+                                     shadow=scorer))
+    return tuple(found), shadow_uri
 
 
 def main(argv: list[str] | None = None) -> None:

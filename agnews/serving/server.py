@@ -9,19 +9,21 @@ dynamic batching, a bounded queue, /health and Prometheus /metrics.
   within `max_wait_ms` of the first, sorts them by length, scores them in ONE classifier call in a thread (the event
   loop stays free) and hands each request its rows back. A full queue answers 503 with Retry-After.
 - Faults answer one line: malformed JSON, an unknown shape, missing columns (naming the model's), a row that is not
-  a string or is empty (naming the row) -> 400; a body over `max_body_bytes` -> 413.
+  a string or is empty (naming the row), an unknown `label` -> 400; a body over `max_body_bytes` -> 413.
+- Around it, with no I/O on the request path: the source of each batch's classifier (a fixed one, or
+  agnews/serving/follow.py's alias follower) and the observers of each scored batch (agnews/serving/shadow.py,
+  agnews/serving/windows.py); records and dataframe_split may carry a `label` per row, monitored, never answered.
 """
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,12 +35,13 @@ from agnews import metrics
 from agnews.data import reading
 from agnews.data.task import AG_NEWS, Task
 from agnews.errors import PipelineError
+from agnews.serving.telemetry import Metrics
+from agnews.serving.traffic import NO_LABEL, Scored, Served, Static, label_ids
 
 log = logging.getLogger(__name__)
 
 SHAPES = ("inputs", "instances", "dataframe_split")
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LABEL = "label"  # an optional column (records, dataframe_split) with each row's true label: monitored, not answered
 RETRY_AFTER_S = 1
 GRACEFUL_SHUTDOWN_S = 30  # uvicorn waits this long for in-flight requests after SIGTERM
 
@@ -51,93 +54,34 @@ class RequestError(Exception):
         self.status, self.reason, self.headers = status, reason, headers or {}
 
 
-# --- metrics ------------------------------------------------------------------------------------------------
-
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
-    total: float = 0.0
-    count: int = 0
-
-    def __post_init__(self):
-        self.counts = [0] * len(self.buckets)
-
-    def observe(self, value: float) -> None:
-        index = bisect.bisect_left(self.buckets, value)
-        if index < len(self.counts):
-            self.counts[index] += 1
-        self.total += value
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, count in zip(self.buckets, self.counts):
-            running += count
-            out.append(f'{name}_bucket{{le="{bound:g}"}} {running}')
-        out += [f'{name}_bucket{{le="+Inf"}} {self.count}', f"{name}_sum {self.total:.6g}",
-                f"{name}_count {self.count}"]
-        return out
-
-
-@dataclass
-class Metrics:
-    """What /metrics reports, written in Prometheus' text format by hand (no client library needed)."""
-
-    requests: dict[int, int] = field(default_factory=dict)  # by HTTP status
-    rows: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # by kind
-    batch_rows: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
-    latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-
-    def answered(self, status: int, seconds: float, rows: int = 0) -> None:
-        self.requests[status] = self.requests.get(status, 0) + 1
-        self.rows += rows
-        self.latency.observe(seconds)
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def text(self, queue_depth: int) -> str:
-        lines = ["# HELP agnews_serve_requests_total Requests to /invocations, by HTTP status.",
-                 "# TYPE agnews_serve_requests_total counter"]
-        lines += [f'agnews_serve_requests_total{{code="{code}"}} {n}' for code, n in sorted(self.requests.items())]
-        lines += ["# HELP agnews_serve_rows_total Rows scored.", "# TYPE agnews_serve_rows_total counter",
-                  f"agnews_serve_rows_total {self.rows}",
-                  "# HELP agnews_serve_errors_total Refused or failed requests, by kind.",
-                  "# TYPE agnews_serve_errors_total counter"]
-        lines += [f'agnews_serve_errors_total{{kind="{kind}"}} {n}' for kind, n in sorted(self.errors.items())]
-        lines += ["# HELP agnews_serve_batch_rows Rows per classifier call.",
-                  "# TYPE agnews_serve_batch_rows histogram",
-                  *self.batch_rows.lines("agnews_serve_batch_rows"),
-                  "# HELP agnews_serve_latency_seconds Time from request to answer.",
-                  "# TYPE agnews_serve_latency_seconds histogram",
-                  *self.latency.lines("agnews_serve_latency_seconds"),
-                  "# HELP agnews_serve_queue_depth Requests waiting for the batcher.",
-                  "# TYPE agnews_serve_queue_depth gauge", f"agnews_serve_queue_depth {queue_depth}"]
-        return "\n".join(lines) + "\n"
-
-
 # --- batching -----------------------------------------------------------------------------------------------
 
 @dataclass
 class _Pending:
     texts: list[str]
+    true: np.ndarray  # class ids, NO_LABEL where the request carried none
     future: asyncio.Future
 
 
 class Batcher:
     """Requests in a bounded queue; one worker scores up to `max_batch` rows (or what came within `max_wait_ms` of
-    the first) in one classifier call, in a thread, sorted by length, and answers each request with its rows."""
+    the first) in one classifier call, in a thread, sorted by length, and answers each request with its rows. The
+    classifier is taken from `source` at the start of each batch (an alias switch lands between batches); each
+    scored batch is then handed to the `observers` (shadow, health windows), which must not block."""
 
-    def __init__(self, classifier: Callable[[], Any], max_batch: int, max_wait_ms: float, max_queue: int,
-                 stats: Metrics):
-        self._classifier = classifier
+    def __init__(self, source, max_batch: int, max_wait_ms: float, max_queue: int, stats: Metrics,
+                 observers: tuple = ()):
+        self.source = source
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
-        self.max_queue, self.stats = max_queue, stats
+        self.max_queue, self.stats, self.observers = max_queue, stats, tuple(observers)
+        self.embeddings = any(getattr(o, "wants_embeddings", False) for o in self.observers)
         self.queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task | None = None
         self._lock = threading.Lock()  # one classifier call at a time, whichever loop asks
+        self._batches = 0
+
+    def _classifier(self):
+        return self.source.current().model
 
     def start(self) -> None:
         """The queue and worker in the running loop (at startup, or lazily at the first request)."""
@@ -157,12 +101,14 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize() if self.queue is not None else 0
 
-    async def score(self, texts: list[str]) -> np.ndarray:
-        """Probabilities for these texts (request order), once the worker has scored them with others."""
+    async def score(self, texts: list[str], true: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+        """(probabilities in request order, the labels of the model that scored them), once the worker has scored
+        them with others."""
         self.start()
         future = asyncio.get_running_loop().create_future()
+        true = np.full(len(texts), NO_LABEL, dtype=np.int64) if true is None else true
         try:
-            self.queue.put_nowait(_Pending(texts, future))
+            self.queue.put_nowait(_Pending(texts, true, future))
         except asyncio.QueueFull:
             raise RequestError(503, f"the server is busy ({self.max_queue} requests queued); retry shortly",
                                {"Retry-After": str(RETRY_AFTER_S)}) from None
@@ -190,10 +136,15 @@ class Batcher:
     async def _score(self, batch: list[_Pending]) -> None:
         texts = [t for p in batch for t in p.texts]
         order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
+        served = self.source.current()  # this batch's classifier, whatever the alias does meanwhile
         try:
-            logits = await asyncio.to_thread(self._logits, [texts[i] for i in order])
+            logits, pooled = await asyncio.to_thread(self._logits, served.model, [texts[i] for i in order])
             probabilities = np.empty_like(logits)
             probabilities[order] = metrics.probabilities(np.asarray(logits, dtype=np.float64))
+            embeddings = None
+            if pooled is not None:
+                embeddings = np.empty_like(pooled)
+                embeddings[order] = pooled
         except Exception as exc:  # noqa: BLE001  (every waiting request hears it; the worker keeps serving)
             log.exception("scoring a batch of %d rows failed", len(texts))
             self.stats.error("scoring")
@@ -202,16 +153,29 @@ class Batcher:
                     pending.future.set_exception(RequestError(500, f"scoring failed: {exc}".splitlines()[0]))
             return
         self.stats.batch_rows.observe(len(texts))
-        start = 0
+        labels, start = tuple(served.model.labels), 0
         for pending in batch:
             end = start + len(pending.texts)
             if not pending.future.done():
-                pending.future.set_result(probabilities[start:end])
+                pending.future.set_result((probabilities[start:end], labels))
             start = end
+        self._batches += 1
+        self._observe(Scored(texts, probabilities, np.concatenate([p.true for p in batch]), embeddings, served,
+                             self._batches))
 
-    def _logits(self, texts: list[str]) -> np.ndarray:
+    def _observe(self, scored: Scored) -> None:
+        for observer in self.observers:
+            try:
+                observer.observe(scored)
+            except Exception:  # noqa: BLE001  (watching the traffic never fails a request)
+                log.exception("%s could not take a batch", type(observer).__name__)
+
+    def _logits(self, model, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
         with self._lock:
-            return np.asarray(self._classifier().logits(texts))
+            if self.embeddings and hasattr(model, "logits_and_embeddings"):
+                logits, pooled = model.logits_and_embeddings(texts)
+                return np.asarray(logits), pooled
+            return np.asarray(model.logits(texts)), None
 
 
 # --- the protocol -------------------------------------------------------------------------------------------
@@ -223,6 +187,11 @@ def _columns_hint(task: Task) -> str:
 
 def parse_texts(payload: object, task: Task = AG_NEWS) -> list[str]:
     """The cleaned texts of a scoring request (MLflow's protocol), or a RequestError(400) with a one-line reason."""
+    return parse_request(payload, task)[0]
+
+
+def parse_request(payload: object, task: Task = AG_NEWS) -> tuple[list[str], list | None]:
+    """(cleaned texts, each row's true label from a `label` field or column, or None when the request has none)."""
     if not isinstance(payload, dict) or len([k for k in SHAPES if k in payload]) != 1:
         raise RequestError(400, f"expected a JSON object with exactly one of {', '.join(SHAPES)}")
     shape = next(k for k in SHAPES if k in payload)
@@ -248,11 +217,12 @@ def parse_texts(payload: object, task: Task = AG_NEWS) -> list[str]:
     for i, text in enumerate(value):
         if not isinstance(text, str):
             raise RequestError(400, f"{shape} row {i + 1} is not a string ({type(text).__name__}); send texts")
-    return _cleaned(pd.Series(value, dtype=object), task)
+    return _cleaned(pd.Series(value, dtype=object), task), None
 
 
-def _from_frame(frame: pd.DataFrame, task: Task) -> list[str]:
-    """The model's text columns first, else `text`, else title+description, as predict reads a file."""
+def _from_frame(frame: pd.DataFrame, task: Task) -> tuple[list[str], list | None]:
+    """The model's text columns first, else `text`, else title+description, as predict reads a file; the `label`
+    column, when there is one, as the rows' true labels."""
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
     columns = tuple(c.lower() for c in task.text_columns)
     try:
@@ -268,7 +238,7 @@ def _from_frame(frame: pd.DataFrame, task: Task) -> list[str]:
         raise RequestError(400, str(exc).splitlines()[0]) from None
     if frame.empty:
         raise RequestError(400, "the request has no rows")
-    return _cleaned(text, task)
+    return _cleaned(text, task), (frame[LABEL].tolist() if LABEL in frame.columns else None)
 
 
 def _cleaned(text: pd.Series, task: Task) -> list[str]:
@@ -290,36 +260,46 @@ def predictions(probabilities: np.ndarray, labels: tuple[str, ...]) -> list[dict
 
 # --- the app ------------------------------------------------------------------------------------------------
 
-def create_app(classifier_factory: Callable[[], Any], max_batch: int = 32, max_wait_ms: float = 5,
+def create_app(classifier_factory: Callable[[], Any] | None = None, max_batch: int = 32, max_wait_ms: float = 5,
                max_queue: int = 256, max_body_bytes: int = 1 << 20, task: Task = AG_NEWS,
-               info: dict | None = None):
+               info: dict | None = None, source=None, observers: tuple = ()):
     """The ASGI app. `classifier_factory()` returns the loaded classifier (called once, at startup or the first
-    request); `task` says how request columns become texts; `info` (model_uri, version) is shown by /health."""
-    state: dict[str, Any] = {}
-    lock = threading.Lock()
-
-    def classifier():
-        with lock:
-            if "classifier" not in state:
-                state["classifier"] = classifier_factory()
-            return state["classifier"]
-
+    request) and `info` (model_uri, version) is shown by /health; or `source` (agnews/serving/follow.py's Follower)
+    gives the classifier of each batch. `task` says how request columns become texts. `observers` (the shadow
+    scorer, the health windows) see every scored batch; like the source they have start, stop, health (a dict
+    merged into /health) and metric_lines (added to /metrics), and start at startup or the first request."""
+    source = source if source is not None else Static(classifier_factory, info)
+    helpers, started, lock = (source, *observers), [], threading.Lock()
     stats = Metrics()
-    batcher = Batcher(classifier, max_batch, max_wait_ms, max_queue, stats)
+    batcher = Batcher(source, max_batch, max_wait_ms, max_queue, stats, observers)
+
+    def start() -> None:
+        with lock:
+            if not started:
+                for helper in helpers:
+                    helper.start()
+                started.append(True)
+
+    def stop() -> None:
+        with lock:
+            for helper in reversed(helpers):
+                helper.stop()
+            started.clear()
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await asyncio.to_thread(classifier)
+        await asyncio.to_thread(start)
         batcher.start()
         yield
         await batcher.stop()
+        await asyncio.to_thread(stop)
 
     app = FastAPI(title="agnews-serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.batcher, app.state.metrics = batcher, stats
+    app.state.batcher, app.state.metrics, app.state.stop = batcher, stats, stop
 
-    def refuse(error: RequestError, started: float) -> Response:
+    def refuse(error: RequestError, started_at: float) -> Response:
         stats.error({400: "bad_request", 413: "too_large", 503: "queue_full"}.get(error.status, "failed"))
-        stats.answered(error.status, time.perf_counter() - started)
+        stats.answered(error.status, time.perf_counter() - started_at)
         return JSONResponse({"error_code": "BAD_REQUEST" if error.status == 400 else str(error.status),
                              "message": error.reason}, error.status, headers=error.headers)
 
@@ -335,21 +315,33 @@ def create_app(classifier_factory: Callable[[], Any], max_batch: int = 32, max_w
             chunks.append(chunk)
         return b"".join(chunks)
 
+    async def served() -> Served:
+        if not started:
+            await asyncio.to_thread(start)
+        return source.current()
+
+    def true_labels(raw: list | None, labels: tuple[str, ...]) -> np.ndarray | None:
+        try:
+            return None if raw is None else label_ids(raw, labels)
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from None
+
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        started = time.perf_counter()
+        started_at = time.perf_counter()
         try:
             raw = await body(request)
             try:
                 payload = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise RequestError(400, f"malformed JSON: {exc}".splitlines()[0]) from None
-            texts = parse_texts(payload, task)
-            probabilities = await batcher.score(texts)
+            texts, raw_labels = parse_request(payload, task)
+            true = true_labels(raw_labels, tuple((await served()).model.labels))
+            probabilities, labels = await batcher.score(texts, true)
         except RequestError as error:
-            return refuse(error, started)
-        stats.answered(200, time.perf_counter() - started, len(texts))
-        return JSONResponse({"predictions": predictions(probabilities, tuple(classifier().labels))})
+            return refuse(error, started_at)
+        stats.answered(200, time.perf_counter() - started_at, len(texts))
+        return JSONResponse({"predictions": predictions(probabilities, labels)})
 
     @app.get("/ping")
     async def ping() -> Response:
@@ -357,15 +349,19 @@ def create_app(classifier_factory: Callable[[], Any], max_batch: int = 32, max_w
 
     @app.get("/health")
     async def health() -> dict:
-        model = await asyncio.to_thread(classifier)
-        return {"status": "ok", **(info or {}), "variant": getattr(model, "variant", ""),
-                "precision": getattr(model, "precision", ""), "labels": list(model.labels),
-                "rows_served": stats.rows, "requests_served": stats.requests.get(200, 0),
-                "queue_depth": batcher.depth(), "max_batch": max_batch, "max_wait_ms": max_wait_ms}
+        now = await served()
+        model, out = now.model, {"status": "ok", **now.info}
+        out.update(variant=getattr(model, "variant", ""), precision=getattr(model, "precision", ""),
+                   labels=list(model.labels), rows_served=stats.rows, requests_served=stats.requests.get(200, 0),
+                   queue_depth=batcher.depth(), max_batch=max_batch, max_wait_ms=max_wait_ms)
+        for helper in helpers:
+            out.update(helper.health())
+        return out
 
     @app.get("/metrics")
     async def prometheus() -> Response:
-        return PlainTextResponse(stats.text(batcher.depth()), media_type="text/plain; version=0.0.4")
+        extra = [line for helper in helpers for line in helper.metric_lines()]
+        return PlainTextResponse(stats.text(batcher.depth(), extra), media_type="text/plain; version=0.0.4")
 
     return app
 
