@@ -8,11 +8,12 @@ import argparse
 import contextlib
 import functools
 import logging
+import re
 
 from agnews import hardware, params, values
 from agnews.errors import PipelineError
 from agnews.runs import lifecycle
-from agnews.serving import classifiers
+from agnews.serving import classifiers, variants
 
 log = logging.getLogger("steps.serve")
 
@@ -30,6 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=_whole("port", 0), default=8080, help="TCP port to listen on")
     parser.add_argument("--precision", type=hardware.precision, default="auto",
                         help="auto: bf16 where the CPU or GPU runs it natively, else fp32")
+    parser.add_argument("--variant", default="fp32", choices=variants.VARIANTS,
+                        help="fp32: the model as trained (in --precision); int8: its int8 ONNX variant, the version "
+                             "evaluate registered beside it or the one it accepted (for every version the alias moves "
+                             "to)")
     parser.add_argument("--max_batch", type=_whole("max_batch", 1), default=32,
                         help="most rows scored in one forward pass (whole requests are never split)")
     parser.add_argument("--max_wait_ms", type=_whole("max_wait_ms", 0), default=5,
@@ -67,7 +72,11 @@ def serve(args: argparse.Namespace) -> None:
                             f"{model_uri}; drop -P shadow or serve a registered version")
     load_uri = f"models:/{resolved[0]}/{resolved[1]}" if resolved else model_uri
     task = predict.model_task(load_uri)
-    load = functools.partial(classifiers.load, precision=args.precision, batch_size=args.max_batch)
+    load = _variant_loader(args.variant, functools.partial(classifiers.load, precision=args.precision,
+                                                          batch_size=args.max_batch))
+    if args.variant != "fp32" and resolved is None:
+        raise PipelineError(f"-P variant={args.variant} needs a registered model_uri (models:/<name>@<alias> or "
+                            f"models:/<name>/<version>), not {model_uri}")
     source = follow.Follower(model_uri, load, args.alias_poll_s)
     observers, shadow = _observers(args, resolved[0] if resolved else "", load, source)
     with contextlib.ExitStack() as stack:
@@ -82,6 +91,16 @@ def serve(args: argparse.Namespace) -> None:
                  f"; health windows of {args.window_rows} rows or {args.window_s:g}s" if args.window_rows else "")
         stack.callback(app.state.stop)  # idempotent after uvicorn's shutdown: the open window gets its last try
         server.run(app, args.host, args.port)
+
+
+def _variant_loader(variant: str, load):
+    """`load`, for the variant's model of each registered version the follower asks for (models:/<name>/<version>);
+    a version without that variant fails its load, which the follower logs and counts (the old one keeps serving)."""
+    def load_variant(uri: str):
+        match = re.match(r"^models:/([^/@]+)/(\d+)$", uri)
+        return load(variants.variant_uri(match.group(1), match.group(2), variant) if match else uri)
+
+    return load_variant
 
 
 def _observers(args: argparse.Namespace, name: str, load, source) -> tuple[tuple, str]:

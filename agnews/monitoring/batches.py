@@ -100,9 +100,10 @@ def batch_table(runs: list[mlflow.entities.Run]) -> pd.DataFrame:
 
 def new_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The texts of the batches of an alarm (column `in_alarm`: a run of flagged batches that persisted, see
-    agnews.monitor's window rule), with their true label where the batch had one (empty: label it before training
-    on it): what a retrain adds. An isolated flagged batch adds nothing (at alpha, one in 1/alpha healthy batches
-    is flagged)."""
+    agnews.monitoring.alarms' window rule), with their true label where the batch had one (empty: label it before
+    training on it): what a retrain adds. An isolated flagged batch adds nothing (at alpha, one in 1/alpha healthy
+    batches is flagged). Rows without their text (a serve window logged with log_inputs=false) cannot be retrained
+    on: left out, with a warning that says how many."""
     frames = []
     for run_id in table.loc[table["in_alarm"], "run_id"]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +111,12 @@ def new_rows(table: pd.DataFrame) -> pd.DataFrame:
                                                        dst_path=tmp)
             predictions = pd.read_csv(path, keep_default_na=False)
         label = predictions["true_label_name"] if "true_label_name" in predictions else ""
-        frames.append(pd.DataFrame({"text": predictions["text"], "label": label, "predict_run_id": run_id}))
+        rows = pd.DataFrame({"text": predictions["text"].astype(str), "label": label, "predict_run_id": run_id})
+        kept = rows[rows["text"].str.strip() != ""]
+        if len(kept) < len(rows):
+            log.warning("run %s: %d of its rows were logged without their text (a serve window, log_inputs=false); "
+                        "they are not in the retrain rows", run_id, len(rows) - len(kept))
+        frames.append(kept)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["text", "label", "predict_run_id"])
 
 

@@ -228,3 +228,19 @@ def test_variant_int8_names_the_int8_model_of_a_version(evaluated):
             variants.variant_uri(MODEL, small_version, "int8")
     finally:
         client.set_tag(runs["small"][1].info.run_id, "agnews.int8_accepted", "true" if accepted else "false")
+
+
+def test_serve_loads_the_int8_variant_of_each_version_it_follows(evaluated):
+    """steps.serve -P variant=int8: the follower asks for models:/<name>/<version>; what loads is that version's int8
+    model (and a version without one fails the load, which the follower counts while the old one serves)."""
+    from steps import serve
+
+    _, _, runs = evaluated
+    asked = []
+    load = serve._variant_loader("int8", lambda uri: asked.append(uri) or uri)
+    fp32_version = runs["large"][0].data.tags["agnews.registered_version"]
+    assert load(f"models:/{MODEL}/{fp32_version}") == \
+        f"models:/{MODEL}/{runs['large'][1].data.tags['agnews.int8_registered_version']}"
+    assert serve._variant_loader("fp32", lambda uri: uri)(f"models:/{MODEL}/{fp32_version}") == \
+        f"models:/{MODEL}/{fp32_version}"
+    assert serve.parse_args(["--variant", "int8"]).variant == "int8"
