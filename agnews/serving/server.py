@@ -5,8 +5,9 @@ dynamic batching, a bounded queue, /health and Prometheus /metrics.
   or `{"dataframe_split": {"columns": [...], "data": [...]}}` (the model's text columns as predict reads them);
   texts are cleaned as predict cleans them. Answers `{"predictions": [{"label", "class_id", "score",
   "probabilities"}, ...]}`, one per row, in request order.
-- Requests wait in a bounded asyncio queue; one worker takes up to `max_batch` rows (whole requests) or what came
-  within `max_wait_ms` of the first, sorts them by length, scores them in ONE classifier call in a thread (the event
+- Requests wait in a bounded asyncio queue; one worker takes up to `max_batch` rows (whole requests): what is queued,
+  and what arrives within `max_wait_ms` of the first while other requests are still being read (a lone request is
+  scored at once); it sorts them by length, scores them in ONE classifier call in a thread (the event
   loop stays free) and hands each request its rows back. A full queue answers 503 with Retry-After.
 - Faults answer one line: malformed JSON, an unknown shape, missing columns (naming the model's), a row that is not
   a string or is empty (naming the row), an unknown `label` -> 400; a body over `max_body_bytes` -> 413.
@@ -79,6 +80,9 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._lock = threading.Lock()  # one classifier call at a time, whichever loop asks
         self._batches = 0
+        # Requests received but not yet queued (their body still being read and parsed): the worker waits up to
+        # max_wait_ms for these only. Alone (one client), a request is scored at once, not max_wait_ms later.
+        self.arriving = 0
 
     def _classifier(self):
         return self.source.current().model
@@ -122,9 +126,9 @@ class Batcher:
             deadline = loop.time() + self.max_wait
             while rows < self.max_batch:
                 remaining = deadline - loop.time()
+                waiting = remaining > 0 and self.arriving > 0  # wait only for a request already on its way
                 try:
-                    item = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(
-                        self.queue.get(), remaining)
+                    item = await asyncio.wait_for(self.queue.get(), remaining) if waiting else self.queue.get_nowait()
                 except (asyncio.QueueEmpty, asyncio.TimeoutError):
                     break
                 batch.append(item)
@@ -330,13 +334,17 @@ def create_app(classifier_factory: Callable[[], Any] | None = None, max_batch: i
     async def invocations(request: Request) -> Response:
         started_at = time.perf_counter()
         try:
-            raw = await body(request)
+            batcher.arriving += 1
             try:
-                payload = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RequestError(400, f"malformed JSON: {exc}".splitlines()[0]) from None
-            texts, raw_labels = parse_request(payload, task)
-            true = true_labels(raw_labels, tuple((await served()).model.labels))
+                raw = await body(request)
+                try:
+                    payload = json.loads(raw)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    raise RequestError(400, f"malformed JSON: {exc}".splitlines()[0]) from None
+                texts, raw_labels = parse_request(payload, task)
+                true = true_labels(raw_labels, tuple((await served()).model.labels))
+            finally:
+                batcher.arriving -= 1
             probabilities, labels = await batcher.score(texts, true)
         except RequestError as error:
             return refuse(error, started_at)
