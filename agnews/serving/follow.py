@@ -1,8 +1,9 @@
 """Follow a registry alias while serving: with `models:/<name>@<alias>` the Follower asks the registry every
 `poll_s` seconds which version holds the alias; when it moves, the new version is loaded beside the old one (in the
 poller's thread, off the request path), the batch worker gets it at the start of its next batch, and the old one is
-closed. A version that fails to load is logged and counted, and the old one keeps serving; so does a registry that
-does not answer. A pinned URI (`models:/<name>/<n>`, `runs:/...`) is loaded once and never polled."""
+closed. A version that fails to load is logged and counted once (not fetched again while the alias stays on it),
+and the old one keeps serving; so does a registry that does not answer. A pinned URI (`models:/<name>/<n>`,
+`runs:/...`) is loaded once and never polled."""
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ class Follower:
         self._lock, self._stopped = threading.Lock(), threading.Event()
         self._thread: threading.Thread | None = None
         self.switches = self.load_failures = self.poll_failures = 0
+        self._failed = ""  # the version that last failed to load: not downloaded again until the alias moves on
 
     # --- what the server asks ---
     def start(self) -> None:
@@ -89,12 +91,13 @@ class Follower:
             log.warning("%s: could not read alias %s of %s (%s); still serving version %s", self.what, self.alias,
                         self.name, cause(exc), self._served.version if self._served else "none")
             return False
-        if not version or (self._served is not None and version == self._served.version):
+        serving = self._served.version if self._served is not None else None
+        if not version or version in (self._failed, serving):
             return False
         try:
             self._switch(version)
         except Exception as exc:  # noqa: BLE001  (a broken version must not take the server down)
-            self.load_failures += 1
+            self.load_failures, self._failed = self.load_failures + 1, version
             log.warning("%s: version %s of %s (alias %s) failed to load (%s); still serving version %s", self.what,
                         version, self.name, self.alias, str(cause(exc)).splitlines()[0],
                         self._served.version if self._served else "none")
