@@ -8,7 +8,6 @@ import argparse
 import contextlib
 import functools
 import logging
-import re
 
 from agnews import hardware, params, values
 from agnews.errors import PipelineError
@@ -97,8 +96,8 @@ def _variant_loader(variant: str, load):
     """`load`, for the variant's model of each registered version the follower asks for (models:/<name>/<version>);
     a version without that variant fails its load, which the follower logs and counts (the old one keeps serving)."""
     def load_variant(uri: str):
-        match = re.match(r"^models:/([^/@]+)/(\d+)$", uri)
-        return load(variants.variant_uri(match.group(1), match.group(2), variant) if match else uri)
+        version = classifiers.registered_version(uri)  # the follower asks for pinned versions: no registry call
+        return load(variants.variant_uri(*version, variant) if version else uri)
 
     return load_variant
 

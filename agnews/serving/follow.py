@@ -128,8 +128,9 @@ class Follower:
         except BaseException:
             stack.close()
             raise
-        info = {"model_uri": self.model_uri, "registered_model": self.name or _pinned_name(self.model_uri),
-                "version": version or _pinned_version(self.model_uri)}
+        pinned = ("", "") if self.alias else classifiers.registered_version(self.model_uri) or ("", "")
+        info = {"model_uri": self.model_uri, "registered_model": self.name or pinned[0],
+                "version": version or pinned[1]}
         with self._lock:
             old, old_served = self._stack, self._served
             self._stack, self._served = stack, Served(model, info)
@@ -143,13 +144,3 @@ class Follower:
     def _poll(self) -> None:
         while not self._stopped.wait(self.poll_s):
             self.check()
-
-
-def _pinned_name(model_uri: str) -> str:
-    match = re.match(r"^models:/([^/@]+)/(\d+)$", model_uri)
-    return match.group(1) if match else ""
-
-
-def _pinned_version(model_uri: str) -> str:
-    match = re.match(r"^models:/([^/@]+)/(\d+)$", model_uri)
-    return match.group(2) if match else ""
