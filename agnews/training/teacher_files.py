@@ -10,7 +10,6 @@ SHA-256 of `model.safetensors` recorded here is checked on every load. Only the 
 taken from the zip; nothing in it is executed (no `trust_remote_code`, safetensors only)."""
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import logging
 import os
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from agnews.errors import PipelineError
+from agnews.runs import reuse
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,9 @@ def part_files(parts: tuple[str, ...] = PARTS) -> list[Path]:
     return files
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified(folder: Path, expected: str = MODEL_SHA256) -> Path:
     """The folder, once its model.safetensors has the recorded SHA-256; else one error line."""
-    actual = sha256(folder / MODEL_FILE)
+    actual = reuse.file_sha256(folder / MODEL_FILE)  # the full bytes, every time: no stat-keyed cache
     if actual != expected:
         raise PipelineError(f"{folder / MODEL_FILE} has SHA-256 {actual}, not the recorded {expected}: the files "
                             f"are not the ones this project checked; delete {folder} and reinstall: {INSTALL}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agnews.errors import PipelineError
+from agnews.runs import reuse
 from agnews.training import models, teacher_files
 from tests.helpers import REPO
 
@@ -103,4 +104,4 @@ def test_the_mpnet_preset_is_the_extra_or_one_error_line(tmp_path, monkeypatch):
         return
     spec = models.resolve_model("mpnet")  # the real upload: joined here, its hash checked against the recorded one
     assert (spec.name, spec.preset) == ("mpnet", "mpnet")
-    assert teacher_files.sha256(Path(spec.checkpoint) / teacher_files.MODEL_FILE) == teacher_files.MODEL_SHA256
+    assert reuse.file_sha256(Path(spec.checkpoint) / teacher_files.MODEL_FILE) == teacher_files.MODEL_SHA256
