@@ -67,6 +67,12 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
     except PipelineError as exc:
         _abort(step, "FAILED", str(exc))
         raise SystemExit(f"error: {exc}") from None
+    except SystemExit as exc:
+        if exc.code not in (0, None) or _rollbacks:
+            _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
+            raise
+        _discard(run, created=experiment is not None)  # `--help` (argparse's clean exit): no work was done
+        raise
     except KeyboardInterrupt as exc:
         reason = f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}"
         _abort(step, "KILLED", reason)
@@ -80,6 +86,15 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
         staging.cleanup()
     _rollbacks.clear()
     mlflow.end_run()
+
+
+def _discard(run: mlflow.ActiveRun, created: bool) -> None:
+    """A body that exited cleanly before doing anything (`python -m steps.X --help`): a run this process opened is
+    deleted (it holds nothing but its step tags), one `mlflow run` opened ends FINISHED as the command did."""
+    with signals.deferred():
+        mlflow.end_run()
+        if created:
+            _retrying(lambda: mlflow.MlflowClient().delete_run(run.info.run_id))
 
 
 def set_run_name(name: str) -> None:

@@ -223,7 +223,8 @@ def test_the_serve_step_serves_a_real_tiny_model_as_predict_scores_it(tmp_path_f
         seen["task"] = model_task(f"models:/agnews-classifier/{version}")
         monkeypatch.setattr(server, "run", fake_run)
         loads = []
-        monkeypatch.setattr(classifiers, "load", lambda *a, _load=classifiers.load, **k: loads.append(a) or _load(*a, **k))
+        monkeypatch.setattr(classifiers, "load",
+                            lambda *a, _load=classifiers.load, **k: loads.append(a) or _load(*a, **k))
         serve.main(["--port", "8123", "--precision", "fp32", "--max_wait_ms", "1"])
     assert loads == [(f"models:/agnews-classifier/{version}",)]  # the alias resolved once, the version loaded once
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
