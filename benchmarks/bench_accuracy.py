@@ -62,7 +62,6 @@ from agnews.training.models import load_encoder, load_tokenizer_and_model, resol
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent / "data" / "ag_news" / "test.csv.gz"
 METHODS = ("baseline", "long", "llrd", "self-train", "L3", "L3-distill")  # and "recipe", with --recipe
-TEACHER_METHODS = ("teacher", "student", "L3-student", "probe-minilm", "probe-mpnet")  # the mpnet ones: its extra
 SOFT_LABELS = {"self-train": "baseline", "L3-distill": "baseline", "student": "teacher", "L3-student": "teacher"}
 SPLIT_SEED = 42
 MAX_STUDENT = 25e6  # parameters: issue 28's student size
@@ -256,6 +255,7 @@ def main() -> None:
     for method, source in SOFT_LABELS.items():
         if method in methods and (source not in methods or methods.index(source) > methods.index(method)):
             raise SystemExit(f"error: {method} needs {source} before it in --methods")
+    soft_texts = pd.concat([splits["train"]["text"], pool["text"]]).tolist()  # what a teacher soft-labels
     rows, predictions, latency, probes = [], {m: [] for m in methods}, {}, {}
     for seed in range(args.seeds):
         soft_labels = {}  # this seed's teachers' logits over the labelled rows and the pool
@@ -270,8 +270,7 @@ def main() -> None:
             if method.startswith("probe-"):
                 probes[method] = (row, logits.argmax(-1))
             if method in SOFT_LABELS.values():
-                texts = pd.concat([splits["train"]["text"], pool["text"]]).tolist()
-                soft_labels[method] = classifier.logits(texts)
+                soft_labels[method] = classifier.logits(soft_texts)
             if classifier is not None and row["arch"] not in latency:
                 latency[row["arch"]] = costs.cost(classifier, splits["test"]["text"].tolist())["latency_p50_ms"]
             Path(HERE / "bench_accuracy.json").write_text(json.dumps(rows, indent=1))  # partial results survive

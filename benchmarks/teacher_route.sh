@@ -33,16 +33,18 @@ python -m steps.prepare_data --data data/ag_news/test.csv.gz --train_size 1000 -
 data=$(runs prepare_data | cut -d' ' -f1)
 python -m steps.train --model mpnet --data_run_id "$data" --registered_model teacher --run_name teacher --seed "$SEED"
 python -m steps.train --model minilm --data_run_id "$data" --registered_model students --run_name minilm --seed "$SEED"
+read -r minilm_run teacher_run _ < <(runs train)  # newest first
 teacher=$(python -c "import mlflow, sys; from agnews import vocab
-print(mlflow.get_run(sys.argv[1]).data.tags[vocab.REGISTERED_VERSION])" "$(runs train | cut -d' ' -f2)")
+print(mlflow.get_run(sys.argv[1]).data.tags[vocab.REGISTERED_VERSION])" "$teacher_run")
 python -m steps.distill --teacher "models:/teacher/$teacher" --model minilm --data_run_id "$data" \
   --registered_model students --seed "$SEED"
-python -m steps.evaluate --train_run_id "$(runs train | cut -d' ' -f2)" --int8 false  # the teacher: no int8 here
-for run in $(runs train | cut -d' ' -f1) $(runs distill); do
+student_run=$(runs distill | cut -d' ' -f1)
+python -m steps.evaluate --train_run_id "$teacher_run" --int8 false  # the teacher: no int8 here
+for run in "$minilm_run" "$student_run"; do
   python -m steps.evaluate --train_run_id "$run"
 done
-python -m steps.compare --run_ids "$(runs train | cut -d' ' -f1)" --registered_model students  # the first champion
-python -m steps.compare --run_ids "$(runs distill)" --registered_model students  # the student: the gate decides
+python -m steps.compare --run_ids "$minilm_run" --registered_model students  # the first champion
+python -m steps.compare --run_ids "$student_run" --registered_model students  # the student: the gate decides
 echo "wall $(( $(date +%s) - start )) s"
 python - <<'PY'
 import mlflow

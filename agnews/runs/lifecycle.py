@@ -67,19 +67,16 @@ def step_run(step: str, run_name: str | None = None, plots: bool = False) -> Ite
     except PipelineError as exc:
         _abort(step, "FAILED", str(exc))
         raise SystemExit(f"error: {exc}") from None
-    except SystemExit as exc:
-        if exc.code not in (0, None) or _rollbacks:
-            _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
-            raise
-        _discard(run, created=experiment is not None)  # `--help` (argparse's clean exit): no work was done
-        raise
     except KeyboardInterrupt as exc:
         reason = f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}"
         _abort(step, "KILLED", reason)
         raise SystemExit(f"error: {step} {reason}; run {run.info.run_id} ended KILLED, nothing registered; "
                          "re-run the step to start clean") from None
     except BaseException as exc:
-        _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, SystemExit) and exc.code in (0, None) and not _rollbacks:
+            _discard(run, created=experiment is not None)  # `--help` (argparse's clean exit): no work was done
+        else:
+            _abort(step, "FAILED", f"{type(exc).__name__}: {exc}")
         raise
     finally:
         _to_publish.clear()
